@@ -1,0 +1,281 @@
+"""Experiment configuration: nested dataclasses, TOML files and `key.sub=value` overrides.
+
+Precedence is defaults < file < command line. An unknown key fails with the closest valid
+name. Each field's docstring is its help text (`ragft compare --help-config`).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import inspect
+import textwrap
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from ragft.errors import ConfigError
+
+VARIANTS = ("prompt", "fewshot", "rag", "ft", "rag+ft")
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    """Name of the run; the run folder is `output_dir/name`."""
+    variants: list[str] = field(default_factory=lambda: ["prompt", "rag", "rag+ft"])
+    """Arms to run, in ladder order: prompt, fewshot, rag, ft, rag+ft."""
+    output_dir: str = "runs"
+    """Folder that holds run folders (relative to the config file)."""
+    seed: int = 0
+    """Seed for training, sampling of distractors and the bootstrap."""
+    bootstrap_samples: int = 2000
+    """Resamples for the bootstrap confidence intervals."""
+
+
+@dataclass
+class ModelsConfig:
+    generator: str = "smollm2-135m-instruct"
+    """Generator: an offline alias (`ragft models`), a local folder, or a hub id."""
+    embedder: str = "all-minilm-l6-v2"
+    """Embedder for retrieval: an offline alias, a local folder, or a hub id."""
+    dtype: str = "auto"
+    """Generator weights: auto (bf16 where the CPU or GPU supports it), bfloat16 or float32."""
+
+
+@dataclass
+class DataConfig:
+    corpus: str = ""
+    """Folder of .txt/.md documents to retrieve from (relative to the config file)."""
+    examples: str = ""
+    """JSONL of examples: id, question, answers, split (train/test), doc_id."""
+    test_limit: int = 0
+    """Score only the first N test examples (0 = all)."""
+    train_limit: int = 0
+    """Train on only the first N train examples (0 = all)."""
+
+
+@dataclass
+class ChunkingConfig:
+    chunk_size: int = 500
+    """Largest chunk, in characters."""
+    chunk_overlap: int = 50
+    """Characters shared by neighbouring chunks."""
+
+
+@dataclass
+class RetrievalConfig:
+    k: int = 3
+    """Passages put into the prompt of `rag` arms."""
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 32
+    """Most tokens generated per answer (greedy decoding)."""
+    batch_size: int = 8
+    """Prompts generated together (left-padded)."""
+
+
+@dataclass
+class FinetuneConfig:
+    rank: int = 16
+    """LoRA rank."""
+    alpha: int = 32
+    """LoRA scaling numerator (scale = alpha / rank)."""
+    dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    """Linear layers that get adapters."""
+    learning_rate: float = 1e-3
+    """Peak AdamW learning rate (linear warm-up, then linear decay)."""
+    epochs: int = 2
+    """Passes over the training records."""
+    max_steps: int = 0
+    """Stop after this many optimiser steps (0 = run all epochs)."""
+    batch_size: int = 8
+    """Records per optimiser step."""
+    max_length: int = 768
+    """Longest training record in tokens; longer contexts are cut, answers never."""
+    distractors: int = 2
+    """Retrieved non-gold passages put beside the gold one in `rag+ft` training prompts."""
+    p_no_gold: float = 0.2
+    """Fraction of `rag+ft` training prompts whose gold passage is left out (RAFT)."""
+
+
+@dataclass
+class Config:
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    base_dir: str = field(default=".", metadata={"internal": True})
+    """Folder that relative paths are resolved against (the config file's folder)."""
+
+    def path(self, value: str) -> Path:
+        """Resolve a path from the config against the config file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Build a Config from defaults, an optional TOML file, then `key.sub=value` overrides."""
+    data: dict[str, Any] = {}
+    base_dir = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("config file not found", path) from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"invalid TOML: {e}", path) from None
+        base_dir = path.resolve().parent
+        _check_keys(Config, data, source=str(path))
+    for item in overrides or []:
+        key, value = _parse_override(item)
+        _check_keys(Config, _nest(key, value), source=f"override {item!r}")
+        _deep_set(data, key.split("."), value)
+    config = _build(Config, data, prefix="")
+    config.base_dir = str(base_dir)
+    _validate(config)
+    return config
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Attribute docstrings of a dataclass: the string literal right after each field."""
+    return dict(_field_docs(cls))
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, help) for every leaf setting, for `--help-config`."""
+    rows = []
+    docs = field_help(cls)
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        value = getattr(defaults, f.name)
+        if dataclasses.is_dataclass(value):
+            rows += describe(type(value), prefix + f.name + ".")
+        else:
+            rows.append((prefix + f.name, repr(value), docs.get(f.name, "")))
+    return rows
+
+
+@cache
+def _field_docs(cls: type) -> tuple[tuple[str, str], ...]:
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    out = []
+    for node, nxt in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            out.append((node.target.id, " ".join(nxt.value.value.split())))
+    return tuple(out)
+
+
+def _public_fields(cls: type) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+
+
+def _check_keys(cls: type, data: dict[str, Any], source: str, prefix: str = "") -> None:
+    names = {f.name: f for f in _public_fields(cls)}
+    hints = get_type_hints(cls)
+    for key, value in data.items():
+        if key not in names:
+            valid = [prefix + n for n in names]
+            close = difflib.get_close_matches(prefix + key, valid, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
+            raise ConfigError(f"{source}: unknown key {prefix + key!r}{hint}")
+        sub = hints[key]
+        if dataclasses.is_dataclass(sub):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {prefix + key!r} must be a table of settings")
+            _check_keys(sub, value, source, prefix + key + ".")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for f in _public_fields(cls):
+        if f.name not in data:
+            continue
+        value, hint = data[f.name], hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[f.name] = _build(hint, value, prefix + f.name + ".")
+        else:
+            kwargs[f.name] = _coerce(value, hint, prefix + f.name)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = getattr(hint, "__origin__", hint)
+    if origin is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if origin is list:
+        (item,) = hint.__args__
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, item) for v in value):
+            raise ConfigError(f"{key} must be a list of {item.__name__}, got {value!r}")
+        return value
+    if origin is int and isinstance(value, bool):
+        raise ConfigError(f"{key} must be an int, got {value!r}")
+    if not isinstance(value, origin):
+        raise ConfigError(f"{key} must be {origin.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare string such as generator=my-model
+    return key, value
+
+
+def _nest(key: str, value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    _deep_set(out, key.split("."), value)
+    return out
+
+
+def _deep_set(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    for part in parts[:-1]:
+        data = data.setdefault(part, {})
+    data[parts[-1]] = value
+
+
+def _validate(config: Config) -> None:
+    for v in config.experiment.variants:
+        if v not in VARIANTS:
+            close = difflib.get_close_matches(v, VARIANTS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"experiment.variants: unknown variant {v!r}{hint} (known: {', '.join(VARIANTS)})")
+    if config.models.dtype not in ("auto", "bfloat16", "float32"):
+        raise ConfigError(f"models.dtype must be auto, bfloat16 or float32, got {config.models.dtype!r}")
+    if not 0.0 <= config.finetune.p_no_gold <= 1.0:
+        raise ConfigError(f"finetune.p_no_gold must be within [0, 1], got {config.finetune.p_no_gold}")
+    if config.chunking.chunk_overlap >= config.chunking.chunk_size:
+        raise ConfigError("chunking.chunk_overlap must be smaller than chunking.chunk_size")

@@ -1,0 +1,1 @@
+"""LoRA fine-tuning: SFT records, the training loop, adapter save and load."""

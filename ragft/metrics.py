@@ -1,0 +1,46 @@
+"""Answer and retrieval metrics. Answer metrics follow the official SQuAD v1.1 scorer."""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Sequence
+
+_PUNCT = set(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case, drop punctuation and articles, collapse whitespace (SQuAD v1.1)."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact_match(prediction: str, answers: Sequence[str]) -> float:
+    """1.0 if the normalised prediction equals any normalised gold answer."""
+    pred = normalize_answer(prediction)
+    return float(any(pred == normalize_answer(a) for a in answers))
+
+
+def token_f1(prediction: str, answers: Sequence[str]) -> float:
+    """Best token-overlap F1 against the gold answers."""
+    return max((_f1(prediction, a) for a in answers), default=0.0)
+
+
+def _f1(prediction: str, answer: str) -> float:
+    pred, gold = normalize_answer(prediction).split(), normalize_answer(answer).split()
+    common = Counter(pred) & Counter(gold)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred), same / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def recall_at_k(retrieved: Sequence[str], relevant: set[str] | Sequence[str], k: int) -> float:
+    """Fraction of the relevant ids found among the first k retrieved ids."""
+    relevant = set(relevant)
+    if not relevant:
+        return 0.0
+    return len(relevant & set(retrieved[:k])) / len(relevant)

@@ -1,0 +1,1 @@
+"""Task kinds: a loader, a template family and metrics each."""
