@@ -86,8 +86,8 @@ class FinetuneConfig:
     """LoRA rank."""
     alpha: int = 32
     """LoRA scaling numerator (scale = alpha / rank)."""
-    dropout: float = 0.05
-    """Dropout on the LoRA input."""
+    dropout: float = 0.0
+    """Dropout on the LoRA input (on CPUs its random masks cost about a fifth of a step)."""
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )

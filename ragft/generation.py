@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ragft.models import resolve
@@ -72,7 +72,14 @@ class Generator:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def generate(self, prompts: Sequence[str], desc: str = "generating") -> list[Generation]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        desc: str = "generating",
+        on_batch: Callable[[list[int], list[Generation]], None] | None = None,
+    ) -> list[Generation]:
+        """Greedy answers in input order; `on_batch(indices, generations)` runs after each batch
+        (the experiment runner saves there, so an interruption loses at most one batch)."""
         import torch
 
         encoded = [self.encode(p) for p in prompts]
@@ -108,6 +115,8 @@ class Generator:
                     new = new[: new.index(eos) + 1]
                 text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
                 results[i] = Generation(text, len(encoded[i]), len(new), seconds)
+            if on_batch is not None:
+                on_batch(idx, [results[i] for i in idx])  # type: ignore[misc]
             bar.update(len(idx))
         bar.close()
         return [r for r in results if r is not None]

@@ -1,0 +1,111 @@
+"""The `ragft` command. Heavy libraries load inside each command, never at import."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ragft", description="Compare prompting, RAG and LoRA fine-tuning on your task.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("models", help="list offline model aliases and whether they are installed")
+    m.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    i = sub.add_parser("index", help="index a folder of .txt/.md documents")
+    i.add_argument("path", help="folder of documents")
+    i.add_argument("--out", required=True, help="index folder to write (replaced atomically)")
+    i.add_argument("--embedder", default="all-minilm-l6-v2", help="embedder alias, folder or hub id")
+    i.add_argument("--chunk-size", type=int, default=500, help="largest chunk in characters")
+    i.add_argument("--chunk-overlap", type=int, default=50, help="characters shared by neighbouring chunks")
+
+    s = sub.add_parser("search", help="search a saved index")
+    s.add_argument("index", help="index folder written by `ragft index`")
+    s.add_argument("query", help="text to search for")
+    s.add_argument("-k", type=int, default=3, help="results to show")
+    s.add_argument("--embedder", default="all-minilm-l6-v2", help="must be the embedder the index was built with")
+
+    c = sub.add_parser("compare", help="run the variants of an experiment config and report")
+    c.add_argument("config", nargs="?", help="TOML experiment config")
+    c.add_argument("overrides", nargs="*", help="key.sub=value settings that win over the file")
+    c.add_argument("--out", help="run folder (default: experiment.output_dir/experiment.name)")
+    c.add_argument("--help-config", action="store_true", help="list every config key with its default and help")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from ragft.errors import RagftError
+
+    try:
+        return {"models": _models, "index": _index, "search": _search, "compare": _compare}[args.command](args)
+    except RagftError as e:
+        print(f"ragft: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ragft: interrupted; finished work is saved, re-run the same command to continue", file=sys.stderr)
+        return 130
+
+
+def _models(args: argparse.Namespace) -> int:
+    from ragft.models import list_models
+
+    rows = list_models()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'alias':<24} {'kind':<10} {'installed':<10} where")
+    for r in rows:
+        print(f"{r['alias']:<24} {r['kind']:<10} {r['installed']:<10} {r['where']}")
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    from ragft.corpus import chunk_documents, load_folder
+    from ragft.retrieval import Embedder, build_index
+
+    docs = load_folder(args.path)
+    chunks = chunk_documents(docs, args.chunk_size, args.chunk_overlap)
+    index = build_index(chunks, Embedder(args.embedder), {"chunking": {"chunk_size": args.chunk_size, "chunk_overlap": args.chunk_overlap}})
+    index.save(args.out)
+    print(f"indexed {len(docs)} documents as {len(chunks)} chunks into {args.out}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from ragft.retrieval import DenseRetriever, Embedder, VectorIndex
+
+    embedder = Embedder(args.embedder)
+    retriever = DenseRetriever(embedder, VectorIndex.load(args.index, embedder.name))
+    for hit in retriever.retrieve([args.query], args.k)[0]:
+        text = " ".join(hit.chunk.text.split())
+        print(f"{hit.rank + 1}. [{hit.score:.3f}] {hit.chunk.id}: {text[:160]}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from ragft.config import describe, load_config
+
+    if args.help_config:
+        for key, default, doc in describe():
+            print(f"{key} = {default}\n    {doc}")
+        return 0
+    if args.config is None:
+        print("ragft compare: a config file is required (see configs/handbook.toml)", file=sys.stderr)
+        return 2
+    from ragft.experiment import compare, run_dir_for
+    from ragft.report import markdown
+
+    config = load_config(args.config, args.overrides)
+    run_dir = args.out or run_dir_for(config)
+    report = compare(config, run_dir)
+    print(markdown(report))
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
