@@ -1,0 +1,76 @@
+"""Shared fixtures: the real offline models (loaded once per session) and a tiny random
+Llama for training mechanics."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HANDBOOK = ROOT / "corpora" / "handbook"
+os.environ.setdefault("RAGFT_CACHE", str(ROOT / ".ragft-cache"))
+os.environ.setdefault("RAGFT_PROGRESS", "0")
+
+
+def data_dir() -> Path | None:
+    """../shared/data beside the project, or $RAGFT_DATA."""
+    path = Path(os.environ.get("RAGFT_DATA") or ROOT.parent / "shared" / "data")
+    return path if path.is_dir() else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import importlib.util
+
+    has_cuda = False
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="needs CUDA"))
+        if "data" in item.keywords and data_dir() is None:
+            item.add_marker(pytest.mark.skip(reason="needs ../shared/data or RAGFT_DATA"))
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from ragft.retrieval import Embedder
+
+    return Embedder("all-minilm-l6-v2")
+
+
+@pytest.fixture(scope="session")
+def generator():
+    """The real 135M generator in fp32 (exact, so batched and single runs agree)."""
+    from ragft.generation import Generator
+
+    return Generator.load("smollm2-135m-instruct", "float32", batch_size=4, max_new_tokens=16)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(generator):
+    return generator.tokenizer
+
+
+@pytest.fixture
+def tiny_model(tokenizer):
+    """A randomly initialised 2-layer Llama with the real tokenizer's vocabulary."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return LlamaForCausalLM(config).eval()

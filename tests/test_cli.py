@@ -1,0 +1,87 @@
+"""The `ragft` command end to end, with the real offline models."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ragft.cli import main
+
+from conftest import HANDBOOK, ROOT
+
+TINY = [
+    "data.test_limit=6",
+    "data.train_limit=16",
+    "finetune.max_steps=2",
+    "finetune.batch_size=4",
+    "generation.max_new_tokens=12",
+    "experiment.bootstrap_samples=200",
+]
+
+
+def test_import_and_help_stay_light():
+    code = (
+        "import sys, ragft, ragft.cli\n"
+        "try:\n    ragft.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'transformers', 'faiss', 'sentence_transformers', 'peft') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_models_lists_installed_aliases(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = {r["alias"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["smollm2-135m-instruct"]["installed"] == "yes"
+    assert rows["all-minilm-l6-v2"]["kind"] == "embedder"
+
+
+def test_index_then_search(tmp_path, capsys):
+    assert main(["index", str(HANDBOOK / "docs"), "--out", str(tmp_path / "idx")]) == 0
+    assert "indexed 33 documents" in capsys.readouterr().out
+    assert main(["search", str(tmp_path / "idx"), "Who keeps the boat book?", "-k", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("1. [") and "survey-boats#" in out[0]
+
+
+def test_errors_are_one_line_naming_the_problem(tmp_path, capsys):
+    assert main(["index", str(tmp_path), "--out", str(tmp_path / "idx")]) == 2
+    assert f"ragft: error: {tmp_path}: corpus folder has no documents" in capsys.readouterr().err
+    config = tmp_path / "bad.toml"
+    config.write_text("[retrieval]\nkk = 3\n")
+    assert main(["compare", str(config)]) == 2
+    assert "did you mean 'retrieval.k'" in capsys.readouterr().err
+
+
+def test_compare_runs_every_variant_end_to_end_and_resumes(tmp_path, capsys):
+    run = tmp_path / "run"
+    variants = 'experiment.variants=["prompt","fewshot","rag","ft","rag+ft"]'
+    args = ["compare", str(ROOT / "configs" / "handbook.toml"), *TINY, variants, "--out", str(run)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| rag+ft |" in out and "prompt -> fewshot" in out
+
+    report = json.loads((run / "report.json").read_text())
+    assert list(report["variants"]) == ["prompt", "fewshot", "rag", "ft", "rag+ft"]
+    assert report["variants"]["rag+ft"]["costs"]["training"]["steps"] == 2
+    assert report["environment"]["versions"]["torch"]
+    assert (run / "report.md").read_text().startswith("# handbook")
+    assert json.loads((run / "config.json").read_text())["data"]["test_limit"] == 6
+
+    rows = [json.loads(line) for line in (run / "predictions" / "rag.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(len(r["retrieved"]) == 3 and "Context:" in r["prompt"] for r in rows)
+    prompt_rows = [json.loads(line) for line in (run / "predictions" / "prompt.jsonl").read_text().splitlines()]
+    assert all(r["retrieved"] == [] and "Context:" not in r["prompt"] for r in prompt_rows)
+
+    # Interrupted mid-variant: drop finished rows; a re-run fills them in and reuses the adapter.
+    adapter_manifest = run / "adapters" / "rag_ft" / "manifest.json"
+    stamp = adapter_manifest.stat().st_mtime_ns
+    preds = run / "predictions" / "rag+ft.jsonl"
+    before = preds.read_text().splitlines()
+    preds.write_text("\n".join(before[:2]) + "\n")
+    assert main(args) == 0
+    after = preds.read_text().splitlines()
+    assert len(after) == 6 and after[:2] == before[:2]
+    assert sorted(json.loads(x)["output"] for x in after) == sorted(json.loads(x)["output"] for x in before)
+    assert adapter_manifest.stat().st_mtime_ns == stamp

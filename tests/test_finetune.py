@@ -1,0 +1,122 @@
+import random
+
+import pytest
+
+from ragft.config import FinetuneConfig
+from ragft.errors import ArtifactError, RagftError
+from ragft.finetune.adapter import load_adapter, save_adapter
+from ragft.finetune.data import IGNORE, gold_chunk, make_record, raft_passages
+from ragft.finetune.lora import answer_loss, collate, length_grouped_batches, train_lora
+from ragft.types import Chunk, Example, Hit
+
+
+def test_record_masks_prompt_and_keeps_answer_with_eos():
+    r = make_record("x", [1, 2, 3, 4], [7, 8], eos_id=2, max_length=100)
+    assert r.input_ids == (1, 2, 3, 4, 7, 8, 2)
+    assert r.labels == (IGNORE,) * 4 + (7, 8, 2)
+    assert not r.truncated
+
+
+def test_long_record_loses_context_never_the_answer():
+    prompt = list(range(100, 400))
+    r = make_record("x", prompt, [7, 8, 9], eos_id=2, max_length=100)
+    assert len(r.input_ids) == 100 and r.truncated
+    assert r.input_ids[-4:] == (7, 8, 9, 2) and r.labels[-4:] == (7, 8, 9, 2)
+    assert r.input_ids[:24] == tuple(prompt[:24])  # system line kept
+    assert r.input_ids[-5] == prompt[-1]  # question (end of prompt) kept
+
+
+def test_answer_too_long_for_max_length_is_an_error():
+    with pytest.raises(RagftError, match="no room"):
+        make_record("x", [1] * 10, list(range(90)), eos_id=2, max_length=100)
+
+
+def test_raft_context_drops_gold_at_the_configured_rate():
+    gold = Chunk("g#0", "g", "the answer is Beacon", 0)
+    hits = [Hit(Chunk(f"d{i}#0", f"d{i}", f"distractor {i}", 0), 1.0 - i / 10, i) for i in range(5)]
+    ex = Example("e", "q?", ("Beacon",), "train", "g")
+    assert gold_chunk(ex, {"g": [Chunk("g#1", "g", "nothing", 0), gold]}) == gold
+    rng = random.Random(0)
+    runs = [raft_passages(ex, hits, gold, 3, 0.3, rng) for _ in range(2000)]
+    assert all(len(p) == 3 for p in runs)
+    with_gold = sum(gold in p for p in runs) / len(runs)
+    assert 0.65 < with_gold < 0.75
+    positions = {p.index(gold) for p in runs if gold in p}
+    assert positions == {0, 1, 2}
+
+
+def test_length_grouped_batches_cover_everything_once_with_little_padding():
+    rng = random.Random(0)
+    lengths = [rng.randint(20, 400) for _ in range(500)]
+    batches = length_grouped_batches(lengths, 8, random.Random(1))
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    assert 1 - sum(lengths) / padded < 0.10
+
+
+def _records(tokenizer, n=8):
+    out = []
+    for i in range(n):
+        prompt = tokenizer(f"Question number {i}: what is the code word?", add_special_tokens=False)["input_ids"]
+        answer = tokenizer(f" lantern {i}", add_special_tokens=False)["input_ids"]
+        out.append(make_record(str(i), prompt, answer, tokenizer.eos_token_id, 64))
+    return out
+
+
+def test_lora_training_lowers_the_loss(tiny_model, tokenizer):
+    records = _records(tokenizer)
+    cfg = FinetuneConfig(rank=8, alpha=16, learning_rate=5e-3, epochs=30, batch_size=4, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"])
+    model, result = train_lora(tiny_model, records, cfg, tokenizer.pad_token_id, seed=0)
+    assert result.steps == 60
+    assert sum(result.losses[-4:]) / 4 < 0.7 * sum(result.losses[:4]) / 4
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+
+
+def test_answer_loss_matches_the_full_model_loss(tiny_model, tokenizer):
+    batch = collate(_records(tokenizer, 4), tokenizer.pad_token_id)
+    full = tiny_model(**batch).loss
+    assert answer_loss(tiny_model, **batch).item() == pytest.approx(full.item(), rel=1e-5)
+
+
+def test_saved_adapter_reloads_to_identical_logits(tmp_path, tiny_model, tokenizer):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tiny_model.save_pretrained(tmp_path / "base")
+    records = _records(tokenizer)
+    cfg = FinetuneConfig(rank=4, alpha=8, learning_rate=5e-3, epochs=3, batch_size=4)
+    model, _ = train_lora(tiny_model, records, cfg, tokenizer.pad_token_id)
+    batch = collate(records, tokenizer.pad_token_id)
+    with torch.no_grad():
+        expected = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    save_adapter(model, tmp_path / "adapter", base_model="tiny-base")
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+    fresh = AutoModelForCausalLM.from_pretrained(tmp_path / "base")
+    with torch.no_grad():
+        plain = fresh(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert not torch.equal(plain, expected)  # the adapter changed the model
+    reloaded = load_adapter(fresh, tmp_path / "adapter", base_model="tiny-base")
+    with torch.no_grad():
+        got = reloaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert torch.equal(got, expected)
+
+
+def test_adapter_for_another_base_is_refused_naming_both(tmp_path, tiny_model, tokenizer):
+    cfg = FinetuneConfig(rank=4, epochs=1, batch_size=4)
+    model, _ = train_lora(tiny_model, _records(tokenizer, 4), cfg, tokenizer.pad_token_id)
+    save_adapter(model, tmp_path / "adapter", base_model="base-a")
+    with pytest.raises(ArtifactError) as err:
+        load_adapter(model.unload(), tmp_path / "adapter", base_model="base-b")
+    assert "base-a" in str(err.value) and "base-b" in str(err.value)
+
+
+def test_nan_loss_stops_training_naming_step_and_batch(tiny_model, tokenizer):
+    import torch
+
+    with torch.no_grad():
+        tiny_model.model.norm.weight.fill_(float("nan"))
+    cfg = FinetuneConfig(rank=4, epochs=1, batch_size=4)
+    with pytest.raises(RagftError, match=r"loss became nan at step 1 \(batch: "):
+        train_lora(tiny_model, _records(tokenizer, 4), cfg, tokenizer.pad_token_id)
