@@ -136,13 +136,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         path = Path(path)
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+            data = tomllib.loads(text)
         except FileNotFoundError:
             raise ConfigError("config file not found", path) from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"invalid TOML: {e}", path) from None
         base_dir = path.resolve().parent
-        _check_keys(Config, data, source=str(path))
+        try:
+            _check_keys(Config, data, source=str(path))
+        except ConfigError as e:
+            line = _key_line(text, e.key) if e.key else None
+            raise ConfigError(str(e).split(": ", 1)[1], path, line) from None
     for item in overrides or []:
         key, value = _parse_override(item)
         _check_keys(Config, _nest(key, value), source=f"override {item!r}")
@@ -203,12 +208,29 @@ def _check_keys(cls: type, data: dict[str, Any], source: str, prefix: str = "") 
             valid = [prefix + n for n in names]
             close = difflib.get_close_matches(prefix + key, valid, n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
-            raise ConfigError(f"{source}: unknown key {prefix + key!r}{hint}")
+            error = ConfigError(f"{source}: unknown key {prefix + key!r}{hint}")
+            error.key = prefix + key
+            raise error
         sub = hints[key]
         if dataclasses.is_dataclass(sub):
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: {prefix + key!r} must be a table of settings")
             _check_keys(sub, value, source, prefix + key + ".")
+
+
+def _key_line(text: str, dotted: str) -> int | None:
+    """Line number of a dotted key in TOML text (under its [table] header), if found."""
+    *tables, key = dotted.split(".")
+    section: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped.startswith("[") and not stripped.startswith("[["):
+            section = [p.strip() for p in stripped.strip("[]").split(".")]
+            if section == tables + [key]:
+                return number
+        elif section == tables and stripped.split("=", 1)[0].strip() == key and "=" in stripped:
+            return number
+    return None
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:

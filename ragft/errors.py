@@ -24,6 +24,9 @@ class InputError(RagftError):
 class ConfigError(InputError):
     """A configuration file or override that cannot be used."""
 
+    key: str | None = None
+    """The offending dotted key, when there is one."""
+
 
 class ArtifactError(RagftError):
     """A saved artifact (index, adapter, model cache) that is missing, corrupt or mismatched."""

@@ -56,7 +56,7 @@ ARMS = {
 
 
 def run_dir_for(config: Config) -> Path:
-    return config.path(config.experiment.output_dir) / config.experiment.name
+    return (config.path(config.experiment.output_dir) / config.experiment.name).resolve()
 
 
 def compare(
@@ -91,8 +91,10 @@ def compare(
         config.models.dtype,
         batch_size=config.generation.batch_size,
         max_new_tokens=config.generation.max_new_tokens,
+        seed=config.experiment.seed,
     )
     base_id = model_id(config.models.generator)
+    setup = TrainingSetup(config, generator, retriever, chunks, train, test, base_id)
     data_hash = sha256_file(examples_path)
     costs: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[Prediction]] = {}
@@ -117,9 +119,7 @@ def compare(
         with PeakMemory() as memory:
             if arm.trained:
                 adapter_dir = run / "adapters" / variant.replace("+", "_")
-                peft_model, variant_costs["training"] = _adapter(
-                    adapter_dir, generator, train, retriever, chunks, test, arm, config, base_id, fingerprint
-                )
+                peft_model, variant_costs["training"] = _adapter(setup, arm, adapter_dir, fingerprint)
                 generator.model = peft_model
                 variant_costs["adapter_bytes"] = sum(f.stat().st_size for f in adapter_dir.iterdir())
             try:
@@ -223,28 +223,31 @@ def _load_predictions(path: Path, fingerprint: str) -> dict[str, Prediction]:
     return out
 
 
-def _adapter(
-    folder: Path,
-    generator: Generator,
-    train: list[Example],
-    retriever: DenseRetriever,
-    chunks: list[Chunk],
-    test: list[Example],
-    arm: Arm,
-    config: Config,
-    base_id: str,
-    fingerprint: str,
-) -> tuple[Any, dict[str, Any]]:
+@dataclass(frozen=True)
+class TrainingSetup:
+    """What a trained arm needs beyond its own settings."""
+
+    config: Config
+    generator: Generator
+    retriever: DenseRetriever
+    chunks: list[Chunk]
+    train: list[Example]
+    test: list[Example]
+    base_id: str
+
+
+def _adapter(setup: TrainingSetup, arm: Arm, folder: Path, fingerprint: str) -> tuple[Any, dict[str, Any]]:
     """Load the variant's adapter if one was trained with this fingerprint, else train it."""
+    generator, config = setup.generator, setup.config
     try:
         manifest = adapter_manifest(folder)
         if manifest.get("fingerprint") == fingerprint:
-            return load_adapter(generator.model, folder, base_id), manifest["training"]
+            return load_adapter(generator.model, folder, setup.base_id), manifest["training"]
     except ArtifactError:
         pass
     from ragft.finetune.lora import train_lora
 
-    records = _train_records(generator, train, retriever, chunks, test, arm, config)
+    records = _train_records(setup, arm)
     peft_model, result = train_lora(
         generator.model, records, config.finetune, generator.tokenizer.pad_token_id, config.experiment.seed
     )
@@ -258,33 +261,26 @@ def _adapter(
         "last_loss": sum(result.losses[-5:]) / len(result.losses[-5:]),
         "truncated_records": result.truncated,
     }
-    save_adapter(peft_model, folder, base_id, {"fingerprint": fingerprint, "training": training, "losses": result.losses})
+    save_adapter(peft_model, folder, setup.base_id, {"fingerprint": fingerprint, "training": training, "losses": result.losses})
     return peft_model, training
 
 
-def _train_records(
-    generator: Generator,
-    train: list[Example],
-    retriever: DenseRetriever,
-    chunks: list[Chunk],
-    test: list[Example],
-    arm: Arm,
-    config: Config,
-) -> list[Any]:
+def _train_records(setup: TrainingSetup, arm: Arm) -> list[Any]:
     """SFT records; `rag+ft` prompts carry RAFT context from the same retriever.
 
     Passages from the test examples' documents are kept out of training prompts.
     """
+    generator, config, train = setup.generator, setup.config, setup.train
     ft = config.finetune
     rng = random.Random(config.experiment.seed)
     by_doc: dict[str, list[Chunk]] = {}
-    for c in chunks:
+    for c in setup.chunks:
         by_doc.setdefault(c.doc_id, []).append(c)
-    held_out = {e.doc_id for e in test if e.doc_id}
+    held_out = {e.doc_id for e in setup.test if e.doc_id}
     n_passages = ft.distractors + 1
     hits: list[list[Hit]] = [[] for _ in train]
     if arm.context:
-        raw = retriever.retrieve([e.question for e in train], n_passages + 8)
+        raw = setup.retriever.retrieve([e.question for e in train], n_passages + 8)
         hits = [[h for h in row if h.chunk.doc_id not in held_out] for row in raw]
     records = []
     eos = generator.tokenizer.eos_token_id

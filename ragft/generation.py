@@ -53,8 +53,11 @@ class Generator:
     by length to waste little padding, and results come back in input order.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, name: str, batch_size: int = 8, max_new_tokens: int = 32):
+    def __init__(
+        self, model: Any, tokenizer: Any, name: str, batch_size: int = 8, max_new_tokens: int = 32, seed: int = 0
+    ):
         self.model = model
+        self.seed = seed
         self.tokenizer = tokenizer
         self.name = name
         self.batch_size = batch_size
@@ -82,6 +85,7 @@ class Generator:
         (the experiment runner saves there, so an interruption loses at most one batch)."""
         import torch
 
+        torch.manual_seed(self.seed)
         encoded = [self.encode(p) for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
         results: list[Generation | None] = [None] * len(prompts)

@@ -70,6 +70,7 @@ def tiny_model(tokenizer):
         num_attention_heads=2,
         num_key_value_heads=1,
         max_position_embeddings=512,
+        initializer_range=0.2,  # logits large enough for LoRA alone to move the loss
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )

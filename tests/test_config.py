@@ -24,11 +24,15 @@ def test_paths_resolve_against_the_config_file(tmp_path):
     assert config.path(config.data.corpus) == tmp_path / "docs"
 
 
-def test_unknown_key_names_file_and_closest_key(tmp_path):
-    path = write(tmp_path, "[finetune]\nrnak = 4\n")
+def test_unknown_key_names_file_line_and_closest_key(tmp_path):
+    path = write(tmp_path, "[experiment]\nname = 'x'\n\n[finetune]\nrank = 4\nrnak = 4\n")
     with pytest.raises(ConfigError) as err:
         load_config(path)
-    assert str(path) in str(err.value) and "'finetune.rank'" in str(err.value)
+    assert str(err.value).startswith(f"{path}:6: unknown key 'finetune.rnak'")
+    assert "did you mean 'finetune.rank'?" in str(err.value)
+    path = write(tmp_path, "[finetuning]\nrank = 4\n")
+    with pytest.raises(ConfigError, match=":1: unknown key 'finetuning'; did you mean 'finetune'"):
+        load_config(path)
 
 
 def test_unknown_override_names_closest_key():

@@ -65,7 +65,7 @@ def _records(tokenizer, n=8):
 
 def test_lora_training_lowers_the_loss(tiny_model, tokenizer):
     records = _records(tokenizer)
-    cfg = FinetuneConfig(rank=8, alpha=16, learning_rate=5e-3, epochs=30, batch_size=4, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"])
+    cfg = FinetuneConfig(rank=8, alpha=16, learning_rate=3e-2, epochs=30, batch_size=4)
     model, result = train_lora(tiny_model, records, cfg, tokenizer.pad_token_id, seed=0)
     assert result.steps == 60
     assert sum(result.losses[-4:]) / 4 < 0.7 * sum(result.losses[:4]) / 4
