@@ -100,6 +100,8 @@ class FinetuneConfig:
     """Stop after this many optimiser steps (0 = run all epochs)."""
     batch_size: int = 8
     """Records per optimiser step."""
+    checkpoint_every: int = 10
+    """Save a resumable checkpoint every N steps (an interrupted run resumes from it)."""
     max_length: int = 768
     """Longest training record in tokens; longer contexts are cut, answers never."""
     distractors: int = 2

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,19 @@ from ragft.errors import ArtifactError, RagftError
 from ragft.finetune.adapter import adapter_manifest, load_adapter, save_adapter
 from ragft.finetune.data import gold_chunk, make_record, raft_passages
 from ragft.generation import Generator
-from ragft.io import append_jsonl, read_jsonl, sha256_file, sha256_json, write_json_atomic
+from ragft.io import (
+    append_jsonl,
+    read_json,
+    read_jsonl,
+    sha256_file,
+    sha256_json,
+    write_json_atomic,
+    write_text_atomic,
+)
 from ragft.metrics import recall_at_k
 from ragft.models import model_id
 from ragft.monitor import PeakMemory
+from ragft.progress import progress
 from ragft.prompts import get_template
 from ragft.report import build_report, environment, write_report
 from ragft.retrieval import DenseRetriever, Embedder, VectorIndex, build_index
@@ -59,114 +70,190 @@ def run_dir_for(config: Config) -> Path:
     return (config.path(config.experiment.output_dir) / config.experiment.name).resolve()
 
 
+class Resources:
+    """The models a run shares, loaded on first use: a re-run with everything cached
+    loads neither. Passing them in (tests, notebooks) skips loading altogether."""
+
+    def __init__(self, config: Config, generator: Generator | None = None, embedder: Embedder | None = None):
+        self.config = config
+        if generator is not None:
+            self.generator = generator
+        if embedder is not None:
+            self.embedder = embedder
+
+    @cached_property
+    def generator(self) -> Generator:
+        c = self.config
+        return Generator.load(
+            c.models.generator,
+            c.models.dtype,
+            batch_size=c.generation.batch_size,
+            max_new_tokens=c.generation.max_new_tokens,
+            seed=c.experiment.seed,
+        )
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        return Embedder(self.config.models.embedder)
+
+
+@dataclass(frozen=True)
+class Task:
+    """The data every variant shares."""
+
+    chunks: list[Chunk]
+    index: VectorIndex
+    train: list[Example]
+    test: list[Example]
+    test_hits: list[list[Hit]]
+    documents: int
+    examples_sha256: str
+
+
 def compare(
     config: Config,
     run_dir: str | Path | None = None,
     generator: Generator | None = None,
     embedder: Embedder | None = None,
 ) -> dict[str, Any]:
-    """Run every configured variant and return the report (also written to the run folder)."""
+    """Run every configured variant and return the report (also written to the run folder).
+
+    Whatever a previous run of the same settings finished (index, retrieval, adapters,
+    predictions) is reused; an interrupted run continues where it stopped.
+    """
     run = Path(run_dir) if run_dir is not None else run_dir_for(config)
     run.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run / "config.json", config.to_dict())
     write_json_atomic(run / "environment.json", environment())
+    resources = Resources(config, generator, embedder)
+    task = _task(run, config, resources)
 
-    # Data: corpus, chunks, index, examples.
-    docs = load_folder(config.path(config.data.corpus))
-    chunks = chunk_documents(docs, config.chunking.chunk_size, config.chunking.chunk_overlap)
-    embedder = embedder or Embedder(config.models.embedder)
-    index = _index(run / "index", chunks, embedder, config)
-    retriever = DenseRetriever(embedder, index)
-    examples_path = config.path(config.data.examples)
-    examples = load_examples(examples_path)
-    train = _limit([e for e in examples if e.split == "train"], config.data.train_limit)
-    test = _limit([e for e in examples if e.split == "test"], config.data.test_limit)
-    if not test:
-        raise RagftError(f"{examples_path}: no test examples")
-    k = config.retrieval.k
-    test_hits = retriever.retrieve([e.question for e in test], k)
-
-    generator = generator or Generator.load(
-        config.models.generator,
-        config.models.dtype,
-        batch_size=config.generation.batch_size,
-        max_new_tokens=config.generation.max_new_tokens,
-        seed=config.experiment.seed,
-    )
-    base_id = model_id(config.models.generator)
-    setup = TrainingSetup(config, generator, retriever, chunks, train, test, base_id)
-    data_hash = sha256_file(examples_path)
     costs: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[Prediction]] = {}
     for variant in config.experiment.variants:
-        arm = ARMS[variant]
-        fingerprint = sha256_json(
-            {
-                "variant": variant,
-                "arm": asdict(arm),
-                "template": asdict(get_template(arm.template)),
-                "generator": base_id,
-                "dtype": config.models.dtype,
-                "generation": asdict(config.generation),
-                "examples": data_hash,
-                "retrieval": [index.embedder, corpus_hash(chunks), k] if arm.context else None,
-                "finetune": [asdict(config.finetune), config.data.train_limit, config.experiment.seed]
-                if arm.trained
-                else None,
-            }
-        )
-        variant_costs: dict[str, Any] = {}
-        with PeakMemory() as memory:
-            if arm.trained:
-                adapter_dir = run / "adapters" / variant.replace("+", "_")
-                peft_model, variant_costs["training"] = _adapter(setup, arm, adapter_dir, fingerprint)
-                generator.model = peft_model
-                variant_costs["adapter_bytes"] = sum(f.stat().st_size for f in adapter_dir.iterdir())
-            try:
-                predictions[variant] = _predict(
-                    run / "predictions" / f"{variant}.jsonl",
-                    variant,
-                    arm,
-                    generator,
-                    test,
-                    test_hits,
-                    train[:FEWSHOT],
-                    fingerprint,
-                )
-            finally:
-                if arm.trained:
-                    generator.model = peft_model.unload()
-                    generator.model.eval()
-        variant_costs["peak_rss_bytes"] = memory.peak
-        variant_costs["wall_seconds"] = memory.seconds
-        costs[variant] = variant_costs
+        predictions[variant], costs[variant] = _variant(run, variant, config, resources, task)
 
+    k = config.retrieval.k
+    scored = [(e, hits) for e, hits in zip(task.test, task.test_hits) if e.doc_id]
     retrieval = {
-        f"recall@{k}": sum(recall_at_k([h.chunk.doc_id for h in hits], {e.doc_id}, k) for e, hits in zip(test, test_hits) if e.doc_id)
-        / max(1, sum(1 for e in test if e.doc_id)),
-        "chunks": len(chunks),
-        "documents": len(docs),
+        f"recall@{k}": sum(recall_at_k([h.chunk.doc_id for h in hits], {e.doc_id}, k) for e, hits in scored)
+        / max(1, len(scored)),
+        "chunks": len(task.chunks),
+        "documents": task.documents,
+        "index_bytes": sum(f.stat().st_size for f in (run / "index").iterdir()),
     }
     report = build_report(config, predictions, costs, retrieval)
     write_report(run, report)
     return report
 
 
+def _task(run: Path, config: Config, resources: Resources) -> Task:
+    docs = load_folder(config.path(config.data.corpus))
+    chunks = chunk_documents(docs, config.chunking.chunk_size, config.chunking.chunk_overlap)
+    index = _index(run / "index", chunks, resources, config)
+    examples_path = config.path(config.data.examples)
+    examples = load_examples(examples_path)
+    train = _limit([e for e in examples if e.split == "train"], config.data.train_limit)
+    test = _limit([e for e in examples if e.split == "test"], config.data.test_limit)
+    if not test:
+        raise RagftError(f"{examples_path}: no test examples")
+    hits = _test_hits(run / "retrieval" / "test_hits.jsonl", test, index, resources, config.retrieval.k)
+    return Task(chunks, index, train, test, hits, len(docs), sha256_file(examples_path))
+
+
 def _limit(items: list[Example], n: int) -> list[Example]:
     return items[:n] if n > 0 else items
 
 
-def _index(folder: Path, chunks: list[Chunk], embedder: Embedder, config: Config) -> VectorIndex:
+def _index(folder: Path, chunks: list[Chunk], resources: Resources, config: Config) -> VectorIndex:
     """Reuse the run's index when it holds exactly these chunks from this embedder."""
     try:
-        index = VectorIndex.load(folder, embedder.name)
-        if index.meta.get("corpus_sha256") == corpus_hash(chunks):
+        index = VectorIndex.load(folder, model_id(config.models.embedder))
+        if index.corpus_sha256 == corpus_hash(chunks):
             return index
     except ArtifactError:
         pass
-    index = build_index(chunks, embedder, {"chunking": asdict(config.chunking)})
+    index = build_index(chunks, resources.embedder, {"chunking": asdict(config.chunking)})
     index.save(folder)
     return index
+
+
+def _test_hits(path: Path, test: list[Example], index: VectorIndex, resources: Resources, k: int) -> list[list[Hit]]:
+    """Top-k passages for every test question, cached beside the run by what made them."""
+    by_id = {c.id: c for c in index.chunks}
+    key = sha256_json([index.embedder, index.corpus_sha256, k])
+    cached: dict[str, list[Hit]] = {}
+    if path.is_file():
+        for _, row in read_jsonl(path):
+            if row["key"] == key and all(cid in by_id for cid in row["chunks"]):
+                cached[row["question"]] = [
+                    Hit(by_id[cid], score, rank) for rank, (cid, score) in enumerate(zip(row["chunks"], row["scores"]))
+                ]
+    missing = sorted({e.question for e in test} - cached.keys())
+    if missing:
+        retriever = DenseRetriever(resources.embedder, index)
+        fresh = dict(zip(missing, retriever.retrieve(missing, k)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [{"key": key, "question": q, "chunks": [h.chunk.id for h in hits], "scores": [h.score for h in hits]}
+                for q, hits in fresh.items()]
+        append_jsonl(path, rows)
+        cached.update(fresh)
+    return [cached[e.question] for e in test]
+
+
+def _fingerprint(variant: str, arm: Arm, config: Config, task: Task) -> str:
+    """Everything a variant's predictions depend on; a change re-runs only that variant."""
+    return sha256_json(
+        {
+            "variant": variant,
+            "arm": asdict(arm),
+            "template": asdict(get_template(arm.template)),
+            "generator": model_id(config.models.generator),
+            "dtype": config.models.dtype,
+            "generation": asdict(config.generation),
+            "examples": task.examples_sha256,
+            "retrieval": [task.index.embedder, task.index.corpus_sha256, config.retrieval.k]
+            if arm.context
+            else None,
+            "finetune": _training_key(config, task) if arm.trained else None,
+        }
+    )
+
+
+def _training_key(config: Config, task: Task) -> Any:
+    ft = {k: v for k, v in asdict(config.finetune).items() if k != "checkpoint_every"}
+    return [ft, config.data.train_limit, config.experiment.seed, task.index.corpus_sha256]
+
+
+def _variant(run: Path, variant: str, config: Config, resources: Resources, task: Task) -> tuple[list[Prediction], dict[str, Any]]:
+    """Predictions and costs of one variant: read back when finished, else made now."""
+    arm = ARMS[variant]
+    fingerprint = _fingerprint(variant, arm, config, task)
+    path = run / "predictions" / f"{variant}.jsonl"
+    costs_path = path.with_suffix(".costs.json")
+    done = _load_predictions(path, fingerprint)
+    if all(e.id in done for e in task.test) and costs_path.is_file():
+        saved = read_json(costs_path)
+        if saved.get("fingerprint") == fingerprint:
+            return [done[e.id] for e in task.test], saved["costs"]
+
+    costs: dict[str, Any] = {"resumed_predictions": len(done)} if done else {}
+    generator = resources.generator
+    with PeakMemory() as memory:
+        if arm.trained:
+            adapter_dir = run / "adapters" / variant.replace("+", "_")
+            generator.model, costs["training"] = _adapter(run, adapter_dir, arm, config, resources, task, fingerprint)
+            costs["adapter_bytes"] = sum(f.stat().st_size for f in adapter_dir.iterdir())
+        try:
+            _predict(path, variant, arm, generator, task, done, fingerprint)
+        finally:
+            if arm.trained:
+                generator.model = generator.model.unload()
+                generator.model.eval()
+    costs["peak_rss_bytes"] = memory.peak
+    costs["wall_seconds"] = memory.seconds
+    write_json_atomic(costs_path, {"fingerprint": fingerprint, "costs": costs})
+    return [done[e.id] for e in task.test], costs
 
 
 def _prompt(generator: Generator, arm: Arm, example: Example, passages: Sequence[str], shots: Sequence[Example]) -> str:
@@ -176,45 +263,46 @@ def _prompt(generator: Generator, arm: Arm, example: Example, passages: Sequence
 
 
 def _predict(
-    path: Path,
-    variant: str,
-    arm: Arm,
-    generator: Generator,
-    test: list[Example],
-    hits: list[list[Hit]],
-    shots: list[Example],
-    fingerprint: str,
-) -> list[Prediction]:
-    """Generate for test examples not yet in `path`, appending each batch as it finishes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    done = _load_predictions(path, fingerprint)
-    todo = [i for i, e in enumerate(test) if e.id not in done]
-    prompts = [_prompt(generator, arm, test[i], [h.chunk.text for h in hits[i]], shots) for i in todo]
+    path: Path, variant: str, arm: Arm, generator: Generator, task: Task, done: dict[str, Prediction], fingerprint: str
+) -> None:
+    """Generate the batches not yet in `path`, appending each batch when it finishes.
 
-    def save(batch: list[int], generations: list[Any]) -> None:
+    Batches are planned over the whole test set, so a resumed run regenerates exactly the
+    batches an uninterrupted one would have; `done` is filled in place.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    test, shots = task.test, task.train[:FEWSHOT]
+    prompts = [_prompt(generator, arm, e, [h.chunk.text for h in hits], shots) for e, hits in zip(test, task.test_hits)]
+    plan = generator.plan(prompts)
+    todo = [batch for batch in plan if not all(test[i].id in done for i in batch)]
+    bar = progress(total=len(test), initial=len(test) - sum(map(len, todo)), desc=f"{variant}: answering", unit="q")
+    for batch in todo:
         rows = []
-        for j, g in zip(batch, generations):
-            e = test[todo[j]]
-            retrieved = tuple(h.chunk.id for h in hits[todo[j]]) if arm.context else ()
-            p = Prediction(e.id, variant, prompts[j], g.text, e.answers, retrieved, score(g.text, e.answers),
+        for i, g in zip(batch, generator.generate_batch([prompts[i] for i in batch])):
+            e = test[i]
+            retrieved = tuple(h.chunk.id for h in task.test_hits[i]) if arm.context else ()
+            p = Prediction(e.id, variant, prompts[i], g.text, e.answers, retrieved, score(g.text, e.answers),
                            g.prompt_tokens, g.completion_tokens, g.seconds)
             done[e.id] = p
             rows.append({"fingerprint": fingerprint, **asdict(p)})
         append_jsonl(path, rows)
-
-    if todo:
-        generator.generate(prompts, desc=f"{variant}: answering", on_batch=save)
-    return [done[e.id] for e in test]
+        bar.update(len(batch))
+    bar.close()
 
 
 def _load_predictions(path: Path, fingerprint: str) -> dict[str, Prediction]:
-    """Predictions already made with the same fingerprint; stale files are set aside."""
+    """Predictions already made with the same fingerprint; stale files are set aside.
+
+    A line cut short by a kill mid-write is dropped (its batch is generated again).
+    """
     if not path.exists():
         return {}
-    rows = [row for _, row in read_jsonl(path)]
+    rows = [row for _, row in read_jsonl(path, torn_tail_ok=True)]
     if any(row.get("fingerprint") != fingerprint for row in rows):
         path.replace(path.with_suffix(".stale.jsonl"))
         return {}
+    if not path.read_bytes().endswith(b"\n"):  # drop the torn line before appending again
+        write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     out = {}
     for row in rows:
         row.pop("fingerprint")
@@ -223,33 +311,31 @@ def _load_predictions(path: Path, fingerprint: str) -> dict[str, Prediction]:
     return out
 
 
-@dataclass(frozen=True)
-class TrainingSetup:
-    """What a trained arm needs beyond its own settings."""
-
-    config: Config
-    generator: Generator
-    retriever: DenseRetriever
-    chunks: list[Chunk]
-    train: list[Example]
-    test: list[Example]
-    base_id: str
-
-
-def _adapter(setup: TrainingSetup, arm: Arm, folder: Path, fingerprint: str) -> tuple[Any, dict[str, Any]]:
-    """Load the variant's adapter if one was trained with this fingerprint, else train it."""
-    generator, config = setup.generator, setup.config
+def _adapter(
+    run: Path, folder: Path, arm: Arm, config: Config, resources: Resources, task: Task, fingerprint: str
+) -> tuple[Any, dict[str, Any]]:
+    """Load the variant's adapter if one was trained with this fingerprint, else train it
+    (resuming from its checkpoint after an interruption)."""
+    generator = resources.generator
+    base_id = model_id(config.models.generator)
     try:
         manifest = adapter_manifest(folder)
         if manifest.get("fingerprint") == fingerprint:
-            return load_adapter(generator.model, folder, setup.base_id), manifest["training"]
+            return load_adapter(generator.model, folder, base_id), manifest["training"]
     except ArtifactError:
         pass
     from ragft.finetune.lora import train_lora
 
-    records = _train_records(setup, arm)
+    records = _train_records(arm, config, resources, task)
+    checkpoint = folder.with_name(folder.name + ".checkpoint")
     peft_model, result = train_lora(
-        generator.model, records, config.finetune, generator.tokenizer.pad_token_id, config.experiment.seed
+        generator.model,
+        records,
+        config.finetune,
+        generator.tokenizer.pad_token_id,
+        config.experiment.seed,
+        checkpoint=checkpoint,
+        fingerprint=fingerprint,
     )
     training = {
         "records": len(records),
@@ -261,30 +347,31 @@ def _adapter(setup: TrainingSetup, arm: Arm, folder: Path, fingerprint: str) -> 
         "last_loss": sum(result.losses[-5:]) / len(result.losses[-5:]),
         "truncated_records": result.truncated,
     }
-    save_adapter(peft_model, folder, setup.base_id, {"fingerprint": fingerprint, "training": training, "losses": result.losses})
+    save_adapter(peft_model, folder, base_id, {"fingerprint": fingerprint, "training": training, "losses": result.losses})
+    shutil.rmtree(checkpoint, ignore_errors=True)
     return peft_model, training
 
 
-def _train_records(setup: TrainingSetup, arm: Arm) -> list[Any]:
+def _train_records(arm: Arm, config: Config, resources: Resources, task: Task) -> list[Any]:
     """SFT records; `rag+ft` prompts carry RAFT context from the same retriever.
 
     Passages from the test examples' documents are kept out of training prompts.
     """
-    generator, config, train = setup.generator, setup.config, setup.train
-    ft = config.finetune
+    generator, ft = resources.generator, config.finetune
     rng = random.Random(config.experiment.seed)
     by_doc: dict[str, list[Chunk]] = {}
-    for c in setup.chunks:
+    for c in task.chunks:
         by_doc.setdefault(c.doc_id, []).append(c)
-    held_out = {e.doc_id for e in setup.test if e.doc_id}
+    held_out = {e.doc_id for e in task.test if e.doc_id}
     n_passages = ft.distractors + 1
-    hits: list[list[Hit]] = [[] for _ in train]
+    hits: list[list[Hit]] = [[] for _ in task.train]
     if arm.context:
-        raw = setup.retriever.retrieve([e.question for e in train], n_passages + 8)
+        retriever = DenseRetriever(resources.embedder, task.index)
+        raw = retriever.retrieve([e.question for e in task.train], n_passages + 8)
         hits = [[h for h in row if h.chunk.doc_id not in held_out] for row in raw]
     records = []
     eos = generator.tokenizer.eos_token_id
-    for e, row in zip(train, hits):
+    for e, row in zip(task.train, hits):
         passages = []
         if arm.context:
             passages = [c.text for c in raft_passages(e, row, gold_chunk(e, by_doc), n_passages, ft.p_no_gold, rng)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ragft.models import resolve
@@ -75,52 +75,59 @@ class Generator:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        desc: str = "generating",
-        on_batch: Callable[[list[int], list[Generation]], None] | None = None,
-    ) -> list[Generation]:
-        """Greedy answers in input order; `on_batch(indices, generations)` runs after each batch
-        (the experiment runner saves there, so an interruption loses at most one batch)."""
+    def plan(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Batches of prompt indices, grouped by length to waste little padding.
+
+        The plan depends only on the prompts, so a resumed run regenerates exactly the
+        batches an uninterrupted run would have, and padding cannot change an answer.
+        """
+        lengths = [len(self.encode(p)) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: (lengths[i], i))
+        return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+    def generate_batch(self, prompts: Sequence[str]) -> list[Generation]:
+        """Greedy answers for one left-padded batch, in input order."""
         import torch
 
         torch.manual_seed(self.seed)
         encoded = [self.encode(p) for p in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-        results: list[Generation | None] = [None] * len(prompts)
         pad = self.tokenizer.pad_token_id
         eos = self.tokenizer.eos_token_id
+        width = max(len(e) for e in encoded)
+        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, e in enumerate(encoded):
+            ids[row, width - len(e) :] = torch.tensor(e)
+            mask[row, width - len(e) :] = 1
         dev = next(self.model.parameters()).device
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=ids.to(dev),
+                attention_mask=mask.to(dev),
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+                eos_token_id=eos,
+            )
+        seconds = (time.perf_counter() - start) / len(encoded)
+        results = []
+        for row, e in enumerate(encoded):
+            new = out[row, width:].tolist()
+            if eos in new:
+                new = new[: new.index(eos) + 1]
+            elif pad in new and pad != eos:
+                new = new[: new.index(pad)]
+            text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
+            results.append(Generation(text, len(e), len(new), seconds))
+        return results
+
+    def generate(self, prompts: Sequence[str], desc: str = "generating") -> list[Generation]:
+        """Greedy answers for any number of prompts, in input order, with a progress bar."""
+        results: dict[int, Generation] = {}
         bar = progress(total=len(prompts), desc=desc, unit="q")
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            width = max(len(encoded[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                n = len(encoded[i])
-                ids[row, width - n :] = torch.tensor(encoded[i])
-                mask[row, width - n :] = 1
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                out = self.model.generate(
-                    input_ids=ids.to(dev),
-                    attention_mask=mask.to(dev),
-                    max_new_tokens=self.max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=pad,
-                    eos_token_id=eos,
-                )
-            seconds = (time.perf_counter() - t0) / len(idx)
-            for row, i in enumerate(idx):
-                new = out[row, width:].tolist()
-                if eos in new:
-                    new = new[: new.index(eos) + 1]
-                text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
-                results[i] = Generation(text, len(encoded[i]), len(new), seconds)
-            if on_batch is not None:
-                on_batch(idx, [results[i] for i in idx])  # type: ignore[misc]
-            bar.update(len(idx))
+        for batch in self.plan(prompts):
+            results.update(zip(batch, self.generate_batch([prompts[i] for i in batch])))
+            bar.update(len(batch))
         bar.close()
-        return [r for r in results if r is not None]
+        return [results[i] for i in range(len(prompts))]

@@ -38,6 +38,14 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
 
 
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file; a malformed one is an error naming it."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise InputError(f"malformed JSON: {e.msg}", path, e.lineno) from None
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside `final`; on success it replaces `final` in one rename.
@@ -72,15 +80,23 @@ def read_text(path: str | Path) -> str:
         raise InputError(f"not valid UTF-8 (byte {e.start}); convert the file to UTF-8", path, line) from None
 
 
-def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for each non-blank line; a bad line is an error naming it."""
+def read_jsonl(path: str | Path, torn_tail_ok: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line; a bad line is an error naming it.
+
+    With `torn_tail_ok`, a last line without its newline that does not parse (a write cut
+    short by a kill) is skipped instead: for files this project appends to itself.
+    """
     path = Path(path)
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
+    text = read_text(path)
+    lines = text.splitlines()
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
+            if torn_tail_ok and number == len(lines) and not text.endswith("\n"):
+                return
             raise InputError(f"malformed JSON: {e.msg} (column {e.colno})", path, number) from None
         if not isinstance(obj, dict):
             raise InputError(f"expected a JSON object, got {type(obj).__name__}", path, number)

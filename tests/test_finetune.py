@@ -120,3 +120,51 @@ def test_nan_loss_stops_training_naming_step_and_batch(tiny_model, tokenizer):
     cfg = FinetuneConfig(rank=4, epochs=1, batch_size=4)
     with pytest.raises(RagftError, match=r"loss became nan at step 1 \(batch: "):
         train_lora(tiny_model, _records(tokenizer, 4), cfg, tokenizer.pad_token_id)
+
+
+def test_interrupted_training_resumes_to_identical_weights(tmp_path, tiny_model, tokenizer):
+    import copy
+
+    import torch
+
+    records = _records(tokenizer)
+    cfg = FinetuneConfig(rank=4, alpha=8, learning_rate=5e-3, epochs=3, batch_size=2, checkpoint_every=2)
+    clean = copy.deepcopy(tiny_model)
+    straight, expected = train_lora(copy.deepcopy(tiny_model), records, cfg, tokenizer.pad_token_id)
+
+    class Killed(Exception):
+        pass
+
+    # Interrupt after step 7 (the last checkpoint is at step 6), then resume.
+    steps = []
+    original = torch.optim.AdamW.step
+
+    def step_then_maybe_die(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        steps.append(1)
+        if len(steps) == 7:
+            raise Killed
+        return out
+
+    torch.optim.AdamW.step = step_then_maybe_die
+    try:
+        with pytest.raises(Killed):
+            train_lora(copy.deepcopy(clean), records, cfg, tokenizer.pad_token_id, checkpoint=tmp_path / "ckpt", fingerprint="f")
+    finally:
+        torch.optim.AdamW.step = original
+    resumed, result = train_lora(clean, records, cfg, tokenizer.pad_token_id, checkpoint=tmp_path / "ckpt", fingerprint="f")
+    assert result.steps == expected.steps == 12
+    assert result.losses == expected.losses
+    a = {n: p for n, p in straight.named_parameters() if "lora_" in n}
+    b = {n: p for n, p in resumed.named_parameters() if "lora_" in n}
+    assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_checkpoint_from_other_training_is_ignored(tmp_path, tiny_model, tokenizer):
+    records = _records(tokenizer, 4)
+    cfg = FinetuneConfig(rank=4, epochs=2, batch_size=2, checkpoint_every=1)
+    import copy
+
+    train_lora(copy.deepcopy(tiny_model), records, cfg, tokenizer.pad_token_id, checkpoint=tmp_path / "c", fingerprint="a")
+    _, result = train_lora(tiny_model, records, cfg, tokenizer.pad_token_id, checkpoint=tmp_path / "c", fingerprint="b")
+    assert result.steps == 4 and len(result.losses) == 4

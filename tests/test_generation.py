@@ -21,8 +21,10 @@ def test_batched_generation_matches_one_at_a_time(generator):
     assert "Paris" in batched[0]
 
 
-def test_on_batch_sees_every_prompt_once(generator):
-    prompts = [generator.render(get_template("qa").messages(f"Count to {i}.")) for i in range(6)]
-    seen = []
-    generator.generate(prompts, on_batch=lambda idx, gens: seen.extend(idx))
-    assert sorted(seen) == list(range(6))
+def test_plan_covers_every_prompt_once_grouped_by_length(generator):
+    prompts = [generator.render(get_template("qa").messages("word " * (i * 7 % 10))) for i in range(10)]
+    plan = generator.plan(prompts)
+    assert sorted(i for batch in plan for i in batch) == list(range(10))
+    assert all(len(batch) <= generator.batch_size for batch in plan)
+    lengths = [len(generator.encode(prompts[i])) for batch in plan for i in batch]
+    assert lengths == sorted(lengths)

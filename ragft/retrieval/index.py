@@ -39,6 +39,7 @@ class VectorIndex:
         self.embedder = embedder
         self.dim = int(vectors.shape[1])
         self.meta = dict(meta or {})
+        self.corpus_sha256 = corpus_hash(self.chunks)
         self.faiss = faiss.IndexFlatIP(self.dim)
         self.faiss.add(vectors)
 
@@ -71,7 +72,7 @@ class VectorIndex:
                     "embedder": self.embedder,
                     "dim": self.dim,
                     "count": len(self.chunks),
-                    "corpus_sha256": corpus_hash(self.chunks),
+                    "corpus_sha256": self.corpus_sha256,
                     "faiss_index": "IndexFlatIP",
                     **self.meta,
                     "versions": library_versions("faiss-cpu", "sentence-transformers", "langchain-text-splitters"),
@@ -101,11 +102,13 @@ class VectorIndex:
                 f"{folder}: index holds {raw.ntotal} vectors of dimension {raw.d}, manifest says "
                 f"{manifest['count']} of {manifest['dim']}, chunks.jsonl has {len(chunks)}"
             )
-        if corpus_hash(chunks) != manifest["corpus_sha256"]:
+        digest = corpus_hash(chunks)
+        if digest != manifest["corpus_sha256"]:
             raise ArtifactError(f"{folder}: chunks.jsonl does not match the manifest's corpus hash")
         index = cls.__new__(cls)
         index.chunks, index.embedder, index.dim, index.faiss = chunks, manifest["embedder"], raw.d, raw
-        index.meta = {k: v for k, v in manifest.items() if k not in ("kind", "versions")}
+        index.corpus_sha256 = digest
+        index.meta = {k: v for k, v in manifest.items() if k not in ("kind", "versions", "corpus_sha256")}
         return index
 
 
