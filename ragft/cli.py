@@ -28,6 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("-k", type=int, default=3, help="results to show")
     s.add_argument("--embedder", default="all-minilm-l6-v2", help="must be the embedder the index was built with")
 
+    r = sub.add_parser("report", help="re-render one run's report, or set several runs side by side")
+    r.add_argument("runs", nargs="+", help="run folders written by `ragft compare`")
+    r.add_argument("--pair", nargs=2, metavar=("A", "B"), help="variants whose per-example wins and losses the HTML shows")
+    r.add_argument("--out", help="with several runs: folder to write compare.md into")
+
     c = sub.add_parser("compare", help="run the variants of an experiment config and report")
     c.add_argument("config", nargs="?", help="TOML experiment config")
     c.add_argument("overrides", nargs="*", help="key.sub=value settings that win over the file")
@@ -41,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ragft.errors import RagftError
 
     try:
-        return {"models": _models, "index": _index, "search": _search, "compare": _compare}[args.command](args)
+        return {"models": _models, "index": _index, "search": _search, "compare": _compare, "report": _report}[args.command](args)
     except RagftError as e:
         print(f"ragft: error: {e}", file=sys.stderr)
         return 2
@@ -83,6 +88,19 @@ def _search(args: argparse.Namespace) -> int:
     for hit in retriever.retrieve([args.query], args.k)[0]:
         text = " ".join(hit.chunk.text.split())
         print(f"{hit.rank + 1}. [{hit.score:.3f}] {hit.chunk.id}: {text[:160]}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ragft.runs import rerender, side_by_side, write_side_by_side
+
+    if len(args.runs) == 1:
+        print(rerender(args.runs[0], tuple(args.pair) if args.pair else None))
+        print(f"wrote {args.runs[0]}/report.md and report.html")
+        return 0
+    print(side_by_side(args.runs))
+    if args.out:
+        print(f"wrote {write_side_by_side(args.runs, args.out)}")
     return 0
 
 

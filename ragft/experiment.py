@@ -40,6 +40,7 @@ from ragft.prompts import get_template
 from ragft.report import build_report, environment, write_report
 from ragft.retrieval import DenseRetriever, Embedder, VectorIndex, build_index
 from ragft.retrieval.index import corpus_hash
+from ragft.runs import prediction_from_row
 from ragft.tasks.qa import load_examples, score
 from ragft.types import Chunk, Example, Hit, Prediction
 
@@ -143,7 +144,7 @@ def compare(
         "index_bytes": sum(f.stat().st_size for f in (run / "index").iterdir()),
     }
     report = build_report(config, predictions, costs, retrieval)
-    write_report(run, report)
+    write_report(run, report, predictions, {c.id: c.text for c in task.chunks})
     return report
 
 
@@ -303,12 +304,7 @@ def _load_predictions(path: Path, fingerprint: str) -> dict[str, Prediction]:
         return {}
     if not path.read_bytes().endswith(b"\n"):  # drop the torn line before appending again
         write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    out = {}
-    for row in rows:
-        row.pop("fingerprint")
-        row["answers"], row["retrieved"] = tuple(row["answers"]), tuple(row["retrieved"])
-        out[row["example_id"]] = Prediction(**row)
-    return out
+    return {row["example_id"]: prediction_from_row(row) for row in rows}
 
 
 def _adapter(

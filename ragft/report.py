@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragft.io import library_versions, write_json_atomic, write_text_atomic
-from ragft.stats import bootstrap, paired_difference
+from ragft.stats import bootstrap, mcnemar, paired_difference
 
 if TYPE_CHECKING:
     from ragft.config import Config
@@ -82,20 +82,16 @@ def build_report(
                 "completion_tokens_per_query": sum(p.completion_tokens for p in preds) / max(1, len(preds)),
                 "seconds_per_query_p50": _percentile(seconds, 50),
                 "seconds_per_query_p95": _percentile(seconds, 95),
+                "queries_per_second": len(preds) / max(1e-9, sum(seconds)),
                 **costs.get(name, {}),
             },
         }
     names = list(predictions)
     comparisons = []
-    for a, b in zip(names, names[1:]):
-        ids = [p.example_id for p in predictions[a]]
-        if ids != [p.example_id for p in predictions[b]]:
-            raise ValueError(f"variants {a} and {b} were scored on different examples")
-        for m in METRICS:
-            d = paired_difference(
-                [p.scores[m] for p in predictions[a]], [p.scores[m] for p in predictions[b]], samples, seed
-            )
-            comparisons.append({"from": a, "to": b, "metric": m, **asdict(d)})
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            comparisons += _compare_pair(a, b, predictions, samples, seed)
+    steps = [_step(a, b, variants, comparisons) for a, b in zip(names, names[1:])]
     return {
         "name": config.experiment.name,
         "generator": config.models.generator,
@@ -104,45 +100,137 @@ def build_report(
         "retrieval": retrieval,
         "variants": variants,
         "comparisons": comparisons,
+        "steps": steps,
         "environment": environment(),
     }
+
+
+def _compare_pair(
+    a: str, b: str, predictions: dict[str, list[Prediction]], samples: int, seed: int
+) -> list[dict[str, Any]]:
+    """b against a on the same examples: paired bootstrap per metric, McNemar for EM."""
+    if [p.example_id for p in predictions[a]] != [p.example_id for p in predictions[b]]:
+        raise ValueError(f"variants {a} and {b} were scored on different examples")
+    rows = []
+    for m in METRICS:
+        x, y = [p.scores[m] for p in predictions[a]], [p.scores[m] for p in predictions[b]]
+        row = {"from": a, "to": b, "metric": m, **asdict(paired_difference(x, y, samples, seed))}
+        if m == "em":
+            row["only_from_right"], row["only_to_right"], row["mcnemar_p"] = mcnemar(x, y)
+        rows.append(row)
+    return rows
+
+
+def _step(a: str, b: str, variants: dict[str, Any], comparisons: list[dict[str, Any]]) -> dict[str, Any]:
+    """What moving up one rung buys (F1 points) and costs (seconds, tokens, training)."""
+    ca, cb = variants[a]["costs"], variants[b]["costs"]
+    gain = next(c for c in comparisons if c["from"] == a and c["to"] == b and c["metric"] == "f1")
+    d_seconds = cb["seconds_per_query_p50"] - ca["seconds_per_query_p50"]
+    d_tokens = cb["prompt_tokens_per_query"] - ca["prompt_tokens_per_query"]
+    return {
+        "from": a,
+        "to": b,
+        "f1_points": 100 * gain["mean"],
+        "f1_points_low": 100 * gain["low"],
+        "f1_points_high": 100 * gain["high"],
+        "added_seconds_per_query": d_seconds,
+        "added_prompt_tokens_per_query": d_tokens,
+        "added_training_seconds": cb.get("training", {}).get("seconds", 0.0) - ca.get("training", {}).get("seconds", 0.0),
+        "f1_points_per_added_second": 100 * gain["mean"] / d_seconds if d_seconds > 0 else None,
+        "f1_points_per_100_added_tokens": 100 * 100 * gain["mean"] / d_tokens if d_tokens > 0 else None,
+    }
+
+
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
 
 
 def _mb(n: float | None) -> str:
     return "-" if n is None else f"{n / 2**20:.0f}"
 
 
-def markdown(report: dict[str, Any]) -> str:
-    """The report as Markdown: quality table, paired differences, costs."""
-    lines = [
-        f"# {report['name']}: {report['generator']} on {report['test_examples']} test examples",
-        "",
-        "| variant | F1 (95% CI) | EM (95% CI) | prompt tok/q | s/q p50 | s/q p95 | train s | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+Table = tuple[str, list[str], list[list[str]]]
+"""(caption, header, rows) of display strings, rendered as Markdown or HTML."""
+
+
+def tables(report: dict[str, Any]) -> list[Table]:
+    """The report's tables: quality and costs, paired differences, ladder steps."""
+    quality = []
     for name, v in report["variants"].items():
         f1, em, c = v["metrics"]["f1"], v["metrics"]["em"], v["costs"]
         train = c.get("training", {}).get("seconds")
-        lines.append(
-            f"| {name} | {100 * f1['mean']:.1f} ({100 * f1['low']:.1f}-{100 * f1['high']:.1f}) "
-            f"| {100 * em['mean']:.1f} ({100 * em['low']:.1f}-{100 * em['high']:.1f}) "
-            f"| {c['prompt_tokens_per_query']:.0f} | {c['seconds_per_query_p50']:.3f} | {c['seconds_per_query_p95']:.3f} "
-            f"| {'-' if train is None else f'{train:.0f}'} | {_mb(c.get('peak_rss_bytes'))} |"
-        )
-    lines += ["", "Paired differences (later minus earlier rung, same examples, paired bootstrap):", ""]
-    lines += ["| step | metric | difference (95% CI) | p |", "|---|---|---|---|"]
-    for d in report["comparisons"]:
-        lines.append(
-            f"| {d['from']} -> {d['to']} | {d['metric'].upper()} | {100 * d['mean']:+.1f} "
-            f"({100 * d['low']:+.1f} to {100 * d['high']:+.1f}) | {d['p_value']:.4f} |"
-        )
+        quality.append([
+            name,
+            f"{100 * f1['mean']:.1f} ({100 * f1['low']:.1f}-{100 * f1['high']:.1f})",
+            f"{100 * em['mean']:.1f} ({100 * em['low']:.1f}-{100 * em['high']:.1f})",
+            f"{c['prompt_tokens_per_query']:.0f}",
+            f"{c['seconds_per_query_p50']:.3f}",
+            f"{c['seconds_per_query_p95']:.3f}",
+            "-" if train is None else f"{train:.0f}",
+            _mb(c.get("peak_rss_bytes")),
+        ])
+    diffs = [
+        [d["from"], d["to"], d["metric"].upper(),
+         f"{100 * d['mean']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f})",
+         _p(d["p_value"]), _p(d["mcnemar_p"]) if "mcnemar_p" in d else "-"]
+        for d in report["comparisons"]
+    ]
+    steps = [
+        [f"{st['from']} -> {st['to']}",
+         f"{st['f1_points']:+.1f} ({st['f1_points_low']:+.1f} to {st['f1_points_high']:+.1f})",
+         f"{st['added_seconds_per_query']:+.3f}", f"{st['added_prompt_tokens_per_query']:+.0f}",
+         f"{st['added_training_seconds']:+.0f}", _num(st["f1_points_per_added_second"]),
+         _num(st["f1_points_per_100_added_tokens"])]
+        for st in report.get("steps", [])
+    ]
+    return [
+        ("Quality with 95% bootstrap intervals, and costs per query (s/q: batch time / batch size)",
+         ["variant", "F1 (95% CI)", "EM (95% CI)", "prompt tok/q", "s/q p50", "s/q p95", "train s", "peak RSS MB"],
+         quality),
+        ("Paired differences (`to` minus `from`, same examples; paired bootstrap, exact McNemar for EM)",
+         ["from", "to", "metric", "difference (95% CI)", "p", "McNemar p"], diffs),
+        ("What each step up the ladder buys and costs",
+         ["step", "F1 points (95% CI)", "+ s/query", "+ prompt tokens/query", "+ training s",
+          "F1 pts per added s/query", "F1 pts per 100 added tokens"], steps),
+    ]
+
+
+def retrieval_line(report: dict[str, Any]) -> str:
     r = report["retrieval"]
     recall = ", ".join(f"{k} {v:.3f}" for k, v in r.items() if k.startswith("recall"))
-    lines += ["", f"Retrieval over {r['documents']} documents, {r['chunks']} chunks: {recall}.", ""]
+    return f"Retrieval over {r['documents']} documents, {r['chunks']} chunks: {recall}."
+
+
+def title(report: dict[str, Any]) -> str:
+    return f"{report['name']}: {report['generator']} on {report['test_examples']} test examples"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown."""
+    lines = [f"# {title(report)}", ""]
+    for caption, header, rows in tables(report):
+        lines += [f"{caption}:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines.append("")
+    lines += [retrieval_line(report), ""]
     return "\n".join(lines)
 
 
-def write_report(run_dir: str | Path, report: dict[str, Any]) -> None:
+def write_report(
+    run_dir: str | Path,
+    report: dict[str, Any],
+    predictions: dict[str, list[Prediction]],
+    passages: dict[str, str],
+    pair: tuple[str, str] | None = None,
+) -> None:
+    """Write report.json, report.md and the self-contained report.html into the run folder."""
+    from ragft.html_report import render_html
+
     run_dir = Path(run_dir)
     write_json_atomic(run_dir / "report.json", report)
     write_text_atomic(run_dir / "report.md", markdown(report))
+    write_text_atomic(run_dir / "report.html", render_html(report, predictions, passages, pair))

@@ -53,3 +53,22 @@ def paired_difference(a: Sequence[float], b: Sequence[float], samples: int = 200
     # Shift the resampled means to the null (mean zero) and count as extreme outcomes.
     p = float(np.mean(np.abs(means - d.mean()) >= abs(d.mean())))
     return Difference(float(d.mean()), float(low), float(high), max(p, 1.0 / samples))
+
+
+def mcnemar(a: Sequence[float], b: Sequence[float]) -> tuple[int, int, float]:
+    """Exact McNemar test on paired 0/1 outcomes.
+
+    Returns (a right and b wrong, a wrong and b right, two-sided p-value): the discordant
+    pairs are binomial(n, 1/2) under 'no difference'.
+    """
+    from math import comb
+
+    if len(a) != len(b):
+        raise ValueError(f"paired outcomes need equal lengths, got {len(a)} and {len(b)}")
+    only_a = sum(1 for x, y in zip(a, b) if x >= 0.5 > y)
+    only_b = sum(1 for x, y in zip(a, b) if y >= 0.5 > x)
+    n = only_a + only_b
+    if n == 0:
+        return only_a, only_b, 1.0
+    tail = sum(comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n
+    return only_a, only_b, min(1.0, 2 * tail)

@@ -38,3 +38,14 @@ def test_paired_difference_detects_a_real_gain_and_not_a_null_one():
     assert null.mean == 0 and null.p_value == 1.0
     with pytest.raises(ValueError):
         paired_difference(a, b[:10])
+
+
+def test_mcnemar_exact():
+    from ragft.stats import mcnemar
+
+    # 10 discordant pairs all favouring b: p = 2 * 0.5**10
+    a = [0] * 10 + [1] * 5
+    b = [1] * 10 + [1] * 5
+    assert mcnemar(a, b) == (0, 10, pytest.approx(2 * 0.5**10))
+    assert mcnemar([1, 0], [0, 1]) == (1, 1, 1.0)
+    assert mcnemar([1, 1], [1, 1])[2] == 1.0

@@ -1,0 +1,84 @@
+"""Report figures (matplotlib, rendered off-screen to PNG bytes).
+
+Figures are made with `matplotlib.figure.Figure`, not pyplot, so rendering a report never
+touches the caller's pyplot state or backend (a notebook's inline plots keep working).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+
+def _figure(width: float = 6.0, height: float = 3.6) -> tuple[Any, Any]:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots()
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
+
+
+def _f1(report: dict[str, Any]) -> tuple[list[str], list[float], list[list[float]]]:
+    names = list(report["variants"])
+    f1 = [report["variants"][n]["metrics"]["f1"] for n in names]
+    means = [100 * m["mean"] for m in f1]
+    err = [[100 * (m["mean"] - m["low"]) for m in f1], [100 * (m["high"] - m["mean"]) for m in f1]]
+    return names, means, err
+
+
+def quality(report: dict[str, Any]) -> bytes:
+    """F1 and EM per variant with 95% bootstrap intervals."""
+    names = list(report["variants"])
+    fig, ax = _figure()
+    width = 0.38
+    for offset, metric in ((-width / 2, "f1"), (width / 2, "em")):
+        m = [report["variants"][n]["metrics"][metric] for n in names]
+        ax.bar(
+            [i + offset for i in range(len(names))],
+            [100 * x["mean"] for x in m],
+            width,
+            yerr=[[100 * (x["mean"] - x["low"]) for x in m], [100 * (x["high"] - x["mean"]) for x in m]],
+            capsize=4,
+            label=metric.upper(),
+        )
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("score on the test split (%)")
+    ax.set_title("Quality per variant (95% bootstrap intervals)")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def quality_vs(report: dict[str, Any], cost: str, label: str) -> bytes:
+    """F1 with intervals against one per-query cost (e.g. latency, prompt tokens)."""
+    names, means, err = _f1(report)
+    x = [report["variants"][n]["costs"][cost] for n in names]
+    fig, ax = _figure()
+    ax.errorbar(x, means, yerr=err, fmt="o", capsize=4)
+    for xi, yi, name in zip(x, means, names):
+        ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(6, 6))
+    ax.set_xlabel(label)
+    ax.set_ylabel("F1 (%)")
+    ax.set_title(f"Quality against {label}")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def win_loss(a: str, b: str, wins: int, losses: int, ties: int) -> bytes:
+    """How many examples `b` scores better, worse or the same as `a` on (F1)."""
+    fig, ax = _figure(6.0, 1.8)
+    left = 0
+    for count, label, color in ((wins, f"{b} better", "#2a9d8f"), (ties, "same", "#bbbbbb"), (losses, f"{a} better", "#e76f51")):
+        ax.barh([0], [count], left=left, color=color, label=f"{label}: {count}")
+        left += count
+    ax.set_yticks([])
+    ax.set_xlabel("test examples")
+    ax.set_title(f"{b} against {a}, per example (F1)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=3, frameon=False)
+    return _png(fig)

@@ -1,0 +1,72 @@
+"""Reading finished run folders back: `ragft report` re-renders one run or sets several
+side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ragft.errors import InputError
+from ragft.io import read_json, read_jsonl, write_text_atomic
+from ragft.report import markdown, write_report
+from ragft.types import Prediction
+
+
+def prediction_from_row(row: dict[str, Any]) -> Prediction:
+    row = {k: v for k, v in row.items() if k != "fingerprint"}
+    row["answers"], row["retrieved"] = tuple(row["answers"]), tuple(row["retrieved"])
+    return Prediction(**row)
+
+
+def load_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, list[Prediction]], dict[str, str]]:
+    """(report, predictions per variant in one shared example order, passage texts by chunk id)."""
+    run = Path(run_dir)
+    if not (run / "report.json").is_file():
+        raise InputError("not a finished ragft run (no report.json)", run)
+    report = read_json(run / "report.json")
+    predictions = {}
+    for variant in report["variants"]:
+        latest = {}
+        for _, row in read_jsonl(run / "predictions" / f"{variant}.jsonl", torn_tail_ok=True):
+            latest[row["example_id"]] = prediction_from_row(row)
+        predictions[variant] = [latest[k] for k in sorted(latest)]
+    passages = {}
+    if (run / "index" / "chunks.jsonl").is_file():
+        passages = {row["id"]: row["text"] for _, row in read_jsonl(run / "index" / "chunks.jsonl")}
+    return report, predictions, passages
+
+
+def rerender(run_dir: str | Path, pair: tuple[str, str] | None = None) -> str:
+    """Write report.md and report.html of a run again (e.g. for another pair); return the Markdown."""
+    report, predictions, passages = load_run(run_dir)
+    if pair is not None:
+        for name in pair:
+            if name not in predictions:
+                raise InputError(f"variant {name!r} is not in this run (it has {', '.join(predictions)})", run_dir)
+    write_report(run_dir, report, predictions, passages, pair)
+    return markdown(report)
+
+
+def side_by_side(run_dirs: list[str | Path]) -> str:
+    """F1 and EM of every variant in every run, as one Markdown table."""
+    reports = [(Path(r), load_run(r)[0]) for r in run_dirs]
+    variants = list(dict.fromkeys(v for _, rep in reports for v in rep["variants"]))
+    header = ["variant"] + [f"{rep['name']} ({path.name}) F1 / EM" for path, rep in reports]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for v in variants:
+        cells = [v]
+        for _, rep in reports:
+            m = rep["variants"].get(v, {}).get("metrics")
+            cells.append(
+                "-" if m is None
+                else f"{100 * m['f1']['mean']:.1f} ({100 * m['f1']['low']:.1f}-{100 * m['f1']['high']:.1f}) / {100 * m['em']['mean']:.1f}"
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    setups = [f"- {path}: {rep['generator']}, {rep['test_examples']} test examples, git {rep['environment'].get('git_sha') or '?'}" for path, rep in reports]
+    return "\n".join(["# Runs side by side", "", *lines, "", *setups, ""])
+
+
+def write_side_by_side(run_dirs: list[str | Path], out: str | Path) -> Path:
+    path = Path(out) / "compare.md"
+    write_text_atomic(path, side_by_side(run_dirs))
+    return path
