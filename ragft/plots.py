@@ -72,13 +72,13 @@ def quality_vs(report: dict[str, Any], cost: str, label: str) -> bytes:
 
 def win_loss(a: str, b: str, wins: int, losses: int, ties: int) -> bytes:
     """How many examples `b` scores better, worse or the same as `a` on (F1)."""
-    fig, ax = _figure(6.0, 1.8)
+    fig, ax = _figure(6.0, 1.6)
     left = 0
     for count, label, color in ((wins, f"{b} better", "#2a9d8f"), (ties, "same", "#bbbbbb"), (losses, f"{a} better", "#e76f51")):
         ax.barh([0], [count], left=left, color=color, label=f"{label}: {count}")
         left += count
     ax.set_yticks([])
-    ax.set_xlabel("test examples")
-    ax.set_title(f"{b} against {a}, per example (F1)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=3, frameon=False)
+    ax.set_xlim(0, max(1, left))
+    ax.set_title(f"{b} against {a}: test examples won, tied, lost (F1)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3, frameon=False)
     return _png(fig)

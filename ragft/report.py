@@ -70,7 +70,21 @@ def build_report(
     retrieval: dict[str, Any],
 ) -> dict[str, Any]:
     """Aggregate per-variant predictions into the report dictionary."""
-    samples, seed = config.experiment.bootstrap_samples, config.experiment.seed
+    return {
+        "name": config.experiment.name,
+        "generator": config.models.generator,
+        "embedder": config.models.embedder,
+        "test_examples": len(next(iter(predictions.values()), [])),
+        "retrieval": retrieval,
+        **aggregate(predictions, costs, config.experiment.bootstrap_samples, config.experiment.seed),
+        "environment": environment(),
+    }
+
+
+def aggregate(
+    predictions: dict[str, list[Prediction]], costs: dict[str, dict[str, Any]], samples: int, seed: int
+) -> dict[str, Any]:
+    """Per-variant scores with intervals, paired comparisons of every pair, ladder steps."""
     variants: dict[str, Any] = {}
     for name, preds in predictions.items():
         seconds = [p.seconds for p in preds]
@@ -92,17 +106,7 @@ def build_report(
         for b in names[i + 1 :]:
             comparisons += _compare_pair(a, b, predictions, samples, seed)
     steps = [_step(a, b, variants, comparisons) for a, b in zip(names, names[1:])]
-    return {
-        "name": config.experiment.name,
-        "generator": config.models.generator,
-        "embedder": config.models.embedder,
-        "test_examples": len(next(iter(predictions.values()), [])),
-        "retrieval": retrieval,
-        "variants": variants,
-        "comparisons": comparisons,
-        "steps": steps,
-        "environment": environment(),
-    }
+    return {"variants": variants, "comparisons": comparisons, "steps": steps}
 
 
 def _compare_pair(

@@ -8,7 +8,8 @@ from typing import Any
 
 from ragft.errors import InputError
 from ragft.io import read_json, read_jsonl, write_text_atomic
-from ragft.report import markdown, write_report
+from ragft.config import ExperimentConfig
+from ragft.report import aggregate, markdown, write_report
 from ragft.types import Prediction
 
 
@@ -37,8 +38,18 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, list[Predic
 
 
 def rerender(run_dir: str | Path, pair: tuple[str, str] | None = None) -> str:
-    """Write report.md and report.html of a run again (e.g. for another pair); return the Markdown."""
+    """Write report.md and report.html of a run again (e.g. for another pair); return the Markdown.
+
+    Scores, intervals and comparisons are recomputed from the saved predictions, so a run
+    made by an older ragft gets today's report; measured costs are kept as recorded.
+    """
     report, predictions, passages = load_run(run_dir)
+    experiment = ExperimentConfig()
+    if (Path(run_dir) / "config.json").is_file():
+        saved = read_json(Path(run_dir) / "config.json").get("experiment", {})
+        experiment = ExperimentConfig(**{k: v for k, v in saved.items() if k in ("bootstrap_samples", "seed")})
+    costs = {v: report["variants"][v]["costs"] for v in predictions}
+    report.update(aggregate(predictions, costs, experiment.bootstrap_samples, experiment.seed))
     if pair is not None:
         for name in pair:
             if name not in predictions:
