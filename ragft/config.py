@@ -111,6 +111,14 @@ class FinetuneConfig:
 
 
 @dataclass
+class TrackingConfig:
+    mlflow_uri: str = ""
+    """MLflow tracking URI to log finished runs to (e.g. sqlite:///mlruns/mlflow.db); empty: off."""
+    mlflow_experiment: str = "ragft"
+    """MLflow experiment name the runs are logged under."""
+
+
+@dataclass
 class Config:
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -119,6 +127,7 @@ class Config:
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     base_dir: str = field(default=".", metadata={"internal": True})
     """Folder that relative paths are resolved against (the config file's folder)."""
 

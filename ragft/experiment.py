@@ -145,6 +145,12 @@ def compare(
     }
     report = build_report(config, predictions, costs, retrieval)
     write_report(run, report, predictions, {c.id: c.text for c in task.chunks})
+    if config.tracking.mlflow_uri:
+        from ragft.tracking import log_to_mlflow
+
+        uri = config.tracking.mlflow_uri
+        report["mlflow_run_id"] = log_to_mlflow(uri, config.tracking.mlflow_experiment, run, config, report)
+        write_json_atomic(run / "report.json", report)
     return report
 
 
