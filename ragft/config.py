@@ -32,6 +32,8 @@ class ExperimentConfig:
     """Folder that holds run folders (relative to the config file)."""
     seed: int = 0
     """Seed for training, sampling of distractors and the bootstrap."""
+    seeds: list[int] = field(default_factory=list)
+    """More training seeds: fine-tuned arms are also trained once per seed and the spread is reported."""
     bootstrap_samples: int = 2000
     """Resamples for the bootstrap confidence intervals."""
 

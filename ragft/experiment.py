@@ -12,7 +12,7 @@ import json
 import random
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from ragft.models import model_id
 from ragft.monitor import PeakMemory
 from ragft.progress import progress
 from ragft.prompts import get_template
-from ragft.report import build_report, environment, write_report
+from ragft.report import build_report, environment, seed_spread, write_report
 from ragft.retrieval import DenseRetriever, Embedder, VectorIndex, build_index
 from ragft.retrieval.index import corpus_hash
 from ragft.runs import prediction_from_row
@@ -131,8 +131,15 @@ def compare(
 
     costs: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[Prediction]] = {}
+    spread: dict[str, dict[int, list[Prediction]]] = {}
     for variant in config.experiment.variants:
         predictions[variant], costs[variant] = _variant(run, variant, config, resources, task)
+        extra = [s for s in dict.fromkeys(config.experiment.seeds) if s != config.experiment.seed]
+        if ARMS[variant].trained and extra:
+            spread[variant] = {config.experiment.seed: predictions[variant]}
+            for seed in extra:
+                seeded = replace(config, experiment=replace(config.experiment, seed=seed))
+                spread[variant][seed], _ = _variant(run, variant, seeded, resources, task, label=f"{variant}@seed{seed}")
 
     k = config.retrieval.k
     scored = [(e, hits) for e, hits in zip(task.test, task.test_hits) if e.doc_id]
@@ -144,6 +151,8 @@ def compare(
         "index_bytes": sum(f.stat().st_size for f in (run / "index").iterdir()),
     }
     report = build_report(config, predictions, costs, retrieval)
+    if spread:
+        report["seed_spread"] = seed_spread(spread)
     write_report(run, report, predictions, {c.id: c.text for c in task.chunks})
     if config.tracking.mlflow_uri:
         from ragft.tracking import log_to_mlflow
@@ -232,11 +241,17 @@ def _training_key(config: Config, task: Task) -> Any:
     return [ft, config.data.train_limit, config.experiment.seed, task.index.corpus_sha256]
 
 
-def _variant(run: Path, variant: str, config: Config, resources: Resources, task: Task) -> tuple[list[Prediction], dict[str, Any]]:
-    """Predictions and costs of one variant: read back when finished, else made now."""
+def _variant(
+    run: Path, variant: str, config: Config, resources: Resources, task: Task, label: str | None = None
+) -> tuple[list[Prediction], dict[str, Any]]:
+    """Predictions and costs of one variant: read back when finished, else made now.
+
+    `label` names its files when one variant runs more than once (another training seed).
+    """
     arm = ARMS[variant]
+    label = label or variant
     fingerprint = _fingerprint(variant, arm, config, task)
-    path = run / "predictions" / f"{variant}.jsonl"
+    path = run / "predictions" / f"{label}.jsonl"
     costs_path = path.with_suffix(".costs.json")
     done = _load_predictions(path, fingerprint)
     if all(e.id in done for e in task.test) and costs_path.is_file():
@@ -248,7 +263,7 @@ def _variant(run: Path, variant: str, config: Config, resources: Resources, task
     generator = resources.generator
     with PeakMemory() as memory:
         if arm.trained:
-            adapter_dir = run / "adapters" / variant.replace("+", "_")
+            adapter_dir = run / "adapters" / label.replace("+", "_").replace("@", "_")
             generator.model, costs["training"] = _adapter(run, adapter_dir, arm, config, resources, task, fingerprint)
             costs["adapter_bytes"] = sum(f.stat().st_size for f in adapter_dir.iterdir())
         try:
@@ -258,6 +273,8 @@ def _variant(run: Path, variant: str, config: Config, resources: Resources, task
                 generator.model = generator.model.unload()
                 generator.model.eval()
     costs["peak_rss_bytes"] = memory.peak
+    if memory.gpu_peak is not None:
+        costs["peak_gpu_bytes"] = memory.gpu_peak
     costs["wall_seconds"] = memory.seconds
     write_json_atomic(costs_path, {"fingerprint": fingerprint, "costs": costs})
     return [done[e.id] for e in task.test], costs

@@ -109,6 +109,21 @@ def aggregate(
     return {"variants": variants, "comparisons": comparisons, "steps": steps}
 
 
+def seed_spread(runs: dict[str, dict[int, list[Prediction]]]) -> dict[str, Any]:
+    """Per variant: the mean score of each training seed, and their mean and spread."""
+    import numpy as np
+
+    out = {}
+    for variant, by_seed in runs.items():
+        entry: dict[str, Any] = {"seeds": list(by_seed)}
+        for m in METRICS:
+            values = [float(np.mean([p.scores[m] for p in preds])) for preds in by_seed.values()]
+            entry[m] = {"per_seed": values, "mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                        "min": min(values), "max": max(values)}
+        out[variant] = entry
+    return out
+
+
 def _compare_pair(
     a: str, b: str, predictions: dict[str, list[Prediction]], samples: int, seed: int
 ) -> list[dict[str, Any]]:
@@ -154,7 +169,9 @@ def _num(x: float | None) -> str:
 
 
 def _mb(n: float | None) -> str:
-    return "-" if n is None else f"{n / 2**20:.0f}"
+    if n is None:
+        return "-"
+    return f"{n / 2**20:.1f}" if n < 10 * 2**20 else f"{n / 2**20:.0f}"
 
 
 Table = tuple[str, list[str], list[list[str]]]
@@ -172,10 +189,13 @@ def tables(report: dict[str, Any]) -> list[Table]:
             f"{100 * f1['mean']:.1f} ({100 * f1['low']:.1f}-{100 * f1['high']:.1f})",
             f"{100 * em['mean']:.1f} ({100 * em['low']:.1f}-{100 * em['high']:.1f})",
             f"{c['prompt_tokens_per_query']:.0f}",
+            f"{c['completion_tokens_per_query']:.1f}",
             f"{c['seconds_per_query_p50']:.3f}",
             f"{c['seconds_per_query_p95']:.3f}",
+            f"{c['queries_per_second']:.2f}",
             "-" if train is None else f"{train:.0f}",
-            _mb(c.get("peak_rss_bytes")),
+            _mb(c.get("adapter_bytes")),
+            _mb(c.get("peak_rss_bytes")) + (f" (GPU {_mb(c['peak_gpu_bytes'])})" if "peak_gpu_bytes" in c else ""),
         ])
     diffs = [
         [d["from"], d["to"], d["metric"].upper(),
@@ -191,22 +211,35 @@ def tables(report: dict[str, Any]) -> list[Table]:
          _num(st["f1_points_per_100_added_tokens"])]
         for st in report.get("steps", [])
     ]
+    spread = [
+        [v, ", ".join(str(s) for s in e["seeds"]),
+         ", ".join(f"{100 * x:.1f}" for x in e["f1"]["per_seed"]),
+         f"{100 * e['f1']['mean']:.1f} ± {100 * e['f1']['std']:.1f}",
+         f"{100 * e['f1']['min']:.1f}-{100 * e['f1']['max']:.1f}"]
+        for v, e in report.get("seed_spread", {}).items()
+    ]
+    seeds_table: list[Table] = []
+    if spread:
+        seeds_table = [("Fine-tuned arms across training seeds (F1)", ["variant", "seeds", "F1 per seed", "mean ± sd", "range"], spread)]
     return [
         ("Quality with 95% bootstrap intervals, and costs per query (s/q: batch time / batch size)",
-         ["variant", "F1 (95% CI)", "EM (95% CI)", "prompt tok/q", "s/q p50", "s/q p95", "train s", "peak RSS MB"],
+         ["variant", "F1 (95% CI)", "EM (95% CI)", "prompt tok/q", "output tok/q", "s/q p50", "s/q p95", "q/s",
+          "train s", "adapter MB", "peak RSS MB"],
          quality),
         ("Paired differences (`to` minus `from`, same examples; paired bootstrap, exact McNemar for EM)",
          ["from", "to", "metric", "difference (95% CI)", "p", "McNemar p"], diffs),
         ("What each step up the ladder buys and costs",
          ["step", "F1 points (95% CI)", "+ s/query", "+ prompt tokens/query", "+ training s",
           "F1 pts per added s/query", "F1 pts per 100 added tokens"], steps),
+        *seeds_table,
     ]
 
 
 def retrieval_line(report: dict[str, Any]) -> str:
     r = report["retrieval"]
     recall = ", ".join(f"{k} {v:.3f}" for k, v in r.items() if k.startswith("recall"))
-    return f"Retrieval over {r['documents']} documents, {r['chunks']} chunks: {recall}."
+    size = f", index {_mb(r['index_bytes'])} MB" if "index_bytes" in r else ""
+    return f"Retrieval over {r['documents']} documents, {r['chunks']} chunks{size}: {recall}."
 
 
 def title(report: dict[str, Any]) -> str:

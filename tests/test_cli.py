@@ -65,6 +65,11 @@ def test_compare_runs_every_variant_end_to_end_and_resumes(tmp_path, capsys):
     report = json.loads((run / "report.json").read_text())
     assert list(report["variants"]) == ["prompt", "fewshot", "rag", "ft", "rag+ft"]
     assert report["variants"]["rag+ft"]["costs"]["training"]["steps"] == 2
+    costs = report["variants"]["rag+ft"]["costs"]
+    assert costs["peak_rss_bytes"] > 100 * 2**20 and costs["adapter_bytes"] > 0 and costs["queries_per_second"] > 0
+    assert report["retrieval"]["index_bytes"] > 0
+    assert [(c["from"], c["to"]) for c in report["comparisons"] if c["metric"] == "em"][:2] == [("prompt", "fewshot"), ("prompt", "rag")]
+    assert len(report["comparisons"]) == 2 * 10 and len(report["steps"]) == 4
     assert report["environment"]["versions"]["torch"]
     assert (run / "report.md").read_text().startswith("# handbook")
     assert json.loads((run / "config.json").read_text())["data"]["test_limit"] == 6
