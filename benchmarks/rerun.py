@@ -24,7 +24,16 @@ def timed(cmd: list[str]) -> float:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "ragft.cli", "compare", str(ROOT / "configs" / "handbook.toml"), *sys.argv[1:], "--out", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ragft.cli",
+            "compare",
+            str(ROOT / "configs" / "handbook.toml"),
+            *sys.argv[1:],
+            "--out",
+            tmp,
+        ]
         first = timed(cmd)
         again = timed(cmd)
     print(f"first run {first:.1f} s, unchanged re-run {again:.1f} s: re-run is {first / again:.0f}x faster")

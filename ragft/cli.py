@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -30,7 +31,9 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="re-render one run's report, or set several runs side by side")
     r.add_argument("runs", nargs="+", help="run folders written by `ragft compare`")
-    r.add_argument("--pair", nargs=2, metavar=("A", "B"), help="variants whose per-example wins and losses the HTML shows")
+    r.add_argument(
+        "--pair", nargs=2, metavar=("A", "B"), help="variants whose per-example wins and losses the HTML shows"
+    )
     r.add_argument("--out", help="with several runs: folder to write compare.md into")
 
     c = sub.add_parser("compare", help="run the variants of an experiment config and report")
@@ -46,10 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ragft.errors import RagftError
 
     try:
-        return {"models": _models, "index": _index, "search": _search, "compare": _compare, "report": _report}[args.command](args)
+        return {"models": _models, "index": _index, "search": _search, "compare": _compare, "report": _report}[
+            args.command
+        ](args)
     except RagftError as e:
         print(f"ragft: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("ragft: interrupted; finished work is saved, re-run the same command to continue", file=sys.stderr)
         return 130
@@ -74,7 +82,11 @@ def _index(args: argparse.Namespace) -> int:
 
     docs = load_folder(args.path)
     chunks = chunk_documents(docs, args.chunk_size, args.chunk_overlap)
-    index = build_index(chunks, Embedder(args.embedder), {"chunking": {"chunk_size": args.chunk_size, "chunk_overlap": args.chunk_overlap}})
+    index = build_index(
+        chunks,
+        Embedder(args.embedder),
+        {"chunking": {"chunk_size": args.chunk_size, "chunk_overlap": args.chunk_overlap}},
+    )
     index.save(args.out)
     print(f"indexed {len(docs)} documents as {len(chunks)} chunks into {args.out}")
     return 0

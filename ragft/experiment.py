@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from ragft.arms import ARMS, FEWSHOT, Arm, build_prompt
 from ragft.config import Config
 from ragft.corpus import chunk_documents, load_folder
 from ragft.errors import ArtifactError, RagftError
@@ -43,28 +43,6 @@ from ragft.retrieval.index import corpus_hash
 from ragft.runs import prediction_from_row
 from ragft.tasks.qa import load_examples, score
 from ragft.types import Chunk, Example, Hit, Prediction
-
-FEWSHOT = 3
-"""Solved training examples shown by the `fewshot` variant."""
-
-
-@dataclass
-class Arm:
-    """How one variant builds prompts and whether it trains an adapter."""
-
-    template: str
-    context: bool
-    shots: bool
-    trained: bool
-
-
-ARMS = {
-    "prompt": Arm("qa", context=False, shots=False, trained=False),
-    "fewshot": Arm("qa", context=False, shots=True, trained=False),
-    "rag": Arm("qa-context", context=True, shots=False, trained=False),
-    "ft": Arm("qa", context=False, shots=False, trained=True),
-    "rag+ft": Arm("qa-context", context=True, shots=False, trained=True),
-}
 
 
 def run_dir_for(config: Config) -> Path:
@@ -139,7 +117,9 @@ def compare(
             spread[variant] = {config.experiment.seed: predictions[variant]}
             for seed in extra:
                 seeded = replace(config, experiment=replace(config.experiment, seed=seed))
-                spread[variant][seed], _ = _variant(run, variant, seeded, resources, task, label=f"{variant}@seed{seed}")
+                spread[variant][seed], _ = _variant(
+                    run, variant, seeded, resources, task, label=f"{variant}@seed{seed}"
+                )
 
     k = config.retrieval.k
     scored = [(e, hits) for e, hits in zip(task.test, task.test_hits) if e.doc_id]
@@ -210,8 +190,10 @@ def _test_hits(path: Path, test: list[Example], index: VectorIndex, resources: R
         retriever = DenseRetriever(resources.embedder, index)
         fresh = dict(zip(missing, retriever.retrieve(missing, k)))
         path.parent.mkdir(parents=True, exist_ok=True)
-        rows = [{"key": key, "question": q, "chunks": [h.chunk.id for h in hits], "scores": [h.score for h in hits]}
-                for q, hits in fresh.items()]
+        rows = [
+            {"key": key, "question": q, "chunks": [h.chunk.id for h in hits], "scores": [h.score for h in hits]}
+            for q, hits in fresh.items()
+        ]
         append_jsonl(path, rows)
         cached.update(fresh)
     return [cached[e.question] for e in test]
@@ -228,9 +210,7 @@ def _fingerprint(variant: str, arm: Arm, config: Config, task: Task) -> str:
             "dtype": config.models.dtype,
             "generation": asdict(config.generation),
             "examples": task.examples_sha256,
-            "retrieval": [task.index.embedder, task.index.corpus_sha256, config.retrieval.k]
-            if arm.context
-            else None,
+            "retrieval": [task.index.embedder, task.index.corpus_sha256, config.retrieval.k] if arm.context else None,
             "finetune": _training_key(config, task) if arm.trained else None,
         }
     )
@@ -280,12 +260,6 @@ def _variant(
     return [done[e.id] for e in task.test], costs
 
 
-def _prompt(generator: Generator, arm: Arm, example: Example, passages: Sequence[str], shots: Sequence[Example]) -> str:
-    template = get_template(arm.template)
-    pairs = [(s.question, s.answers[0]) for s in shots] if arm.shots else []
-    return generator.render(template.messages(example.question, passages if arm.context else (), pairs))
-
-
 def _predict(
     path: Path, variant: str, arm: Arm, generator: Generator, task: Task, done: dict[str, Prediction], fingerprint: str
 ) -> None:
@@ -296,7 +270,9 @@ def _predict(
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     test, shots = task.test, task.train[:FEWSHOT]
-    prompts = [_prompt(generator, arm, e, [h.chunk.text for h in hits], shots) for e, hits in zip(test, task.test_hits)]
+    prompts = [
+        build_prompt(generator, arm, e, [h.chunk.text for h in hits], shots) for e, hits in zip(test, task.test_hits)
+    ]
     plan = generator.plan(prompts)
     todo = [batch for batch in plan if not all(test[i].id in done for i in batch)]
     bar = progress(total=len(test), initial=len(test) - sum(map(len, todo)), desc=f"{variant}: answering", unit="q")
@@ -305,8 +281,18 @@ def _predict(
         for i, g in zip(batch, generator.generate_batch([prompts[i] for i in batch])):
             e = test[i]
             retrieved = tuple(h.chunk.id for h in task.test_hits[i]) if arm.context else ()
-            p = Prediction(e.id, variant, prompts[i], g.text, e.answers, retrieved, score(g.text, e.answers),
-                           g.prompt_tokens, g.completion_tokens, g.seconds)
+            p = Prediction(
+                e.id,
+                variant,
+                prompts[i],
+                g.text,
+                e.answers,
+                retrieved,
+                score(g.text, e.answers),
+                g.prompt_tokens,
+                g.completion_tokens,
+                g.seconds,
+            )
             done[e.id] = p
             rows.append({"fingerprint": fingerprint, **asdict(p)})
         append_jsonl(path, rows)
@@ -366,7 +352,9 @@ def _adapter(
         "last_loss": sum(result.losses[-5:]) / len(result.losses[-5:]),
         "truncated_records": result.truncated,
     }
-    save_adapter(peft_model, folder, base_id, {"fingerprint": fingerprint, "training": training, "losses": result.losses})
+    save_adapter(
+        peft_model, folder, base_id, {"fingerprint": fingerprint, "training": training, "losses": result.losses}
+    )
     shutil.rmtree(checkpoint, ignore_errors=True)
     return peft_model, training
 
@@ -394,6 +382,6 @@ def _train_records(arm: Arm, config: Config, resources: Resources, task: Task) -
         passages = []
         if arm.context:
             passages = [c.text for c in raft_passages(e, row, gold_chunk(e, by_doc), n_passages, ft.p_no_gold, rng)]
-        prompt = _prompt(generator, arm, e, passages, [])
+        prompt = build_prompt(generator, arm, e, passages, [])
         records.append(make_record(e.id, generator.encode(prompt), generator.encode(e.answers[0]), eos, ft.max_length))
     return records

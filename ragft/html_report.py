@@ -36,7 +36,9 @@ def _table(caption: str, header: list[str], rows: list[list[str]]) -> str:
     return f"<h2>{escape(caption)}</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def changed_examples(a: list[Prediction], b: list[Prediction]) -> tuple[list[tuple[Prediction, Prediction]], int, int, int]:
+def changed_examples(
+    a: list[Prediction], b: list[Prediction]
+) -> tuple[list[tuple[Prediction, Prediction]], int, int, int]:
     """Pairs whose F1 differs, biggest change first, and the win/loss/tie counts of b over a."""
     pairs = list(zip(a, b))
     wins = sum(pb.scores["f1"] > pa.scores["f1"] for pa, pb in pairs)
@@ -50,13 +52,16 @@ def changed_examples(a: list[Prediction], b: list[Prediction]) -> tuple[list[tup
 
 def _example(pa: Prediction, pb: Prediction, passages: dict[str, str]) -> str:
     kind = "win" if pb.scores["f1"] > pa.scores["f1"] else "loss"
-    parts = [f'<div class="example {kind}"><b>{escape(pa.example_id)}</b> &middot; gold: {escape(" | ".join(pa.answers))}<ul>']
+    gold = escape(" | ".join(pa.answers))
+    parts = [f'<div class="example {kind}"><b>{escape(pa.example_id)}</b> &middot; gold: {gold}<ul>']
     for p in (pa, pb):
         parts.append(f"<li><b>{escape(p.variant)}</b> (F1 {100 * p.scores['f1']:.0f}): {escape(p.output)}</li>")
     parts.append("</ul>")
     for p in (pa, pb):
         if p.retrieved:
-            shown = "".join(f"<p><i>{escape(cid)}</i><br>{escape(passages.get(cid, '(not in index)'))}</p>" for cid in p.retrieved)
+            shown = "".join(
+                f"<p><i>{escape(cid)}</i><br>{escape(passages.get(cid, '(not in index)'))}</p>" for cid in p.retrieved
+            )
             parts.append(f"<details><summary>{escape(p.variant)}: retrieved passages</summary>{shown}</details>")
         parts.append(f"<details><summary>{escape(p.variant)}: prompt</summary><pre>{escape(p.prompt)}</pre></details>")
     parts.append("</div>")
@@ -77,8 +82,15 @@ def render_html(
     body.append(f"<p>{escape(retrieval_line(report))}</p>")
     body.append('<h2>Plots</h2><div class="plots">')
     body.append(_img(plots.quality(report), "quality per variant"))
-    body.append(_img(plots.quality_vs(report, "seconds_per_query_p50", "seconds per query (p50)"), "quality against latency"))
-    body.append(_img(plots.quality_vs(report, "prompt_tokens_per_query", "prompt tokens per query"), "quality against prompt tokens"))
+    body.append(
+        _img(plots.quality_vs(report, "seconds_per_query_p50", "seconds per query (p50)"), "quality against latency")
+    )
+    body.append(
+        _img(
+            plots.quality_vs(report, "prompt_tokens_per_query", "prompt tokens per query"),
+            "quality against prompt tokens",
+        )
+    )
     body.append("</div>")
     if len(names) >= 2:
         a, b = pair or (names[0], names[-1])
@@ -88,7 +100,7 @@ def render_html(
         body.append(f"<p>{len(changed)} examples changed; the {min(len(changed), max_examples)} largest changes:</p>")
         body += [_example(pa, pb, passages) for pa, pb in changed[:max_examples]]
     return (
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title(report))}</title><style>{STYLE}</style></head>"
         f"<body>{''.join(body)}</body></html>\n"
     )

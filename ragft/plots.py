@@ -74,7 +74,11 @@ def win_loss(a: str, b: str, wins: int, losses: int, ties: int) -> bytes:
     """How many examples `b` scores better, worse or the same as `a` on (F1)."""
     fig, ax = _figure(6.0, 1.6)
     left = 0
-    for count, label, color in ((wins, f"{b} better", "#2a9d8f"), (ties, "same", "#bbbbbb"), (losses, f"{a} better", "#e76f51")):
+    for count, label, color in (
+        (wins, f"{b} better", "#2a9d8f"),
+        (ties, "same", "#bbbbbb"),
+        (losses, f"{a} better", "#e76f51"),
+    ):
         ax.barh([0], [count], left=left, color=color, label=f"{label}: {count}")
         left += count
     ax.set_yticks([])

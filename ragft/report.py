@@ -118,8 +118,13 @@ def seed_spread(runs: dict[str, dict[int, list[Prediction]]]) -> dict[str, Any]:
         entry: dict[str, Any] = {"seeds": list(by_seed)}
         for m in METRICS:
             values = [float(np.mean([p.scores[m] for p in preds])) for preds in by_seed.values()]
-            entry[m] = {"per_seed": values, "mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                        "min": min(values), "max": max(values)}
+            entry[m] = {
+                "per_seed": values,
+                "mean": float(np.mean(values)),
+                "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                "min": min(values),
+                "max": max(values),
+            }
         out[variant] = entry
     return out
 
@@ -154,7 +159,8 @@ def _step(a: str, b: str, variants: dict[str, Any], comparisons: list[dict[str, 
         "f1_points_high": 100 * gain["high"],
         "added_seconds_per_query": d_seconds,
         "added_prompt_tokens_per_query": d_tokens,
-        "added_training_seconds": cb.get("training", {}).get("seconds", 0.0) - ca.get("training", {}).get("seconds", 0.0),
+        "added_training_seconds": cb.get("training", {}).get("seconds", 0.0)
+        - ca.get("training", {}).get("seconds", 0.0),
         "f1_points_per_added_second": 100 * gain["mean"] / d_seconds if d_seconds > 0 else None,
         "f1_points_per_100_added_tokens": 100 * 100 * gain["mean"] / d_tokens if d_tokens > 0 else None,
     }
@@ -184,53 +190,99 @@ def tables(report: dict[str, Any]) -> list[Table]:
     for name, v in report["variants"].items():
         f1, em, c = v["metrics"]["f1"], v["metrics"]["em"], v["costs"]
         train = c.get("training", {}).get("seconds")
-        quality.append([
-            name,
-            f"{100 * f1['mean']:.1f} ({100 * f1['low']:.1f}-{100 * f1['high']:.1f})",
-            f"{100 * em['mean']:.1f} ({100 * em['low']:.1f}-{100 * em['high']:.1f})",
-            f"{c['prompt_tokens_per_query']:.0f}",
-            f"{c['completion_tokens_per_query']:.1f}",
-            f"{c['seconds_per_query_p50']:.3f}",
-            f"{c['seconds_per_query_p95']:.3f}",
-            f"{c['queries_per_second']:.2f}",
-            "-" if train is None else f"{train:.0f}",
-            _mb(c.get("adapter_bytes")),
-            _mb(c.get("peak_rss_bytes")) + (f" (GPU {_mb(c['peak_gpu_bytes'])})" if "peak_gpu_bytes" in c else ""),
-        ])
+        quality.append(
+            [
+                name,
+                f"{100 * f1['mean']:.1f} ({100 * f1['low']:.1f}-{100 * f1['high']:.1f})",
+                f"{100 * em['mean']:.1f} ({100 * em['low']:.1f}-{100 * em['high']:.1f})",
+                f"{c['prompt_tokens_per_query']:.0f}",
+                f"{c['completion_tokens_per_query']:.1f}",
+                f"{c['seconds_per_query_p50']:.3f}",
+                f"{c['seconds_per_query_p95']:.3f}",
+                f"{c['queries_per_second']:.2f}",
+                "-" if train is None else f"{train:.0f}",
+                _mb(c.get("adapter_bytes")),
+                _mb(c.get("peak_rss_bytes")) + (f" (GPU {_mb(c['peak_gpu_bytes'])})" if "peak_gpu_bytes" in c else ""),
+            ]
+        )
     diffs = [
-        [d["from"], d["to"], d["metric"].upper(),
-         f"{100 * d['mean']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f})",
-         _p(d["p_value"]), _p(d["mcnemar_p"]) if "mcnemar_p" in d else "-"]
+        [
+            d["from"],
+            d["to"],
+            d["metric"].upper(),
+            f"{100 * d['mean']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f})",
+            _p(d["p_value"]),
+            _p(d["mcnemar_p"]) if "mcnemar_p" in d else "-",
+        ]
         for d in report["comparisons"]
     ]
     steps = [
-        [f"{st['from']} -> {st['to']}",
-         f"{st['f1_points']:+.1f} ({st['f1_points_low']:+.1f} to {st['f1_points_high']:+.1f})",
-         f"{st['added_seconds_per_query']:+.3f}", f"{st['added_prompt_tokens_per_query']:+.0f}",
-         f"{st['added_training_seconds']:+.0f}", _num(st["f1_points_per_added_second"]),
-         _num(st["f1_points_per_100_added_tokens"])]
+        [
+            f"{st['from']} -> {st['to']}",
+            f"{st['f1_points']:+.1f} ({st['f1_points_low']:+.1f} to {st['f1_points_high']:+.1f})",
+            f"{st['added_seconds_per_query']:+.3f}",
+            f"{st['added_prompt_tokens_per_query']:+.0f}",
+            f"{st['added_training_seconds']:+.0f}",
+            _num(st["f1_points_per_added_second"]),
+            _num(st["f1_points_per_100_added_tokens"]),
+        ]
         for st in report.get("steps", [])
     ]
     spread = [
-        [v, ", ".join(str(s) for s in e["seeds"]),
-         ", ".join(f"{100 * x:.1f}" for x in e["f1"]["per_seed"]),
-         f"{100 * e['f1']['mean']:.1f} ± {100 * e['f1']['std']:.1f}",
-         f"{100 * e['f1']['min']:.1f}-{100 * e['f1']['max']:.1f}"]
+        [
+            v,
+            ", ".join(str(s) for s in e["seeds"]),
+            ", ".join(f"{100 * x:.1f}" for x in e["f1"]["per_seed"]),
+            f"{100 * e['f1']['mean']:.1f} ± {100 * e['f1']['std']:.1f}",
+            f"{100 * e['f1']['min']:.1f}-{100 * e['f1']['max']:.1f}",
+        ]
         for v, e in report.get("seed_spread", {}).items()
     ]
     seeds_table: list[Table] = []
     if spread:
-        seeds_table = [("Fine-tuned arms across training seeds (F1)", ["variant", "seeds", "F1 per seed", "mean ± sd", "range"], spread)]
+        seeds_table = [
+            (
+                "Fine-tuned arms across training seeds (F1)",
+                ["variant", "seeds", "F1 per seed", "mean ± sd", "range"],
+                spread,
+            )
+        ]
     return [
-        ("Quality with 95% bootstrap intervals, and costs per query (s/q: batch time / batch size)",
-         ["variant", "F1 (95% CI)", "EM (95% CI)", "prompt tok/q", "output tok/q", "s/q p50", "s/q p95", "q/s",
-          "train s", "adapter MB", "peak RSS MB"],
-         quality),
-        ("Paired differences (`to` minus `from`, same examples; paired bootstrap, exact McNemar for EM)",
-         ["from", "to", "metric", "difference (95% CI)", "p", "McNemar p"], diffs),
-        ("What each step up the ladder buys and costs",
-         ["step", "F1 points (95% CI)", "+ s/query", "+ prompt tokens/query", "+ training s",
-          "F1 pts per added s/query", "F1 pts per 100 added tokens"], steps),
+        (
+            "Quality with 95% bootstrap intervals, and costs per query (s/q: batch time / batch size)",
+            [
+                "variant",
+                "F1 (95% CI)",
+                "EM (95% CI)",
+                "prompt tok/q",
+                "output tok/q",
+                "s/q p50",
+                "s/q p95",
+                "q/s",
+                "train s",
+                "adapter MB",
+                "peak RSS MB",
+            ],
+            quality,
+        ),
+        (
+            "Paired differences (`to` minus `from`, same examples; paired bootstrap, exact McNemar for EM)",
+            ["from", "to", "metric", "difference (95% CI)", "p", "McNemar p"],
+            diffs,
+        ),
+        (
+            "What each step up the ladder buys and costs",
+            [
+                "step",
+                "F1 points (95% CI)",
+                "+ s/query",
+                "+ prompt tokens/query",
+                "+ training s",
+                "F1 pts per added s/query",
+                "F1 pts per 100 added tokens",
+            ],
+            steps,
+        ),
         *seeds_table,
     ]
 

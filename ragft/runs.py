@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ragft.config import ExperimentConfig
 from ragft.errors import InputError
 from ragft.io import read_json, read_jsonl, write_text_atomic
-from ragft.config import ExperimentConfig
 from ragft.report import aggregate, markdown, write_report
 from ragft.types import Prediction
 
@@ -68,12 +68,18 @@ def side_by_side(run_dirs: list[str | Path]) -> str:
         cells = [v]
         for _, rep in reports:
             m = rep["variants"].get(v, {}).get("metrics")
-            cells.append(
-                "-" if m is None
-                else f"{100 * m['f1']['mean']:.1f} ({100 * m['f1']['low']:.1f}-{100 * m['f1']['high']:.1f}) / {100 * m['em']['mean']:.1f}"
-            )
+            if m is None:
+                cells.append("-")
+                continue
+            f1, em = m["f1"], m["em"]
+            interval = f"{100 * f1['low']:.1f}-{100 * f1['high']:.1f}"
+            cells.append(f"{100 * f1['mean']:.1f} ({interval}) / {100 * em['mean']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
-    setups = [f"- {path}: {rep['generator']}, {rep['test_examples']} test examples, git {rep['environment'].get('git_sha') or '?'}" for path, rep in reports]
+    setups = [
+        f"- {path}: {rep['generator']}, {rep['test_examples']} test examples, "
+        f"git {rep['environment'].get('git_sha') or '?'}"
+        for path, rep in reports
+    ]
     return "\n".join(["# Runs side by side", "", *lines, "", *setups, ""])
 
 

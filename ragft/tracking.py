@@ -46,7 +46,9 @@ def log_to_mlflow(uri: str, experiment: str, run_dir: str | Path, config: Config
     try:
         import mlflow
     except ImportError:
-        raise RagftError("tracking.mlflow_uri is set but MLflow is not installed: pip install 'ragft[tracking]'") from None
+        raise RagftError(
+            "tracking.mlflow_uri is set but MLflow is not installed: pip install 'ragft[tracking]'"
+        ) from None
 
     uri = local_store(uri, config)
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -61,8 +63,11 @@ def log_to_mlflow(uri: str, experiment: str, run_dir: str | Path, config: Config
     run = client.create_run(
         experiment_id,
         run_name=report["name"],
-        tags={"ragft.run_dir": str(Path(run_dir).resolve()), "ragft.generator": report["generator"],
-              "ragft.git_sha": str(report["environment"].get("git_sha"))},
+        tags={
+            "ragft.run_dir": str(Path(run_dir).resolve()),
+            "ragft.generator": report["generator"],
+            "ragft.git_sha": str(report["environment"].get("git_sha")),
+        },
     )
     run_id = run.info.run_id
     params = {_name(k): str(v)[:500] for k, v in _flatten(config.to_dict()).items() if k != "base_dir"}

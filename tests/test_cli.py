@@ -4,11 +4,9 @@ import json
 import subprocess
 import sys
 
-import pytest
+from conftest import HANDBOOK, ROOT
 
 from ragft.cli import main
-
-from conftest import HANDBOOK, ROOT
 
 TINY = [
     "data.test_limit=6",
@@ -68,7 +66,10 @@ def test_compare_runs_every_variant_end_to_end_and_resumes(tmp_path, capsys):
     costs = report["variants"]["rag+ft"]["costs"]
     assert costs["peak_rss_bytes"] > 100 * 2**20 and costs["adapter_bytes"] > 0 and costs["queries_per_second"] > 0
     assert report["retrieval"]["index_bytes"] > 0
-    assert [(c["from"], c["to"]) for c in report["comparisons"] if c["metric"] == "em"][:2] == [("prompt", "fewshot"), ("prompt", "rag")]
+    assert [(c["from"], c["to"]) for c in report["comparisons"] if c["metric"] == "em"][:2] == [
+        ("prompt", "fewshot"),
+        ("prompt", "rag"),
+    ]
     assert len(report["comparisons"]) == 2 * 10 and len(report["steps"]) == 4
     assert report["environment"]["versions"]["torch"]
     assert (run / "report.md").read_text().startswith("# handbook")
@@ -80,7 +81,9 @@ def test_compare_runs_every_variant_end_to_end_and_resumes(tmp_path, capsys):
     assert all(r["retrieved"] == [] and "Context:" not in r["prompt"] for r in prompt_rows)
 
     # An unchanged re-run recomputes nothing (only the report files are written again).
-    stamps = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.suffix not in (".json", ".md", ".html")}
+    stamps = {
+        p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.suffix not in (".json", ".md", ".html")
+    }
     assert main(args) == 0
     assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
 

@@ -1,12 +1,11 @@
 import logging
 
 import pytest
+from conftest import HANDBOOK
 
 from ragft.corpus import chunk_documents, load_folder
 from ragft.errors import InputError
 from ragft.tasks.qa import load_examples
-
-from conftest import HANDBOOK
 
 
 def test_empty_corpus_folder_is_an_error_naming_it(tmp_path):

@@ -2,22 +2,27 @@
 
 import json
 
+from conftest import ROOT
+from test_cli import TINY
+
 from ragft.config import load_config
 from ragft.experiment import compare
 from ragft.report import markdown
 
-from conftest import ROOT
-from test_cli import TINY
-
 
 def test_several_seeds_train_each_and_report_the_spread(tmp_path, generator, embedder):
-    config = load_config(ROOT / "configs" / "handbook.toml", [*TINY, 'experiment.variants=["rag","rag+ft"]', "experiment.seeds=[0, 1]"])
+    config = load_config(
+        ROOT / "configs" / "handbook.toml", [*TINY, 'experiment.variants=["rag","rag+ft"]', "experiment.seeds=[0, 1]"]
+    )
     report = compare(config, tmp_path, generator=generator, embedder=embedder)
     spread = report["seed_spread"]["rag+ft"]
     assert spread["seeds"] == [0, 1] and len(spread["f1"]["per_seed"]) == 2
     assert spread["f1"]["min"] <= spread["f1"]["mean"] <= spread["f1"]["max"]
     assert spread["f1"]["per_seed"][0] == report["variants"]["rag+ft"]["metrics"]["f1"]["mean"]
-    losses = [json.loads((tmp_path / "adapters" / name / "manifest.json").read_text())["losses"] for name in ("rag_ft", "rag_ft_seed1")]
+    losses = [
+        json.loads((tmp_path / "adapters" / name / "manifest.json").read_text())["losses"]
+        for name in ("rag_ft", "rag_ft_seed1")
+    ]
     assert losses[0] != losses[1]  # really another seed
     assert "Fine-tuned arms across training seeds" in markdown(report)
     assert "rag" not in report["seed_spread"]  # untrained arms are deterministic
@@ -28,7 +33,12 @@ def test_changing_one_variant_setting_reruns_only_that_variant(tmp_path, generat
     compare(load_config(ROOT / "configs" / "handbook.toml", settings), tmp_path, generator=generator, embedder=embedder)
     prompt_file, adapter = tmp_path / "predictions" / "prompt.jsonl", tmp_path / "adapters" / "rag_ft" / "manifest.json"
     stamps = prompt_file.stat().st_mtime_ns, adapter.stat().st_mtime_ns
-    compare(load_config(ROOT / "configs" / "handbook.toml", [*settings, "finetune.rank=4"]), tmp_path, generator=generator, embedder=embedder)
+    compare(
+        load_config(ROOT / "configs" / "handbook.toml", [*settings, "finetune.rank=4"]),
+        tmp_path,
+        generator=generator,
+        embedder=embedder,
+    )
     assert prompt_file.stat().st_mtime_ns == stamps[0]  # untouched
     assert adapter.stat().st_mtime_ns != stamps[1]  # retrained
     assert (tmp_path / "predictions" / "rag+ft.stale.jsonl").is_file()

@@ -149,10 +149,19 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path, tiny_model,
     torch.optim.AdamW.step = step_then_maybe_die
     try:
         with pytest.raises(Killed):
-            train_lora(copy.deepcopy(clean), records, cfg, tokenizer.pad_token_id, checkpoint=tmp_path / "ckpt", fingerprint="f")
+            train_lora(
+                copy.deepcopy(clean),
+                records,
+                cfg,
+                tokenizer.pad_token_id,
+                checkpoint=tmp_path / "ckpt",
+                fingerprint="f",
+            )
     finally:
         torch.optim.AdamW.step = original
-    resumed, result = train_lora(clean, records, cfg, tokenizer.pad_token_id, checkpoint=tmp_path / "ckpt", fingerprint="f")
+    resumed, result = train_lora(
+        clean, records, cfg, tokenizer.pad_token_id, checkpoint=tmp_path / "ckpt", fingerprint="f"
+    )
     assert result.steps == expected.steps == 12
     assert result.losses == expected.losses
     a = {n: p for n, p in straight.named_parameters() if "lora_" in n}
@@ -165,6 +174,8 @@ def test_checkpoint_from_other_training_is_ignored(tmp_path, tiny_model, tokeniz
     cfg = FinetuneConfig(rank=4, epochs=2, batch_size=2, checkpoint_every=1)
     import copy
 
-    train_lora(copy.deepcopy(tiny_model), records, cfg, tokenizer.pad_token_id, checkpoint=tmp_path / "c", fingerprint="a")
+    train_lora(
+        copy.deepcopy(tiny_model), records, cfg, tokenizer.pad_token_id, checkpoint=tmp_path / "c", fingerprint="a"
+    )
     _, result = train_lora(tiny_model, records, cfg, tokenizer.pad_token_id, checkpoint=tmp_path / "c", fingerprint="b")
     assert result.steps == 4 and len(result.losses) == 4

@@ -3,7 +3,9 @@ from ragft.prompts import get_template
 
 def test_real_model_answers_from_context(generator):
     template = get_template("qa-context")
-    prompt = generator.render(template.messages("What is the chart room computer called?", ["The chart room computer is called Beacon."]))
+    prompt = generator.render(
+        template.messages("What is the chart room computer called?", ["The chart room computer is called Beacon."])
+    )
     assert prompt.startswith("<|im_start|>system") and prompt.endswith("<|im_start|>assistant\n")
     (out,) = generator.generate([prompt])
     assert "Beacon" in out.text
@@ -13,7 +15,11 @@ def test_real_model_answers_from_context(generator):
 
 def test_batched_generation_matches_one_at_a_time(generator):
     template = get_template("qa")
-    questions = ["What is the capital of France?", "Name a primary colour.", "What is two plus two? Answer in one word, please, and explain nothing else."]
+    questions = [
+        "What is the capital of France?",
+        "Name a primary colour.",
+        "What is two plus two? Answer in one word, please, and explain nothing else.",
+    ]
     prompts = [generator.render(template.messages(q)) for q in questions]
     batched = [g.text for g in generator.generate(prompts)]
     single = [generator.generate([p])[0].text for p in prompts]

@@ -5,13 +5,12 @@ import io
 import shutil
 
 import pytest
+from conftest import ROOT
+from test_cli import TINY
 
 from ragft.cli import main
 from ragft.config import load_config
 from ragft.experiment import compare
-
-from conftest import ROOT
-from test_cli import TINY
 
 BROWSER_FLAGS = [
     "--no-sandbox",

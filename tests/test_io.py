@@ -1,8 +1,7 @@
 import pytest
 
-from ragft.errors import InputError
+from ragft.errors import ArtifactError, InputError
 from ragft.io import atomic_dir, read_jsonl, read_manifest, write_manifest
-from ragft.errors import ArtifactError
 
 
 def test_malformed_jsonl_line_is_named(tmp_path):

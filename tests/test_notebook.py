@@ -3,9 +3,8 @@
 import json
 
 import nbformat
-from nbclient import NotebookClient
-
 from conftest import ROOT
+from nbclient import NotebookClient
 from test_cli import TINY
 
 
@@ -14,7 +13,9 @@ def test_compare_notebook_runs_and_plots(tmp_path, monkeypatch):
     monkeypatch.setenv("RAGFT_NOTEBOOK_OVERRIDES", json.dumps(overrides))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(ROOT / "notebooks" / "01_compare.ipynb", as_version=4)
-    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    NotebookClient(
+        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}
+    ).execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)

@@ -24,7 +24,16 @@ SETTINGS = [
 
 
 def _start(run: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "ragft.cli", "compare", str(ROOT / "configs" / "handbook.toml"), *SETTINGS, "--out", str(run)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ragft.cli",
+        "compare",
+        str(ROOT / "configs" / "handbook.toml"),
+        *SETTINGS,
+        "--out",
+        str(run),
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -62,5 +71,8 @@ def test_sigkill_during_training_and_prediction_then_rerun_matches(tmp_path):
     final = _start(run)
     assert final.wait() == 0, final.stderr.read()[-2000:]
     assert _outputs(run) == _outputs(tmp_path / "straight")
-    losses = [json.loads((r / "adapters" / "rag_ft" / "manifest.json").read_text())["losses"] for r in (run, tmp_path / "straight")]
+    losses = [
+        json.loads((r / "adapters" / "rag_ft" / "manifest.json").read_text())["losses"]
+        for r in (run, tmp_path / "straight")
+    ]
     assert losses[0] == losses[1]

@@ -1,12 +1,11 @@
 import json
 
 import pytest
+from conftest import HANDBOOK
 
 from ragft.corpus import chunk_documents, load_folder
 from ragft.errors import ArtifactError
 from ragft.retrieval import DenseRetriever, VectorIndex, build_index
-
-from conftest import HANDBOOK
 
 
 @pytest.fixture(scope="module")

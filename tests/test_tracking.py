@@ -3,12 +3,11 @@
 import json
 
 import pytest
+from conftest import ROOT
+from test_cli import TINY
 
 from ragft.config import load_config
 from ragft.experiment import compare
-
-from conftest import ROOT
-from test_cli import TINY
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -17,7 +16,12 @@ def test_compare_logs_the_run_to_mlflow(tmp_path, generator, embedder):
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     config = load_config(
         ROOT / "configs" / "handbook.toml",
-        [*TINY, 'experiment.variants=["prompt","rag"]', f"tracking.mlflow_uri={json.dumps(uri)}", 'tracking.mlflow_experiment="tests"'],
+        [
+            *TINY,
+            'experiment.variants=["prompt","rag"]',
+            f"tracking.mlflow_uri={json.dumps(uri)}",
+            'tracking.mlflow_experiment="tests"',
+        ],
     )
     report = compare(config, tmp_path / "run", generator=generator, embedder=embedder)
 

@@ -39,8 +39,7 @@ def load_adapter(model: Any, folder: str | Path, base_model: str) -> Any:
     manifest = adapter_manifest(folder)
     if manifest["base_model"] != base_model:
         raise ArtifactError(
-            f"{folder}: adapter was trained on base model {manifest['base_model']!r}, "
-            f"not on {base_model!r}"
+            f"{folder}: adapter was trained on base model {manifest['base_model']!r}, not on {base_model!r}"
         )
     peft_model = PeftModel.from_pretrained(model, str(folder))
     peft_model.eval()

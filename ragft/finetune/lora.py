@@ -181,7 +181,9 @@ def train_lora(
 ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")
 
 
-def save_checkpoint(folder: Path, fingerprint: str, named: list[tuple[str, Any]], optimizer: Any, result: TrainResult) -> None:
+def save_checkpoint(
+    folder: Path, fingerprint: str, named: list[tuple[str, Any]], optimizer: Any, result: TrainResult
+) -> None:
     """Adapter weights, AdamW moments and progress as safetensors + JSON (no pickle)."""
     from safetensors.torch import save_file
 
@@ -194,7 +196,9 @@ def save_checkpoint(folder: Path, fingerprint: str, named: list[tuple[str, Any]]
         write_json_atomic(tmp / "progress.json", {"fingerprint": fingerprint, **asdict(result)})
 
 
-def resume_checkpoint(folder: Path, fingerprint: str, named: list[tuple[str, Any]], optimizer: Any, result: TrainResult) -> None:
+def resume_checkpoint(
+    folder: Path, fingerprint: str, named: list[tuple[str, Any]], optimizer: Any, result: TrainResult
+) -> None:
     """Restore a checkpoint saved by the same training setup; ignore any other."""
     import json
 

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragft.errors import ArtifactError
-from ragft.io import atomic_dir, library_versions, read_jsonl, read_manifest, sha256_json, write_manifest
+from ragft.io import (
+    atomic_dir,
+    library_versions,
+    read_jsonl,
+    read_manifest,
+    sha256_json,
+    write_manifest,
+)
 from ragft.types import Chunk
 
 if TYPE_CHECKING:

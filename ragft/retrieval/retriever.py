@@ -21,7 +21,9 @@ class DenseRetriever:
         if embedder.name != index.embedder:
             from ragft.errors import ArtifactError
 
-            raise ArtifactError(f"index built with embedder {index.embedder!r}, queries embedded with {embedder.name!r}")
+            raise ArtifactError(
+                f"index built with embedder {index.embedder!r}, queries embedded with {embedder.name!r}"
+            )
         self.embedder = embedder
         self.index = index
 

@@ -34,9 +34,7 @@ def load_examples(path: str | Path) -> list[Example]:
         if ex_id in seen:
             raise InputError(f"duplicate id {ex_id!r} (first on line {seen[ex_id]})", path, line)
         seen[ex_id] = line
-        examples.append(
-            Example(ex_id, str(row["question"]), tuple(answers), row["split"], row.get("doc_id"))
-        )
+        examples.append(Example(ex_id, str(row["question"]), tuple(answers), row["split"], row.get("doc_id")))
     if not examples:
         raise InputError("no examples in file", path)
     return examples
