@@ -29,6 +29,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("-k", type=int, default=3, help="results to show")
     s.add_argument("--embedder", default="all-minilm-l6-v2", help="must be the embedder the index was built with")
 
+    e = sub.add_parser("eval-retrieval", help="score a retriever on BEIR-format data (nDCG@10, MRR@10, recall@k)")
+    e.add_argument("path", help="BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv")
+    e.add_argument("--split", default="test", help="qrels split to score")
+    e.add_argument("--method", choices=("dense", "bm25", "hybrid"), default="hybrid", help="retriever to score")
+    e.add_argument("--embedder", default="all-minilm-l6-v2", help="embedder for dense and hybrid")
+    e.add_argument("--index", help="index folder: reused when it holds this corpus, else built and saved there")
+    e.add_argument("--out", help="folder to write report.json and report.md into")
+
     r = sub.add_parser("report", help="re-render one run's report, or set several runs side by side")
     r.add_argument("runs", nargs="+", help="run folders written by `ragft compare`")
     r.add_argument(
@@ -49,9 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ragft.errors import RagftError
 
     try:
-        return {"models": _models, "index": _index, "search": _search, "compare": _compare, "report": _report}[
-            args.command
-        ](args)
+        return {
+            "models": _models,
+            "index": _index,
+            "search": _search,
+            "compare": _compare,
+            "report": _report,
+            "eval-retrieval": _eval_retrieval,
+        }[args.command](args)
     except RagftError as e:
         print(f"ragft: error: {e}", file=sys.stderr)
         return 2
@@ -100,6 +113,17 @@ def _search(args: argparse.Namespace) -> int:
     for hit in retriever.retrieve([args.query], args.k)[0]:
         text = " ".join(hit.chunk.text.split())
         print(f"{hit.rank + 1}. [{hit.score:.3f}] {hit.chunk.id}: {text[:160]}")
+    return 0
+
+
+def _eval_retrieval(args: argparse.Namespace) -> int:
+    from ragft.retrieval.evaluate import run_beir_eval
+
+    report = run_beir_eval(args.path, args.split, args.method, args.embedder, args.index, args.out)
+    metrics = ", ".join(f"{k} {v['mean']:.4f} ({v['low']:.4f}-{v['high']:.4f})" for k, v in report["metrics"].items())
+    print(f"{args.method} on {report['queries']} {args.split} queries, {report['documents']} documents: {metrics}")
+    if args.out:
+        print(f"wrote {args.out}/report.json and report.md")
     return 0
 
 

@@ -44,3 +44,23 @@ def recall_at_k(retrieved: Sequence[str], relevant: set[str] | Sequence[str], k:
     if not relevant:
         return 0.0
     return len(relevant & set(retrieved[:k])) / len(relevant)
+
+
+def ndcg_at_k(retrieved: Sequence[str], relevance: dict[str, int], k: int) -> float:
+    """Normalised discounted cumulative gain at k with graded relevance (BEIR/trec_eval)."""
+    import math
+
+    gains = [relevance.get(doc, 0) for doc in retrieved[:k]]
+    dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains))
+    ideal = sorted(relevance.values(), reverse=True)[:k]
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def mrr_at_k(retrieved: Sequence[str], relevant: set[str] | Sequence[str], k: int) -> float:
+    """Reciprocal rank of the first relevant id within the first k (0 if none)."""
+    relevant = set(relevant)
+    for rank, doc in enumerate(retrieved[:k], start=1):
+        if doc in relevant:
+            return 1.0 / rank
+    return 0.0

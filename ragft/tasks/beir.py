@@ -1,0 +1,81 @@
+"""BEIR-layout retrieval data: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ragft.errors import InputError
+from ragft.types import Document
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BeirData:
+    documents: list[Document]
+    queries: dict[str, str]
+    """Query id to text, only the queries that have judgements in the split."""
+    qrels: dict[str, dict[str, int]]
+    """Query id to {document id: relevance}."""
+    unknown: list[str] = field(default_factory=list)
+    """qrels rows (file:line) that point at a document or query id the data does not have."""
+
+
+def _jsonl_lines(path: Path):
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+        for number, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InputError(f"malformed JSON: {e.msg} (column {e.colno})", path, number) from None
+
+
+def _find(folder: Path, name: str) -> Path:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise InputError(f"no {name} or {name}.gz (BEIR layout expected)", folder)
+
+
+def load_beir(folder: str | Path, split: str = "test") -> BeirData:
+    """Load a BEIR folder. Document text is `title text`, as BEIR and MTEB embed it."""
+    folder = Path(folder)
+    docs, seen = [], {}
+    corpus = _find(folder, "corpus.jsonl")
+    for number, row in _jsonl_lines(corpus):
+        if "_id" not in row or "text" not in row:
+            raise InputError("corpus rows need '_id' and 'text'", corpus, number)
+        doc_id = str(row["_id"])
+        if doc_id in seen:
+            raise InputError(f"duplicate document id {doc_id!r} (first on line {seen[doc_id]})", corpus, number)
+        seen[doc_id] = number
+        text = f"{row.get('title') or ''} {row['text']}".strip()
+        docs.append(Document(doc_id, text, f"{corpus}:{number}", {"title": row.get("title") or ""}))
+    queries_path = _find(folder, "queries.jsonl")
+    all_queries = {str(row["_id"]): row["text"] for _, row in _jsonl_lines(queries_path)}
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        raise InputError(f"no qrels for split {split!r}", qrels_path)
+    qrels: dict[str, dict[str, int]] = {}
+    unknown = []
+    for number, line in enumerate(qrels_path.read_text(encoding="utf-8").splitlines(), start=1):
+        parts = line.split("\t")
+        if number == 1 and parts[0] == "query-id" or not line.strip():
+            continue
+        if len(parts) != 3:
+            raise InputError("expected 3 tab-separated columns: query-id, corpus-id, score", qrels_path, number)
+        qid, did, rel = parts
+        if did not in seen or qid not in all_queries:
+            unknown.append(f"{qrels_path}:{number}")
+            continue
+        qrels.setdefault(qid, {})[did] = int(rel)
+    if unknown:
+        log.warning("%d qrels rows point at unknown ids, first: %s", len(unknown), unknown[0])
+    queries = {q: all_queries[q] for q in qrels}
+    return BeirData(docs, queries, qrels, unknown)
