@@ -38,8 +38,8 @@ from ragft.monitor import PeakMemory
 from ragft.progress import progress
 from ragft.prompts import get_template
 from ragft.report import build_report, environment, seed_spread, write_report
-from ragft.retrieval import DenseRetriever, Embedder, VectorIndex, build_index
-from ragft.retrieval.index import corpus_hash
+from ragft.retrieval import DenseRetriever, Embedder, VectorIndex
+from ragft.retrieval.index import load_or_build_index
 from ragft.runs import prediction_from_row
 from ragft.tasks.qa import load_examples, score
 from ragft.types import Chunk, Example, Hit, Prediction
@@ -146,7 +146,13 @@ def compare(
 def _task(run: Path, config: Config, resources: Resources) -> Task:
     docs = load_folder(config.path(config.data.corpus))
     chunks = chunk_documents(docs, config.chunking.chunk_size, config.chunking.chunk_overlap)
-    index = _index(run / "index", chunks, resources, config)
+    index = load_or_build_index(
+        run / "index",
+        chunks,
+        model_id(config.models.embedder),
+        lambda: resources.embedder,
+        {"chunking": asdict(config.chunking)},
+    )
     examples_path = config.path(config.data.examples)
     examples = load_examples(examples_path)
     train = _limit([e for e in examples if e.split == "train"], config.data.train_limit)
@@ -159,19 +165,6 @@ def _task(run: Path, config: Config, resources: Resources) -> Task:
 
 def _limit(items: list[Example], n: int) -> list[Example]:
     return items[:n] if n > 0 else items
-
-
-def _index(folder: Path, chunks: list[Chunk], resources: Resources, config: Config) -> VectorIndex:
-    """Reuse the run's index when it holds exactly these chunks from this embedder."""
-    try:
-        index = VectorIndex.load(folder, model_id(config.models.embedder))
-        if index.corpus_sha256 == corpus_hash(chunks):
-            return index
-    except ArtifactError:
-        pass
-    index = build_index(chunks, resources.embedder, {"chunking": asdict(config.chunking)})
-    index.save(folder)
-    return index
 
 
 def _test_hits(path: Path, test: list[Example], index: VectorIndex, resources: Resources, k: int) -> list[list[Hit]]:

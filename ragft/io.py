@@ -70,9 +70,13 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
 
 
 def read_text(path: str | Path) -> str:
-    """Read a UTF-8 text file; a file in another encoding is an error naming it."""
+    """Read a UTF-8 text file (gunzipped when it ends in .gz); another encoding is an error naming it."""
     path = Path(path)
     data = path.read_bytes()
+    if path.suffix == ".gz":
+        import gzip
+
+        data = gzip.decompress(data)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:

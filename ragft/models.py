@@ -96,7 +96,7 @@ def resolve(name: str, kind: str) -> str:
 
 
 def model_id(name: str) -> str:
-    """A stable identity for manifests: the alias or path plus what it resolved to."""
+    """A stable identity for manifests: the alias, a local folder's absolute path, or the hub id."""
     alias = ALIASES.get(name)
     if alias is not None:
         return name

@@ -83,24 +83,12 @@ def run_beir_eval(
 
 def _dense(chunks: list[Any], embedder_name: str, index_dir: str | Path | None) -> Retriever:
     """Dense retriever over the chunks, reusing a saved index of the same corpus and embedder."""
-    from ragft.errors import ArtifactError
     from ragft.models import model_id
-    from ragft.retrieval import DenseRetriever, Embedder, VectorIndex, build_index
-    from ragft.retrieval.index import corpus_hash
+    from ragft.retrieval import DenseRetriever, Embedder
+    from ragft.retrieval.index import load_or_build_index
 
     embedder = Embedder(embedder_name)
-    index = None
-    if index_dir is not None:
-        try:
-            index = VectorIndex.load(index_dir, model_id(embedder_name))
-            if index.corpus_sha256 != corpus_hash(chunks):
-                index = None
-        except ArtifactError:
-            index = None
-    if index is None:
-        index = build_index(chunks, embedder)
-        if index_dir is not None:
-            index.save(index_dir)
+    index = load_or_build_index(index_dir, chunks, model_id(embedder_name), lambda: embedder)
     return DenseRetriever(embedder, index)
 
 

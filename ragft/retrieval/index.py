@@ -7,7 +7,7 @@ Layout: `index.faiss` (vectors), `chunks.jsonl` (the chunk records, in vector or
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,3 +123,25 @@ def build_index(chunks: Sequence[Chunk], embedder: Embedder, meta: dict[str, Any
     """Embed the chunks (with a progress bar) and index them."""
     vectors = embedder.embed([c.text for c in chunks], progress=len(chunks) > 256)
     return VectorIndex(chunks, vectors, embedder.name, meta)
+
+
+def load_or_build_index(
+    folder: str | Path | None,
+    chunks: Sequence[Chunk],
+    embedder_id: str,
+    embedder: Callable[[], Embedder],
+    meta: dict[str, Any] | None = None,
+) -> VectorIndex:
+    """The index saved in `folder` when it holds exactly these chunks from this embedder;
+    otherwise build one (calling `embedder()` only then) and save it there."""
+    if folder is not None:
+        try:
+            index = VectorIndex.load(folder, embedder_id)
+            if index.corpus_sha256 == corpus_hash(chunks):
+                return index
+        except ArtifactError:
+            pass
+    index = build_index(chunks, embedder(), meta)
+    if folder is not None:
+        index.save(folder)
+    return index

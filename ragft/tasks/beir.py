@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ragft.errors import InputError
+from ragft.io import read_jsonl
 from ragft.types import Document
 
 log = logging.getLogger(__name__)
@@ -25,17 +24,6 @@ class BeirData:
     """qrels rows (file:line) that point at a document or query id the data does not have."""
 
 
-def _jsonl_lines(path: Path):
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
-        for number, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    yield number, json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(f"malformed JSON: {e.msg} (column {e.colno})", path, number) from None
-
-
 def _find(folder: Path, name: str) -> Path:
     for candidate in (folder / name, folder / f"{name}.gz"):
         if candidate.is_file():
@@ -48,7 +36,7 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirData:
     folder = Path(folder)
     docs, seen = [], {}
     corpus = _find(folder, "corpus.jsonl")
-    for number, row in _jsonl_lines(corpus):
+    for number, row in read_jsonl(corpus):
         if "_id" not in row or "text" not in row:
             raise InputError("corpus rows need '_id' and 'text'", corpus, number)
         doc_id = str(row["_id"])
@@ -58,7 +46,7 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirData:
         text = f"{row.get('title') or ''} {row['text']}".strip()
         docs.append(Document(doc_id, text, f"{corpus}:{number}", {"title": row.get("title") or ""}))
     queries_path = _find(folder, "queries.jsonl")
-    all_queries = {str(row["_id"]): row["text"] for _, row in _jsonl_lines(queries_path)}
+    all_queries = {str(row["_id"]): row["text"] for _, row in read_jsonl(queries_path)}
     qrels_path = folder / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
         raise InputError(f"no qrels for split {split!r}", qrels_path)
