@@ -15,9 +15,12 @@ import tomllib
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 from ragft.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ragft.retrieval.index import SearchSettings
 
 VARIANTS = ("prompt", "fewshot", "rag", "ft", "rag+ft")
 
@@ -72,6 +75,17 @@ class ChunkingConfig:
 class RetrievalConfig:
     k: int = 3
     """Passages put into the prompt of `rag` arms."""
+    index: str = "auto"
+    """FAISS index: flat (exact), hnsw, ivf, ivfpq, or auto (exact below 100k chunks, then HNSW, IVF-PQ from 5M)."""
+    ef_search: int = 128
+    """HNSW candidate list per query: higher is slower and closer to exact."""
+    nprobe: int = 32
+    """Inverted lists an IVF index scans per query: higher is slower and closer to exact."""
+
+    def search_settings(self) -> SearchSettings:
+        from ragft.retrieval.index import SearchSettings
+
+        return SearchSettings(self.ef_search, self.nprobe)
 
 
 @dataclass
@@ -312,5 +326,13 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"models.dtype must be auto, bfloat16 or float32, got {config.models.dtype!r}")
     if not 0.0 <= config.finetune.p_no_gold <= 1.0:
         raise ConfigError(f"finetune.p_no_gold must be within [0, 1], got {config.finetune.p_no_gold}")
+    _choice("retrieval.index", config.retrieval.index, ("auto", "flat", "hnsw", "ivf", "ivfpq"))
     if config.chunking.chunk_overlap >= config.chunking.chunk_size:
         raise ConfigError("chunking.chunk_overlap must be smaller than chunking.chunk_size")
+
+
+def _choice(key: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        close = difflib.get_close_matches(value, options, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{key}: unknown value {value!r}{hint} (choose one of {', '.join(options)})")

@@ -39,7 +39,7 @@ from ragft.progress import progress
 from ragft.prompts import get_template
 from ragft.report import build_report, environment, seed_spread, write_report
 from ragft.retrieval import DenseRetriever, Embedder, VectorIndex
-from ragft.retrieval.index import load_or_build_index
+from ragft.retrieval.build import sync_index
 from ragft.runs import prediction_from_row
 from ragft.tasks.qa import load_examples, score
 from ragft.types import Chunk, Example, Hit, Prediction
@@ -146,12 +146,14 @@ def compare(
 def _task(run: Path, config: Config, resources: Resources) -> Task:
     docs = load_folder(config.path(config.data.corpus))
     chunks = chunk_documents(docs, config.chunking.chunk_size, config.chunking.chunk_overlap)
-    index = load_or_build_index(
+    index, _ = sync_index(
         run / "index",
         chunks,
         model_id(config.models.embedder),
         lambda: resources.embedder,
         {"chunking": asdict(config.chunking)},
+        config.retrieval.index,
+        config.retrieval.search_settings(),
     )
     examples_path = config.path(config.data.examples)
     examples = load_examples(examples_path)

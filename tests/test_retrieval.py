@@ -49,10 +49,3 @@ def test_tampered_index_is_refused(tmp_path, handbook_index):
     (folder / "chunks.jsonl").write_text("\n".join([json.dumps(row)] + lines[1:]) + "\n")
     with pytest.raises(ArtifactError, match="corpus hash"):
         VectorIndex.load(folder)
-
-
-def test_corrupt_faiss_file_is_refused(tmp_path, handbook_index):
-    folder = handbook_index.save(tmp_path / "idx")
-    (folder / "index.faiss").write_bytes(b"not an index")
-    with pytest.raises(ArtifactError, match="index.faiss"):
-        VectorIndex.load(folder)

@@ -1,7 +1,17 @@
 """Embedding, indexing and searching chunks."""
 
+from ragft.retrieval.build import SyncStats, build_index, sync_index
 from ragft.retrieval.embedder import Embedder
-from ragft.retrieval.index import VectorIndex, build_index
+from ragft.retrieval.index import SearchSettings, VectorIndex
 from ragft.retrieval.retriever import DenseRetriever, Retriever
 
-__all__ = ["DenseRetriever", "Embedder", "Retriever", "VectorIndex", "build_index"]
+__all__ = [
+    "DenseRetriever",
+    "Embedder",
+    "Retriever",
+    "SearchSettings",
+    "SyncStats",
+    "VectorIndex",
+    "build_index",
+    "sync_index",
+]

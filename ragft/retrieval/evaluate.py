@@ -85,10 +85,10 @@ def _dense(chunks: list[Any], embedder_name: str, index_dir: str | Path | None) 
     """Dense retriever over the chunks, reusing a saved index of the same corpus and embedder."""
     from ragft.models import model_id
     from ragft.retrieval import DenseRetriever, Embedder
-    from ragft.retrieval.index import load_or_build_index
+    from ragft.retrieval.build import sync_index
 
     embedder = Embedder(embedder_name)
-    index = load_or_build_index(index_dir, chunks, model_id(embedder_name), lambda: embedder)
+    index, _ = sync_index(index_dir, chunks, model_id(embedder_name), lambda: embedder)
     return DenseRetriever(embedder, index)
 
 
