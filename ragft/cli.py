@@ -16,12 +16,20 @@ def _parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list offline model aliases and whether they are installed")
     m.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    i = sub.add_parser("index", help="index a folder of .txt/.md documents")
-    i.add_argument("path", help="folder of documents")
-    i.add_argument("--out", required=True, help="index folder to write (replaced atomically)")
+    i = sub.add_parser(
+        "index",
+        help="index documents, or bring an existing index up to date (only new or changed text is embedded)",
+    )
+    i.add_argument("path", help="folder of .txt/.md/.html/.pdf files, BEIR folder, JSONL file or SQuAD JSON")
+    i.add_argument("--out", required=True, help="index folder: updated in place, replaced atomically")
     i.add_argument("--embedder", default="all-minilm-l6-v2", help="embedder alias, folder or hub id")
-    i.add_argument("--chunk-size", type=int, default=500, help="largest chunk in characters")
-    i.add_argument("--chunk-overlap", type=int, default=50, help="characters shared by neighbouring chunks")
+    i.add_argument("--unit", choices=("characters", "tokens"), default="characters", help="what chunk sizes count")
+    i.add_argument("--chunk-size", type=int, help="largest chunk (default 500 characters or 200 tokens)")
+    i.add_argument("--chunk-overlap", type=int, help="overlap of neighbours (default 50 characters or 20 tokens)")
+    i.add_argument("--index-type", choices=("auto", "flat", "hnsw", "ivf", "ivfpq"), default="auto", help="FAISS index")
+    i.add_argument("--text-field", default="text", help="JSONL: field with the document text")
+    i.add_argument("--id-field", default="id", help="JSONL: field with the document id")
+    i.add_argument("--skip-bad", action="store_true", help="skip unreadable files with a warning instead of stopping")
 
     s = sub.add_parser("search", help="search a saved index")
     s.add_argument("index", help="index folder written by `ragft index`")
@@ -90,18 +98,24 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
-    from ragft.corpus import chunk_documents, load_folder
-    from ragft.retrieval import Embedder, build_index
+    from ragft.corpus import load_corpus
+    from ragft.corpus.chunking import chunk_for_embedder
+    from ragft.models import model_id
+    from ragft.retrieval import Embedder, sync_index
 
-    docs = load_folder(args.path)
-    chunks = chunk_documents(docs, args.chunk_size, args.chunk_overlap)
-    index = build_index(
-        chunks,
-        Embedder(args.embedder),
-        {"chunking": {"chunk_size": args.chunk_size, "chunk_overlap": args.chunk_overlap}},
+    tokens = args.unit == "tokens"
+    size = args.chunk_size or (200 if tokens else 500)
+    overlap = args.chunk_overlap if args.chunk_overlap is not None else (20 if tokens else 50)
+    docs = load_corpus(args.path, text_field=args.text_field, id_field=args.id_field, skip_bad=args.skip_bad)
+    chunks = chunk_for_embedder(docs, args.embedder, args.unit, size, overlap)
+    meta = {"chunking": {"unit": args.unit, "chunk_size": size, "chunk_overlap": overlap}}
+    index, done = sync_index(
+        args.out, chunks, model_id(args.embedder), lambda: Embedder(args.embedder), meta, args.index_type
     )
-    index.save(args.out)
-    print(f"indexed {len(docs)} documents as {len(chunks)} chunks into {args.out}")
+    print(
+        f"indexed {docs.summary()} as {len(chunks)} chunks into {args.out} ({index.kind} index): "
+        f"{done.embedded} texts embedded, {done.reused} chunks reused, {done.added} added, {done.removed} removed"
+    )
     return 0
 
 

@@ -54,7 +54,14 @@ class ModelsConfig:
 @dataclass
 class DataConfig:
     corpus: str = ""
-    """Folder of .txt/.md documents to retrieve from (relative to the config file)."""
+    """Documents to retrieve from (relative to the config file): a folder of .txt/.md/.html/.pdf files,
+    a BEIR folder, a JSONL file or a SQuAD JSON file."""
+    text_field: str = "text"
+    """JSONL corpora: the field holding a document's text."""
+    id_field: str = "id"
+    """JSONL corpora: the field holding a document's id (rows without one get `file:line`)."""
+    skip_bad: bool = False
+    """Skip unreadable files (not UTF-8, broken PDF) with a warning instead of stopping."""
     examples: str = ""
     """JSONL of examples: id, question, answers, split (train/test), doc_id."""
     test_limit: int = 0
@@ -65,10 +72,12 @@ class DataConfig:
 
 @dataclass
 class ChunkingConfig:
+    unit: str = "characters"
+    """What chunk sizes count: characters, or tokens of the embedder's own tokenizer (no chunk gets truncated)."""
     chunk_size: int = 500
-    """Largest chunk, in characters."""
+    """Largest chunk, in `unit`s (at most the embedder's limit, 254 for MiniLM, when counting tokens)."""
     chunk_overlap: int = 50
-    """Characters shared by neighbouring chunks."""
+    """Characters (or tokens) shared by neighbouring chunks."""
 
 
 @dataclass
@@ -326,6 +335,7 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"models.dtype must be auto, bfloat16 or float32, got {config.models.dtype!r}")
     if not 0.0 <= config.finetune.p_no_gold <= 1.0:
         raise ConfigError(f"finetune.p_no_gold must be within [0, 1], got {config.finetune.p_no_gold}")
+    _choice("chunking.unit", config.chunking.unit, ("characters", "tokens"))
     _choice("retrieval.index", config.retrieval.index, ("auto", "flat", "hnsw", "ivf", "ivfpq"))
     if config.chunking.chunk_overlap >= config.chunking.chunk_size:
         raise ConfigError("chunking.chunk_overlap must be smaller than chunking.chunk_size")

@@ -18,7 +18,8 @@ from typing import Any
 
 from ragft.arms import ARMS, FEWSHOT, Arm, build_prompt
 from ragft.config import Config
-from ragft.corpus import chunk_documents, load_folder
+from ragft.corpus import Corpus, load_corpus
+from ragft.corpus.chunking import chunk_for_embedder
 from ragft.errors import ArtifactError, RagftError
 from ragft.finetune.adapter import adapter_manifest, load_adapter, save_adapter
 from ragft.finetune.data import gold_chunk, make_record, raft_passages
@@ -85,7 +86,7 @@ class Task:
     train: list[Example]
     test: list[Example]
     test_hits: list[list[Hit]]
-    documents: int
+    corpus: Corpus
     examples_sha256: str
 
 
@@ -127,7 +128,9 @@ def compare(
         f"recall@{k}": sum(recall_at_k([h.chunk.doc_id for h in hits], {e.doc_id}, k) for e, hits in scored)
         / max(1, len(scored)),
         "chunks": len(task.chunks),
-        "documents": task.documents,
+        "documents": len(task.corpus),
+        "empty_documents": len(task.corpus.empty),
+        "unreadable_skipped": task.corpus.skipped,
         "index_bytes": sum(f.stat().st_size for f in (run / "index").iterdir()),
     }
     report = build_report(config, predictions, costs, retrieval)
@@ -144,8 +147,12 @@ def compare(
 
 
 def _task(run: Path, config: Config, resources: Resources) -> Task:
-    docs = load_folder(config.path(config.data.corpus))
-    chunks = chunk_documents(docs, config.chunking.chunk_size, config.chunking.chunk_overlap)
+    data = config.data
+    docs = load_corpus(
+        config.path(data.corpus), text_field=data.text_field, id_field=data.id_field, skip_bad=data.skip_bad
+    )
+    c = config.chunking
+    chunks = chunk_for_embedder(docs, config.models.embedder, c.unit, c.chunk_size, c.chunk_overlap)
     index, _ = sync_index(
         run / "index",
         chunks,
@@ -162,7 +169,7 @@ def _task(run: Path, config: Config, resources: Resources) -> Task:
     if not test:
         raise RagftError(f"{examples_path}: no test examples")
     hits = _test_hits(run / "retrieval" / "test_hits.jsonl", test, index, resources, config.retrieval.k)
-    return Task(chunks, index, train, test, hits, len(docs), sha256_file(examples_path))
+    return Task(chunks, index, train, test, hits, docs, sha256_file(examples_path))
 
 
 def _limit(items: list[Example], n: int) -> list[Example]:

@@ -291,7 +291,13 @@ def retrieval_line(report: dict[str, Any]) -> str:
     r = report["retrieval"]
     recall = ", ".join(f"{k} {v:.3f}" for k, v in r.items() if k.startswith("recall"))
     size = f", index {_mb(r['index_bytes'])} MB" if "index_bytes" in r else ""
-    return f"Retrieval over {r['documents']} documents, {r['chunks']} chunks{size}: {recall}."
+    left_out = [
+        f"{n} {what} skipped"
+        for n, what in ((r.get("empty_documents", 0), "empty"), (len(r.get("unreadable_skipped", [])), "unreadable"))
+        if n
+    ]
+    left = f" ({', '.join(left_out)})" if left_out else ""
+    return f"Retrieval over {r['documents']} documents{left}, {r['chunks']} chunks{size}: {recall}."
 
 
 def title(report: dict[str, Any]) -> str:

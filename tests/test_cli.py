@@ -1,6 +1,7 @@
 """The `ragft` command end to end, with the real offline models."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -43,9 +44,31 @@ def test_index_then_search(tmp_path, capsys):
     assert out[0].startswith("1. [") and "survey-boats#" in out[0]
 
 
+def test_reindexing_updates_in_place_embedding_only_changed_files(tmp_path, capsys):
+    docs = tmp_path / "docs"
+    shutil.copytree(HANDBOOK / "docs", docs)
+    args = ["index", str(docs), "--out", str(tmp_path / "idx"), "--unit", "tokens", "--index-type", "hnsw"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "(hnsw index)" in first and "0 removed" in first
+    (docs / "tide-gauges.md").write_text("The gauge keeper is Ilse Marrow.\n")
+    (docs / "chart-room.md").unlink()
+    (docs / "empty.md").write_text("")
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "32 documents, 1 empty skipped" in out and "1 texts embedded" in out
+    assert main(["search", str(tmp_path / "idx"), "Who is the gauge keeper?", "-k", "1"]) == 0
+    assert "tide-gauges#0" in capsys.readouterr().out
+    (docs / "bad.txt").write_bytes(b"\xff\xfe")
+    assert main(args) == 2
+    assert f"{docs / 'bad.txt'}:1: not valid UTF-8" in capsys.readouterr().err
+    assert main([*args, "--skip-bad"]) == 0
+    assert "0 texts embedded" in capsys.readouterr().out
+
+
 def test_errors_are_one_line_naming_the_problem(tmp_path, capsys):
     assert main(["index", str(tmp_path), "--out", str(tmp_path / "idx")]) == 2
-    assert f"ragft: error: {tmp_path}: corpus folder has no documents" in capsys.readouterr().err
+    assert f"ragft: error: {tmp_path}: no documents found" in capsys.readouterr().err
     config = tmp_path / "bad.toml"
     config.write_text("[retrieval]\nkk = 3\n")
     assert main(["compare", str(config)]) == 2

@@ -29,6 +29,21 @@ class SyncStats:
     reused: int
 
 
+def embed_checked(embedder: Embedder, texts: list[str]) -> Any:
+    """Embed with a progress bar on long work, warning when texts pass the encoder's limit."""
+    cut = embedder.count_truncated(texts)
+    if cut:
+        log.warning(
+            "%d of %d texts are longer than %s's %d-token limit and are embedded truncated; "
+            'chunk by tokens (chunking.unit = "tokens", or `ragft index --unit tokens`) to make them fit',
+            cut,
+            len(texts),
+            embedder.name,
+            embedder.max_tokens,
+        )
+    return embedder.embed(texts, progress=len(texts) > 256)
+
+
 def build_index(
     chunks: Sequence[Chunk],
     embedder: Embedder,
@@ -37,7 +52,7 @@ def build_index(
     settings: SearchSettings | None = None,
 ) -> VectorIndex:
     """Embed the chunks (with a progress bar on long work) and index them."""
-    vectors = embedder.embed([c.text for c in chunks], progress=len(chunks) > 256)
+    vectors = embed_checked(embedder, [c.text for c in chunks])
     return VectorIndex(chunks, vectors, embedder.name, meta, kind, settings)
 
 
@@ -81,8 +96,7 @@ def sync_index(
     reused = len(chunks) - sum(text_key(c.text) in embedded for c in new)
     if missing:
         texts = {text_key(c.text): c.text for c in new}
-        model = embedder()
-        for key, vector in zip(missing, model.embed([texts[k] for k in missing], progress=len(missing) > 256)):
+        for key, vector in zip(missing, embed_checked(embedder(), [texts[k] for k in missing])):
             cache[key] = vector
     dim = old.dim if old is not None else (len(next(iter(cache.values()))) if cache else 0)
     vectors = np.stack([cache[text_key(c.text)] for c in new]) if new else np.zeros((0, dim), np.float32)

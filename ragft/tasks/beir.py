@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ragft.corpus.loaders import load_jsonl
 from ragft.errors import InputError
 from ragft.io import read_jsonl
 from ragft.types import Document
@@ -34,17 +35,8 @@ def _find(folder: Path, name: str) -> Path:
 def load_beir(folder: str | Path, split: str = "test") -> BeirData:
     """Load a BEIR folder. Document text is `title text`, as BEIR and MTEB embed it."""
     folder = Path(folder)
-    docs, seen = [], {}
-    corpus = _find(folder, "corpus.jsonl")
-    for number, row in read_jsonl(corpus):
-        if "_id" not in row or "text" not in row:
-            raise InputError("corpus rows need '_id' and 'text'", corpus, number)
-        doc_id = str(row["_id"])
-        if doc_id in seen:
-            raise InputError(f"duplicate document id {doc_id!r} (first on line {seen[doc_id]})", corpus, number)
-        seen[doc_id] = number
-        text = f"{row.get('title') or ''} {row['text']}".strip()
-        docs.append(Document(doc_id, text, f"{corpus}:{number}", {"title": row.get("title") or ""}))
+    docs = load_jsonl(_find(folder, "corpus.jsonl"), id_field="_id").documents
+    seen = {d.id for d in docs}
     queries_path = _find(folder, "queries.jsonl")
     all_queries = {str(row["_id"]): row["text"] for _, row in read_jsonl(queries_path)}
     qrels_path = folder / "qrels" / f"{split}.tsv"
