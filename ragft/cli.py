@@ -40,7 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval-retrieval", help="score a retriever on BEIR-format data (nDCG@10, MRR@10, recall@k)")
     e.add_argument("path", help="BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv")
     e.add_argument("--split", default="test", help="qrels split to score")
-    e.add_argument("--method", choices=("dense", "bm25", "hybrid"), default="hybrid", help="retriever to score")
+    e.add_argument(
+        "--method", nargs="+", choices=("dense", "bm25", "hybrid"), default=["hybrid"], help="retrievers to score"
+    )
+    e.add_argument("--hyde", action="store_true", help="dense part searches with the query plus a generated draft")
+    e.add_argument("--multi-query", type=int, default=0, metavar="N", help="fuse N generated rewrites of each query")
+    e.add_argument("--rerank", default="", help="rerank with 'generator' or a cross-encoder name or folder")
+    e.add_argument("--rerank-depth", type=int, default=20, help="first-stage hits the reranker rescores")
+    e.add_argument("--generator", default="smollm2-135m-instruct", help="generator for HyDE, rewrites, reranking")
+    e.add_argument("--limit", type=int, default=0, help="score only the first N judged queries (0 = all)")
     e.add_argument("--embedder", default="all-minilm-l6-v2", help="embedder for dense and hybrid")
     e.add_argument("--index", help="index folder: reused when it holds this corpus, else built and saved there")
     e.add_argument("--out", help="folder to write report.json and report.md into")
@@ -131,11 +139,24 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _eval_retrieval(args: argparse.Namespace) -> int:
-    from ragft.retrieval.evaluate import run_beir_eval
+    from ragft.retrieval.evaluate import QuerySide, run_beir_eval
 
-    report = run_beir_eval(args.path, args.split, args.method, args.embedder, args.index, args.out)
-    metrics = ", ".join(f"{k} {v['mean']:.4f} ({v['low']:.4f}-{v['high']:.4f})" for k, v in report["metrics"].items())
-    print(f"{args.method} on {report['queries']} {args.split} queries, {report['documents']} documents: {metrics}")
+    query_side = QuerySide(args.hyde, args.multi_query, args.rerank, args.rerank_depth)
+    report = run_beir_eval(
+        args.path,
+        args.split,
+        tuple(args.method),
+        args.embedder,
+        args.index,
+        args.out,
+        query_side,
+        args.generator,
+        args.limit,
+    )
+    for name, variant in report["variants"].items():
+        scores = variant["metrics"].items()
+        metrics = ", ".join(f"{k} {v['mean']:.4f} ({v['low']:.4f}-{v['high']:.4f})" for k, v in scores)
+        print(f"{name} on {report['queries']} {args.split} queries, {report['documents']} documents: {metrics}")
     if args.out:
         print(f"wrote {args.out}/report.json and report.md")
     return 0

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, get_type_hints
 from ragft.errors import ConfigError
 
 if TYPE_CHECKING:
-    from ragft.retrieval.index import SearchSettings
+    from ragft.retrieval.index import IndexSettings
 
 VARIANTS = ("prompt", "fewshot", "rag", "ft", "rag+ft")
 
@@ -86,15 +86,19 @@ class RetrievalConfig:
     """Passages put into the prompt of `rag` arms."""
     index: str = "auto"
     """FAISS index: flat (exact), hnsw, ivf, ivfpq, or auto (exact below 100k chunks, then HNSW, IVF-PQ from 5M)."""
+    hnsw_m: int = 32
+    """HNSW graph neighbours per node."""
+    ef_construction: int = 200
+    """HNSW candidate list while building: higher builds slower and searches closer to exact."""
     ef_search: int = 128
     """HNSW candidate list per query: higher is slower and closer to exact."""
     nprobe: int = 32
     """Inverted lists an IVF index scans per query: higher is slower and closer to exact."""
 
-    def search_settings(self) -> SearchSettings:
-        from ragft.retrieval.index import SearchSettings
+    def index_settings(self) -> IndexSettings:
+        from ragft.retrieval.index import IndexSettings
 
-        return SearchSettings(self.ef_search, self.nprobe)
+        return IndexSettings(self.hnsw_m, self.ef_construction, self.ef_search, self.nprobe)
 
 
 @dataclass

@@ -160,7 +160,7 @@ def _task(run: Path, config: Config, resources: Resources) -> Task:
         lambda: resources.embedder,
         {"chunking": asdict(config.chunking)},
         config.retrieval.index,
-        config.retrieval.search_settings(),
+        config.retrieval.index_settings(),
     )
     examples_path = config.path(config.data.examples)
     examples = load_examples(examples_path)

@@ -85,7 +85,7 @@ class Generator:
         order = sorted(range(len(prompts)), key=lambda i: (lengths[i], i))
         return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 
-    def generate_batch(self, prompts: Sequence[str]) -> list[Generation]:
+    def generate_batch(self, prompts: Sequence[str], max_new_tokens: int | None = None) -> list[Generation]:
         """Greedy answers for one left-padded batch, in input order."""
         import torch
 
@@ -93,19 +93,15 @@ class Generator:
         encoded = [self.encode(p) for p in prompts]
         pad = self.tokenizer.pad_token_id
         eos = self.tokenizer.eos_token_id
-        width = max(len(e) for e in encoded)
-        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(encoded), width), dtype=torch.long)
-        for row, e in enumerate(encoded):
-            ids[row, width - len(e) :] = torch.tensor(e)
-            mask[row, width - len(e) :] = 1
+        ids, mask = self.left_padded(encoded)
+        width = ids.shape[1]
         dev = next(self.model.parameters()).device
         start = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=ids.to(dev),
                 attention_mask=mask.to(dev),
-                max_new_tokens=self.max_new_tokens,
+                max_new_tokens=max_new_tokens or self.max_new_tokens,
                 do_sample=False,
                 pad_token_id=pad,
                 eos_token_id=eos,
@@ -122,12 +118,26 @@ class Generator:
             results.append(Generation(text, len(e), len(new), seconds))
         return results
 
-    def generate(self, prompts: Sequence[str], desc: str = "generating") -> list[Generation]:
+    def left_padded(self, encoded: Sequence[Sequence[int]]) -> tuple[Any, Any]:
+        """(input_ids, attention_mask) tensors of token lists padded on the left."""
+        import torch
+
+        width = max(len(e) for e in encoded)
+        ids = torch.full((len(encoded), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, e in enumerate(encoded):
+            ids[row, width - len(e) :] = torch.tensor(e)
+            mask[row, width - len(e) :] = 1
+        return ids, mask
+
+    def generate(
+        self, prompts: Sequence[str], desc: str = "generating", max_new_tokens: int | None = None
+    ) -> list[Generation]:
         """Greedy answers for any number of prompts, in input order, with a progress bar."""
         results: dict[int, Generation] = {}
         bar = progress(total=len(prompts), desc=desc, unit="q")
         for batch in self.plan(prompts):
-            results.update(zip(batch, self.generate_batch([prompts[i] for i in batch])))
+            results.update(zip(batch, self.generate_batch([prompts[i] for i in batch], max_new_tokens)))
             bar.update(len(batch))
         bar.close()
         return [results[i] for i in range(len(prompts))]

@@ -306,13 +306,15 @@ def title(report: dict[str, Any]) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     """The report as Markdown."""
-    lines = [f"# {title(report)}", ""]
-    for caption, header, rows in tables(report):
-        lines += [f"{caption}:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        lines.append("")
-    lines += [retrieval_line(report), ""]
-    return "\n".join(lines)
+    body = "".join(markdown_table(*table) for table in tables(report))
+    return f"# {title(report)}\n\n{body}{retrieval_line(report)}\n"
+
+
+def markdown_table(caption: str, header: list[str], rows: list[list[str]]) -> str:
+    """A captioned Markdown table followed by a blank line."""
+    lines = [f"{caption}:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n\n"
 
 
 def write_report(

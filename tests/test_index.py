@@ -6,7 +6,7 @@ from conftest import HANDBOOK
 
 from ragft.corpus import chunk_documents, load_folder
 from ragft.errors import ArtifactError, ConfigError
-from ragft.retrieval import SearchSettings, VectorIndex, sync_index
+from ragft.retrieval import IndexSettings, VectorIndex, sync_index
 from ragft.retrieval.index import choose_kind
 from ragft.types import Chunk, Document
 
@@ -42,7 +42,7 @@ def test_auto_kind_follows_corpus_size():
 @pytest.mark.parametrize("kind,floor", [("flat", 1.0), ("hnsw", 0.95), ("ivf", 0.9), ("ivfpq", 0.3)])
 def test_each_kind_searches_and_round_trips(tmp_path, kind, floor):
     chunks, vectors = random_corpus()
-    index = VectorIndex(chunks, vectors, "emb", kind=kind, settings=SearchSettings(ef_search=64, nprobe=16))
+    index = VectorIndex(chunks, vectors, "emb", kind=kind, settings=IndexSettings(ef_search=64, nprobe=16))
     assert index.kind == kind
     queries = vectors[:50] + 0.05
     assert recall(index, chunks, vectors, queries) >= floor
@@ -56,7 +56,7 @@ def test_each_kind_searches_and_round_trips(tmp_path, kind, floor):
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
 def test_delete_and_add_by_document_without_rebuild(tmp_path, kind):
     chunks, vectors = random_corpus()
-    index = VectorIndex(chunks, vectors, "emb", kind=kind, settings=SearchSettings(nprobe=64))
+    index = VectorIndex(chunks, vectors, "emb", kind=kind, settings=IndexSettings(nprobe=64))
     structure = index.faiss
     gone = {f"d{i}" for i in range(10)}
     assert index.delete_documents(gone) == 100

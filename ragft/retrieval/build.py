@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragft.errors import ArtifactError
-from ragft.retrieval.index import SearchSettings, VectorIndex, corpus_hash, text_key
+from ragft.retrieval.index import IndexSettings, VectorIndex, corpus_hash, text_key
 from ragft.types import Chunk
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def build_index(
     embedder: Embedder,
     meta: dict[str, Any] | None = None,
     kind: str = "auto",
-    settings: SearchSettings | None = None,
+    settings: IndexSettings | None = None,
 ) -> VectorIndex:
     """Embed the chunks (with a progress bar on long work) and index them."""
     vectors = embed_checked(embedder, [c.text for c in chunks])
@@ -63,7 +63,7 @@ def sync_index(
     embedder: Callable[[], Embedder],
     meta: dict[str, Any] | None = None,
     kind: str = "auto",
-    settings: SearchSettings | None = None,
+    settings: IndexSettings | None = None,
 ) -> tuple[VectorIndex, SyncStats]:
     """The index in `folder` brought to exactly these chunks, then saved there.
 
@@ -79,7 +79,7 @@ def sync_index(
             old = VectorIndex.load(folder, embedder_id)
         except ArtifactError as e:
             log.warning("%s; building a new index", e)
-    settings = settings or SearchSettings()
+    settings = settings or IndexSettings()
     if old is not None and old.corpus_sha256 == corpus_hash(chunks):
         if (old.requested, old.settings) == (kind, settings) and (meta is None or old.meta == meta):
             return old, SyncStats(0, 0, 0, len(chunks))

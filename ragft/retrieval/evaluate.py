@@ -1,14 +1,47 @@
-"""Retriever evaluation on judged queries: nDCG@10, MRR@10, recall@k, with bootstrap CIs."""
+"""Retriever evaluation on judged queries: nDCG@10, MRR@10, recall@k with bootstrap CIs.
+
+Several retrieval variants (dense, bm25, hybrid, each optionally with HyDE, multi-query
+expansion or reranking) are scored on the same queries and written in the comparison
+report's layout: `variants` with metrics and costs, paired `comparisons`, `environment`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ragft.metrics import mrr_at_k, ndcg_at_k, recall_at_k
 from ragft.retrieval.retriever import Retriever
-from ragft.stats import bootstrap
+from ragft.stats import bootstrap, paired_difference
+
+if TYPE_CHECKING:
+    from ragft.types import Chunk
+
+METHODS = ("dense", "bm25", "hybrid")
+PRIMARY = "ndcg@10"
+
+
+def per_query_scores(
+    retriever: Retriever, queries: dict[str, str], qrels: dict[str, dict[str, int]], recall_ks: tuple[int, ...]
+) -> tuple[dict[str, list[float]], float]:
+    """Each metric's per-query values (over document ids: several chunks of one document
+    count once), and the seconds the retrieval took."""
+    ids = list(queries)
+    depth = max(max(recall_ks), 10)
+    start = time.perf_counter()
+    runs = retriever.retrieve([queries[q] for q in ids], depth)
+    seconds = time.perf_counter() - start
+    values: dict[str, list[float]] = {"ndcg@10": [], "mrr@10": [], **{f"recall@{k}": [] for k in recall_ks}}
+    for qid, hits in zip(ids, runs):
+        docs = list(dict.fromkeys(h.chunk.doc_id for h in hits))
+        relevant = {d for d, r in qrels[qid].items() if r > 0}
+        values["ndcg@10"].append(ndcg_at_k(docs, qrels[qid], 10))
+        values["mrr@10"].append(mrr_at_k(docs, relevant, 10))
+        for k in recall_ks:
+            values[f"recall@{k}"].append(recall_at_k(docs, relevant, k))
+    return values, seconds
 
 
 def evaluate_retriever(
@@ -19,60 +52,122 @@ def evaluate_retriever(
     samples: int = 2000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Scores over document ids (hits on several chunks of one document count once)."""
-    ids = list(queries)
-    depth = max(max(recall_ks), 10)
-    runs = retriever.retrieve([queries[q] for q in ids], depth)
-    per_query: dict[str, list[float]] = {"ndcg@10": [], "mrr@10": [], **{f"recall@{k}": [] for k in recall_ks}}
-    for qid, hits in zip(ids, runs):
-        docs = list(dict.fromkeys(h.chunk.doc_id for h in hits))
-        relevant = {d for d, r in qrels[qid].items() if r > 0}
-        per_query["ndcg@10"].append(ndcg_at_k(docs, qrels[qid], 10))
-        per_query["mrr@10"].append(mrr_at_k(docs, relevant, 10))
-        for k in recall_ks:
-            per_query[f"recall@{k}"].append(recall_at_k(docs, relevant, k))
+    """One retriever's metrics with bootstrap intervals, and its speed."""
+    values, seconds = per_query_scores(retriever, queries, qrels, recall_ks)
+    return _variant(values, seconds, samples, seed)
+
+
+def _variant(values: dict[str, list[float]], seconds: float, samples: int, seed: int) -> dict[str, Any]:
+    n = len(next(iter(values.values())))
     return {
-        "queries": len(ids),
-        "metrics": {name: asdict(bootstrap(values, samples, seed)) for name, values in per_query.items()},
+        "n": n,
+        "metrics": {name: asdict(bootstrap(v, samples, seed)) for name, v in values.items()},
+        "costs": {"seconds_per_query": seconds / max(1, n), "queries_per_second": n / max(seconds, 1e-9)},
     }
+
+
+@dataclass(frozen=True)
+class QuerySide:
+    """Optional query-side stages applied on top of a first-stage method."""
+
+    hyde: bool = False
+    multi_query: int = 0
+    rerank: str = ""
+    """'' (off), 'generator', or a cross-encoder name or folder."""
+    rerank_depth: int = 20
+
+    def suffix(self) -> str:
+        parts = ["hyde"] * self.hyde + [f"mq{self.multi_query}"] * bool(self.multi_query)
+        parts += ["rerank"] * bool(self.rerank)
+        return "".join(f"+{p}" for p in parts)
+
+
+def make_retriever(
+    method: str,
+    chunks: list[Chunk],
+    dense: Any = None,
+    generator: Any = None,
+    query_side: QuerySide | None = None,
+    weights: tuple[float, float] = (1.0, 1.0),
+) -> Retriever:
+    """Compose a retriever: dense, bm25 or hybrid (RRF with (dense, bm25) weights), then
+    HyDE on the dense part, multi-query expansion, reranking, as `query_side` asks."""
+    from ragft.retrieval.bm25 import BM25Retriever
+    from ragft.retrieval.hybrid import HybridRetriever
+    from ragft.retrieval.query import HydeRetriever, MultiQueryRetriever
+    from ragft.retrieval.rerank import RerankingRetriever, make_scorer
+
+    if method not in METHODS:
+        raise ValueError(f"unknown retrieval method {method!r}; choose one of {', '.join(METHODS)}")
+    qs = query_side or QuerySide()
+    first: Retriever | None = None
+    if method in ("dense", "hybrid"):
+        first = HydeRetriever(dense, generator) if qs.hyde else dense
+    if method in ("bm25", "hybrid"):
+        bm25 = BM25Retriever(chunks)
+        first = bm25 if first is None else HybridRetriever([first, bm25], list(weights))
+    assert first is not None
+    if qs.multi_query:
+        first = MultiQueryRetriever(first, generator, qs.multi_query)
+    if qs.rerank:
+        first = RerankingRetriever(first, make_scorer(qs.rerank, generator), qs.rerank_depth)
+    return first
 
 
 def run_beir_eval(
     path: str | Path,
     split: str = "test",
-    method: str = "hybrid",
+    methods: tuple[str, ...] = ("hybrid",),
     embedder_name: str = "all-minilm-l6-v2",
     index_dir: str | Path | None = None,
     out: str | Path | None = None,
+    query_side: QuerySide | None = None,
+    generator_name: str = "smollm2-135m-instruct",
+    limit: int = 0,
+    samples: int = 2000,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Score one retriever on a BEIR folder; whole documents are the retrieval units."""
+    """Score retrieval variants on a BEIR folder; whole documents are the retrieval units."""
     from ragft.io import write_json_atomic, write_text_atomic
     from ragft.report import environment
     from ragft.tasks.beir import load_beir
     from ragft.types import Chunk
 
     data = load_beir(path, split)
+    queries = dict(list(data.queries.items())[:limit]) if limit > 0 else data.queries
     chunks = [Chunk(doc.id, doc.id, doc.text, 0) for doc in data.documents]
-    parts: list[Retriever] = []
-    if method in ("dense", "hybrid"):
-        parts.append(_dense(chunks, embedder_name, index_dir))
-    if method in ("bm25", "hybrid"):
-        from ragft.retrieval.bm25 import BM25Retriever
+    qs = query_side or QuerySide()
+    dense = _dense(chunks, embedder_name, index_dir) if any(m != "bm25" for m in methods) or qs.hyde else None
+    generator = None
+    if qs.hyde or qs.multi_query or qs.rerank == "generator":
+        from ragft.generation import Generator
 
-        parts.append(BM25Retriever(chunks))
-    if len(parts) == 1:
-        retriever = parts[0]
-    else:
-        from ragft.retrieval.hybrid import HybridRetriever
-
-        retriever = HybridRetriever(parts)
+        generator = Generator.load(generator_name, batch_size=8)
+    variants: dict[str, Any] = {}
+    per_query: dict[str, dict[str, list[float]]] = {}
+    for method in methods:
+        name = method + qs.suffix()
+        retriever = make_retriever(method, chunks, dense, generator, qs)
+        per_query[name], seconds = per_query_scores(retriever, queries, data.qrels, (10, 100))
+        variants[name] = _variant(per_query[name], seconds, samples, seed)
+    names = list(variants)
+    comparisons = [
+        {"from": a, "to": b, "metric": metric, **asdict(paired_difference(x, per_query[b][metric], samples, seed))}
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
+        for metric, x in per_query[a].items()
+        if metric in (PRIMARY, "recall@100")
+    ]
     report = {
-        "name": f"{Path(path).name}-{split}-{method}",
-        "method": method,
-        "embedder": embedder_name if method != "bm25" else None,
+        "name": f"{Path(path).name}-{split}",
+        "task": "retrieval",
+        "embedder": embedder_name,
+        "generator": generator_name if generator is not None else None,
         "documents": len(chunks),
+        "queries": len(queries),
         "unknown_qrels": data.unknown,
-        **evaluate_retriever(retriever, data.queries, data.qrels),
+        "variants": variants,
+        "comparisons": comparisons,
         "environment": environment(),
     }
     if out is not None:
@@ -81,7 +176,7 @@ def run_beir_eval(
     return report
 
 
-def _dense(chunks: list[Any], embedder_name: str, index_dir: str | Path | None) -> Retriever:
+def _dense(chunks: list[Any], embedder_name: str, index_dir: str | Path | None) -> Any:
     """Dense retriever over the chunks, reusing a saved index of the same corpus and embedder."""
     from ragft.models import model_id
     from ragft.retrieval import DenseRetriever, Embedder
@@ -93,9 +188,21 @@ def _dense(chunks: list[Any], embedder_name: str, index_dir: str | Path | None) 
 
 
 def markdown(report: dict[str, Any]) -> str:
-    rows = [f"| {k} | {v['mean']:.4f} | {v['low']:.4f}-{v['high']:.4f} |" for k, v in report["metrics"].items()]
-    unknown = f"\n\n{len(report['unknown_qrels'])} qrels rows point at unknown ids." if report["unknown_qrels"] else ""
-    return (
-        f"# {report['name']}\n\n{report['queries']} queries, {report['documents']} documents, "
-        f"method {report['method']}.\n\n| metric | mean | 95% CI |\n|---|---|---|\n" + "\n".join(rows) + unknown + "\n"
-    )
+    from ragft.report import markdown_table
+
+    def ci(x: dict[str, float], sign: str = "") -> str:
+        return f"{x['mean']:{sign}.4f} ({x['low']:{sign}.4f} to {x['high']:{sign}.4f})"
+
+    names = list(next(iter(report["variants"].values()))["metrics"])
+    quality = [
+        [variant, *(ci(v["metrics"][m]) for m in names), f"{1e3 * v['costs']['seconds_per_query']:.1f}"]
+        for variant, v in report["variants"].items()
+    ]
+    diffs = [[d["from"], d["to"], d["metric"], ci(d, "+"), f"{d['p_value']:.3f}"] for d in report["comparisons"]]
+    text = f"# {report['name']}: retrieval over {report['documents']} documents, {report['queries']} queries\n\n"
+    text += markdown_table("Quality (95% bootstrap CI) and speed", ["variant", *names, "ms/query"], quality)
+    if diffs:
+        text += markdown_table("Paired differences (to - from)", ["from", "to", "metric", "mean (95% CI)", "p"], diffs)
+    if report["unknown_qrels"]:
+        text += f"{len(report['unknown_qrels'])} qrels rows point at unknown ids.\n"
+    return text

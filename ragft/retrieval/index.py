@@ -30,10 +30,6 @@ HNSW_FROM = 100_000
 """`auto` switches from exact search to HNSW at this many vectors."""
 IVFPQ_FROM = 5_000_000
 """`auto` switches to compressed IVF-PQ (32x smaller) at this many vectors."""
-HNSW_M = 32
-"""Graph neighbours per node."""
-HNSW_EF_CONSTRUCTION = 80
-"""Candidate list while building the graph."""
 COMPACT_AT = 0.25
 """Rebuild an HNSW graph once this fraction of its nodes is deleted."""
 
@@ -58,9 +54,13 @@ def choose_kind(kind: str, n: int) -> str:
 
 
 @dataclass(frozen=True)
-class SearchSettings:
+class IndexSettings:
     """Speed/recall knobs of approximate indexes (ignored by flat ones)."""
 
+    hnsw_m: int = 32
+    """HNSW graph neighbours per node."""
+    ef_construction: int = 200
+    """HNSW candidate list while building the graph: higher builds slower, searches better."""
     ef_search: int = 128
     """HNSW candidate list at search time (raised to k when k is larger)."""
     nprobe: int = 32
@@ -77,7 +77,7 @@ class VectorIndex:
         embedder: str,
         meta: dict[str, Any] | None = None,
         kind: str = "auto",
-        settings: SearchSettings | None = None,
+        settings: IndexSettings | None = None,
     ):
         import numpy as np
 
@@ -88,7 +88,7 @@ class VectorIndex:
         self.dim = int(vectors.shape[1])
         self.meta = dict(meta or {})
         self.requested = kind
-        self.settings = settings or SearchSettings()
+        self.settings = settings or IndexSettings()
         self.chunks = list(chunks)
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.vids = np.arange(len(self.chunks), dtype=np.int64)
@@ -178,7 +178,7 @@ class VectorIndex:
         """Text hash -> stored vector: what re-indexing may reuse instead of embedding."""
         return {text_key(c.text): v for c, v in zip(self.chunks, self.vectors)}
 
-    def rebuild(self, kind: str | None = None, settings: SearchSettings | None = None) -> None:
+    def rebuild(self, kind: str | None = None, settings: IndexSettings | None = None) -> None:
         """Rebuild the FAISS structure from the stored vectors (no embedding)."""
         if kind is not None:
             self.requested = kind
@@ -189,7 +189,7 @@ class VectorIndex:
     def _rebuild(self, kind: str) -> None:
         self.kind = kind
         self._hidden = set()
-        self.faiss = _make_faiss(kind, self.dim, self.vectors)
+        self.faiss = _make_faiss(kind, self.dim, self.vectors, self.settings)
         if len(self.chunks):
             self.faiss.add_with_ids(self.vectors, self.vids)
         self._reindex()
@@ -264,7 +264,7 @@ class VectorIndex:
         index.chunks, index.vectors, index.vids = chunks, np.ascontiguousarray(vectors, dtype=np.float32), vids
         index.embedder, index.dim = manifest["embedder"], int(manifest["dim"])
         index.requested, index.next_vid = manifest["requested"], int(manifest["next_vid"])
-        index.settings = SearchSettings(**manifest["settings"])
+        index.settings = IndexSettings(**manifest["settings"])
         index.meta = {k: v for k, v in manifest.items() if k not in _MANIFEST_KEYS}
         if manifest["index"] == "flat":
             index._rebuild("flat")
@@ -297,7 +297,7 @@ def _check_unique(chunks: Sequence[Chunk]) -> None:
         seen.add(c.id)
 
 
-def _make_faiss(kind: str, dim: int, vectors: Any) -> Any:
+def _make_faiss(kind: str, dim: int, vectors: Any, settings: IndexSettings) -> Any:
     """An empty id-mapped FAISS index of this kind, trained on `vectors` where it needs training."""
     import faiss
 
@@ -306,8 +306,8 @@ def _make_faiss(kind: str, dim: int, vectors: Any) -> Any:
     if kind == "flat":
         base = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":
-        base = faiss.IndexHNSWFlat(dim, HNSW_M, ip)
-        base.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        base = faiss.IndexHNSWFlat(dim, settings.hnsw_m, ip)
+        base.hnsw.efConstruction = settings.ef_construction
     else:
         if n == 0:
             raise ValueError(f"an {kind} index needs vectors to train on")

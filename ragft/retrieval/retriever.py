@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from ragft.retrieval.embedder import Embedder
 from ragft.retrieval.index import VectorIndex
@@ -28,7 +28,10 @@ class DenseRetriever:
         self.index = index
 
     def retrieve(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
-        vectors = self.embedder.embed(queries)
+        return self.search(self.embedder.embed(queries), k)
+
+    def search(self, vectors: Any, k: int) -> list[list[Hit]]:
+        """Hits for query vectors made elsewhere (HyDE averages a query with a draft answer)."""
         return [
             [Hit(chunk, score, rank) for rank, (chunk, score) in enumerate(row)]
             for row in self.index.search(vectors, k)
