@@ -84,6 +84,18 @@ class ChunkingConfig:
 class RetrievalConfig:
     k: int = 3
     """Passages put into the prompt of `rag` arms."""
+    method: str = "dense"
+    """First stage: dense (embeddings), bm25 (lexical) or hybrid (both, fused by reciprocal rank fusion)."""
+    hybrid_weights: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    """Hybrid only: RRF weights of the dense and the BM25 ranking."""
+    hyde: bool = False
+    """HyDE: the dense search uses the question plus a passage the generator drafts (costs a generation)."""
+    multi_query: int = 0
+    """Fuse the rankings of this many generated rewrites of each question (0 = off)."""
+    rerank: str = ""
+    """Rerank the first stage with 'generator' (pointwise yes/no judge) or a cross-encoder name or folder."""
+    rerank_depth: int = 20
+    """First-stage hits the reranker rescores."""
     index: str = "auto"
     """FAISS index: flat (exact), hnsw, ivf, ivfpq, or auto (exact below 100k chunks, then HNSW, IVF-PQ from 5M)."""
     hnsw_m: int = 32
@@ -340,6 +352,9 @@ def _validate(config: Config) -> None:
     if not 0.0 <= config.finetune.p_no_gold <= 1.0:
         raise ConfigError(f"finetune.p_no_gold must be within [0, 1], got {config.finetune.p_no_gold}")
     _choice("chunking.unit", config.chunking.unit, ("characters", "tokens"))
+    _choice("retrieval.method", config.retrieval.method, ("dense", "bm25", "hybrid"))
+    if len(config.retrieval.hybrid_weights) != 2:
+        raise ConfigError("retrieval.hybrid_weights must be two numbers: [dense, bm25]")
     _choice("retrieval.index", config.retrieval.index, ("auto", "flat", "hnsw", "ivf", "ivfpq"))
     if config.chunking.chunk_overlap >= config.chunking.chunk_size:
         raise ConfigError("chunking.chunk_overlap must be smaller than chunking.chunk_size")

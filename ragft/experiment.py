@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -39,8 +40,9 @@ from ragft.monitor import PeakMemory
 from ragft.progress import progress
 from ragft.prompts import get_template
 from ragft.report import build_report, environment, seed_spread, write_report
-from ragft.retrieval import DenseRetriever, Embedder, VectorIndex
+from ragft.retrieval import DenseRetriever, Embedder, Retriever, VectorIndex
 from ragft.retrieval.build import sync_index
+from ragft.retrieval.compose import QuerySide, make_retriever
 from ragft.runs import prediction_from_row
 from ragft.tasks.qa import load_examples, score
 from ragft.types import Chunk, Example, Hit, Prediction
@@ -83,6 +85,7 @@ class Task:
 
     chunks: list[Chunk]
     index: VectorIndex
+    retriever: Retriever
     train: list[Example]
     test: list[Example]
     test_hits: list[list[Hit]]
@@ -168,18 +171,62 @@ def _task(run: Path, config: Config, resources: Resources) -> Task:
     test = _limit([e for e in examples if e.split == "test"], config.data.test_limit)
     if not test:
         raise RagftError(f"{examples_path}: no test examples")
-    hits = _test_hits(run / "retrieval" / "test_hits.jsonl", test, index, resources, config.retrieval.k)
-    return Task(chunks, index, train, test, hits, docs, sha256_file(examples_path))
+    retriever = _retriever(config, chunks, index, resources)
+    key = sha256_json([index.embedder, index.corpus_sha256, _retrieval_key(config)])  # as _retrieval_identity
+    hits = _test_hits(run / "retrieval" / "test_hits.jsonl", test, index, retriever, key, config.retrieval.k)
+    return Task(chunks, index, retriever, train, test, hits, docs, sha256_file(examples_path))
+
+
+class _Lazy:
+    """A retriever built on first use, so a fully cached re-run loads no model."""
+
+    def __init__(self, build: Callable[[], Retriever]):
+        self.build = build
+
+    @cached_property
+    def inner(self) -> Retriever:
+        return self.build()
+
+    def retrieve(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        return self.inner.retrieve(queries, k)
+
+
+def _retriever(config: Config, chunks: list[Chunk], index: VectorIndex, resources: Resources) -> Retriever:
+    """The retriever `retrieval.*` describes, shared by test questions and RAFT training contexts."""
+    r = config.retrieval
+    query_side = QuerySide(r.hyde, r.multi_query, r.rerank, r.rerank_depth)
+    needs_generator = r.hyde or r.multi_query or r.rerank == "generator"
+    return _Lazy(
+        lambda: make_retriever(
+            r.method,
+            chunks,
+            DenseRetriever(resources.embedder, index) if r.method != "bm25" else None,
+            resources.generator if needs_generator else None,
+            query_side,
+            (r.hybrid_weights[0], r.hybrid_weights[1]),
+        )
+    )
+
+
+def _retrieval_key(config: Config) -> dict[str, Any]:
+    """Retrieval settings that change which passages come back."""
+    r = asdict(config.retrieval)
+    for name in ("index", "hnsw_m", "ef_construction", "ef_search", "nprobe"):
+        r.pop(name)  # approximate-search settings: part of the index's own identity below
+    if config.retrieval.hyde or config.retrieval.multi_query or config.retrieval.rerank == "generator":
+        r["generator"] = model_id(config.models.generator)
+    return r
 
 
 def _limit(items: list[Example], n: int) -> list[Example]:
     return items[:n] if n > 0 else items
 
 
-def _test_hits(path: Path, test: list[Example], index: VectorIndex, resources: Resources, k: int) -> list[list[Hit]]:
-    """Top-k passages for every test question, cached beside the run by what made them."""
+def _test_hits(
+    path: Path, test: list[Example], index: VectorIndex, retriever: Retriever, key: str, k: int
+) -> list[list[Hit]]:
+    """Top-k passages for every test question, cached beside the run by what made them (`key`)."""
     by_id = {c.id: c for c in index.chunks}
-    key = sha256_json([index.embedder, index.corpus_sha256, k])
     cached: dict[str, list[Hit]] = {}
     if path.is_file():
         for _, row in read_jsonl(path):
@@ -189,7 +236,6 @@ def _test_hits(path: Path, test: list[Example], index: VectorIndex, resources: R
                 ]
     missing = sorted({e.question for e in test} - cached.keys())
     if missing:
-        retriever = DenseRetriever(resources.embedder, index)
         fresh = dict(zip(missing, retriever.retrieve(missing, k)))
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = [
@@ -212,15 +258,19 @@ def _fingerprint(variant: str, arm: Arm, config: Config, task: Task) -> str:
             "dtype": config.models.dtype,
             "generation": asdict(config.generation),
             "examples": task.examples_sha256,
-            "retrieval": [task.index.embedder, task.index.corpus_sha256, config.retrieval.k] if arm.context else None,
+            "retrieval": _retrieval_identity(config, task) if arm.context else None,
             "finetune": _training_key(config, task) if arm.trained else None,
         }
     )
 
 
+def _retrieval_identity(config: Config, task: Task) -> list[Any]:
+    return [task.index.embedder, task.index.corpus_sha256, _retrieval_key(config)]
+
+
 def _training_key(config: Config, task: Task) -> Any:
     ft = {k: v for k, v in asdict(config.finetune).items() if k != "checkpoint_every"}
-    return [ft, config.data.train_limit, config.experiment.seed, task.index.corpus_sha256]
+    return [ft, config.data.train_limit, config.experiment.seed, task.index.corpus_sha256, _retrieval_key(config)]
 
 
 def _variant(
@@ -375,8 +425,7 @@ def _train_records(arm: Arm, config: Config, resources: Resources, task: Task) -
     n_passages = ft.distractors + 1
     hits: list[list[Hit]] = [[] for _ in task.train]
     if arm.context:
-        retriever = DenseRetriever(resources.embedder, task.index)
-        raw = retriever.retrieve([e.question for e in task.train], n_passages + 8)
+        raw = task.retriever.retrieve([e.question for e in task.train], n_passages + 8)
         hits = [[h for h in row if h.chunk.doc_id not in held_out] for row in raw]
     records = []
     eos = generator.tokenizer.eos_token_id

@@ -42,3 +42,22 @@ def test_changing_one_variant_setting_reruns_only_that_variant(tmp_path, generat
     assert prompt_file.stat().st_mtime_ns == stamps[0]  # untouched
     assert adapter.stat().st_mtime_ns != stamps[1]  # retrained
     assert (tmp_path / "predictions" / "rag+ft.stale.jsonl").is_file()
+
+
+def test_retrieval_settings_reach_the_rag_arm_and_rerun_only_it(tmp_path, generator, embedder):
+    settings = [*TINY, 'experiment.variants=["prompt","rag"]']
+    first = compare(
+        load_config(ROOT / "configs" / "handbook.toml", settings), tmp_path, generator=generator, embedder=embedder
+    )
+    prompt_file = tmp_path / "predictions" / "prompt.jsonl"
+    stamp = prompt_file.stat().st_mtime_ns
+    hybrid = [*settings, "retrieval.method=hybrid", "retrieval.hybrid_weights=[1.0, 2.0]"]
+    second = compare(
+        load_config(ROOT / "configs" / "handbook.toml", hybrid), tmp_path, generator=generator, embedder=embedder
+    )
+    assert prompt_file.stat().st_mtime_ns == stamp
+    assert (tmp_path / "predictions" / "rag.stale.jsonl").is_file()
+    rows = [json.loads(line) for line in (tmp_path / "predictions" / "rag.jsonl").read_text().splitlines()]
+    before = [json.loads(line) for line in (tmp_path / "predictions" / "rag.stale.jsonl").read_text().splitlines()]
+    assert [r["retrieved"] for r in rows] != [r["retrieved"] for r in before]  # BM25 changed some passages
+    assert second["variants"]["prompt"]["metrics"] == first["variants"]["prompt"]["metrics"]
