@@ -1,0 +1,70 @@
+"""Hostile and broken SQL: each refused or failed cleanly, the database file unchanged."""
+
+import sqlite3
+
+import pytest
+
+from ragft.io import sha256_file
+from ragft.sql.sandbox import Sandbox
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "shop.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT, price REAL)")
+    conn.executemany("INSERT INTO item (name, price) VALUES (?, ?)", [(f"item {i}", i * 1.5) for i in range(1000)])
+    conn.commit()
+    conn.close()
+    return path
+
+
+HOSTILE = [
+    ("DROP TABLE item", "refused"),
+    ("DELETE FROM item", "refused"),
+    ("UPDATE item SET price = 0", "refused"),
+    ("INSERT INTO item (name) VALUES ('x')", "refused"),
+    ("ATTACH DATABASE '{dir}/other.db' AS other", "refused"),
+    ("PRAGMA writable_schema=1", "refused"),
+    ("VACUUM INTO '{dir}/copy.db'", "refused"),
+    ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c", "timeout"),
+    ("SELECT * FROM item a, item b, item c, item d", "too_many_rows"),
+    ("SELECT count(*) FROM item a, item b, item c, item d", "timeout"),
+    ("SELECT load_extension('/tmp/evil.so')", "refused"),
+    ("SELECT name FROM item; DELETE FROM item", "multiple_statements"),
+    ("SELECT name FROM item; SELECT price FROM item", "multiple_statements"),
+    ("SELEC name FROM item", "refused"),
+    ("SELECT name FROM item WHERE", "syntax"),
+    ("SELECT name FROM item WHERE name = 'unclosed", "syntax"),
+    ("SELECT nosuch FROM item", "runtime"),
+    ("/* hidden */ DROP TABLE item -- SELECT", "refused"),
+    ("WITH x AS (SELECT 1) DELETE FROM item", "refused"),
+    ("SELECT * FROM pragma_table_info('item')", "refused"),
+    ("", "empty"),
+]
+
+
+@pytest.mark.parametrize("sql,kind", HOSTILE)
+def test_hostile_statement_is_refused_and_database_unchanged(db, tmp_path, sql, kind):
+    before = sha256_file(db)
+    with Sandbox(db, timeout_s=0.5, max_rows=1000) as sandbox:
+        result = sandbox.run(sql.format(dir=tmp_path))
+        assert result.error_kind == kind, result
+        assert result.rows is None and result.error
+        assert sandbox.run("SELECT count(*) FROM item").rows == [(1000,)]  # still usable
+    assert sha256_file(db) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shop.sqlite"]  # no file created
+
+
+def test_select_returns_rows_and_columns(db):
+    with Sandbox(db) as sandbox:
+        result = sandbox.run("SELECT name, price FROM item WHERE id <= 2 ORDER BY id;")
+    assert result.ok and result.columns == ["name", "price"]
+    assert result.rows == [("item 0", 0.0), ("item 1", 1.5)]
+
+
+def test_missing_database_is_named(tmp_path):
+    from ragft.errors import InputError
+
+    with pytest.raises(InputError, match="nope.sqlite"):
+        Sandbox(tmp_path / "nope.sqlite")
