@@ -68,3 +68,22 @@ def test_missing_database_is_named(tmp_path):
 
     with pytest.raises(InputError, match="nope.sqlite"):
         Sandbox(tmp_path / "nope.sqlite")
+
+
+def test_execution_match_compares_multisets_and_order_only_when_gold_sorts(db):
+    from ragft.sql.score import execution_match, extract_sql, ordered
+
+    assert ordered("SELECT a FROM t ORDER BY a") and not ordered("SELECT a FROM (SELECT a FROM t ORDER BY a)")
+    assert not ordered("SELECT 'order by' FROM t")
+    assert extract_sql("Here:\n```sql\nSELECT 1;\n```\nDone") == "SELECT 1;"
+    with Sandbox(db) as sandbox:
+        gold = "SELECT name FROM item WHERE id < 4"
+        assert execution_match(sandbox, gold, "SELECT name FROM item WHERE id IN (3, 2, 1)")[0]
+        assert not execution_match(sandbox, gold, "SELECT name FROM item WHERE id < 3")[0]
+        assert not execution_match(sandbox, gold, "SELECT DISTINCT name FROM item WHERE id < 4 UNION ALL "
+                                                  "SELECT name FROM item WHERE id = 1")[0]  # fmt: skip
+        sorted_gold = "SELECT name FROM item WHERE id < 4 ORDER BY id DESC"
+        assert not execution_match(sandbox, sorted_gold, "SELECT name FROM item WHERE id < 4 ORDER BY id")[0]
+        assert execution_match(sandbox, "SELECT count(*) FROM item", "SELECT count(id) FROM item")[0]
+        right, result = execution_match(sandbox, gold, "DROP TABLE item")
+        assert not right and result.error_kind == "refused"

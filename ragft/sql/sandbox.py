@@ -53,7 +53,7 @@ def _strip_comments(sql: str) -> str:
 class Sandbox:
     """Runs statements against one SQLite file; the file is never changed."""
 
-    def __init__(self, path: str | Path, timeout_s: float = 5.0, max_rows: int = 10_000):
+    def __init__(self, path: str | Path, timeout_s: float = 5.0, max_rows: int = 100_000):
         self.path = Path(path)
         if not self.path.is_file():
             raise InputError("SQLite database not found", self.path)
