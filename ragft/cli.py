@@ -23,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("path", help="folder of .txt/.md/.html/.pdf files, BEIR folder, JSONL file or SQuAD JSON")
     i.add_argument("--out", required=True, help="index folder: updated in place, replaced atomically")
     i.add_argument("--embedder", default="all-minilm-l6-v2", help="embedder alias, folder or hub id")
+    i.add_argument("--embedder-dtype", choices=("float32", "bfloat16"), default="float32", help="bf16 autocast: faster")
     i.add_argument("--unit", choices=("characters", "tokens"), default="characters", help="what chunk sizes count")
     i.add_argument("--chunk-size", type=int, help="largest chunk (default 500 characters or 200 tokens)")
     i.add_argument("--chunk-overlap", type=int, help="overlap of neighbours (default 50 characters or 20 tokens)")
@@ -50,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--generator", default="smollm2-135m-instruct", help="generator for HyDE, rewrites, reranking")
     e.add_argument("--limit", type=int, default=0, help="score only the first N judged queries (0 = all)")
     e.add_argument("--embedder", default="all-minilm-l6-v2", help="embedder for dense and hybrid")
+    e.add_argument("--embedder-dtype", choices=("float32", "bfloat16"), default="float32", help="bf16 autocast: faster")
     e.add_argument("--index", help="index folder: reused when it holds this corpus, else built and saved there")
     e.add_argument("--out", help="folder to write report.json and report.md into")
 
@@ -118,7 +120,12 @@ def _index(args: argparse.Namespace) -> int:
     chunks = chunk_for_embedder(docs, args.embedder, args.unit, size, overlap)
     meta = {"chunking": {"unit": args.unit, "chunk_size": size, "chunk_overlap": overlap}}
     index, done = sync_index(
-        args.out, chunks, model_id(args.embedder), lambda: Embedder(args.embedder), meta, args.index_type
+        args.out,
+        chunks,
+        model_id(args.embedder),
+        lambda: Embedder(args.embedder, dtype=args.embedder_dtype),
+        meta,
+        args.index_type,
     )
     print(
         f"indexed {docs.summary()} as {len(chunks)} chunks into {args.out} ({index.kind} index): "
@@ -152,6 +159,7 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
         query_side,
         args.generator,
         args.limit,
+        embedder_dtype=args.embedder_dtype,
     )
     for name, variant in report["variants"].items():
         scores = variant["metrics"].items()

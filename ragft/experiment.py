@@ -76,7 +76,7 @@ class Resources:
 
     @cached_property
     def embedder(self) -> Embedder:
-        return Embedder(self.config.models.embedder)
+        return Embedder(self.config.models.embedder, dtype=self.config.models.embedder_dtype)
 
 
 @dataclass(frozen=True)

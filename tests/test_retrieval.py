@@ -49,3 +49,14 @@ def test_tampered_index_is_refused(tmp_path, handbook_index):
     (folder / "chunks.jsonl").write_text("\n".join([json.dumps(row)] + lines[1:]) + "\n")
     with pytest.raises(ArtifactError, match="corpus hash"):
         VectorIndex.load(folder)
+
+
+def test_bf16_embedding_agrees_with_fp32(embedder):
+    from ragft.retrieval import Embedder
+
+    texts = [c.text for c in chunk_documents(load_folder(HANDBOOK / "docs"))[:24]]
+    fast = Embedder("all-minilm-l6-v2", model=embedder.model, dtype="bfloat16")
+    a, b = embedder.embed(texts), fast.embed(texts)
+    assert b.dtype == a.dtype and abs(float((b * b).sum(axis=1).mean()) - 1.0) < 1e-5
+    assert float((a * b).sum(axis=1).min()) >= 0.999
+    assert not (a == b).all()  # really another path

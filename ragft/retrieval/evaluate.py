@@ -75,6 +75,7 @@ def run_beir_eval(
     limit: int = 0,
     samples: int = 2000,
     seed: int = 0,
+    embedder_dtype: str = "float32",
 ) -> dict[str, Any]:
     """Score retrieval variants on a BEIR folder; whole documents are the retrieval units."""
     from ragft.io import write_json_atomic, write_text_atomic
@@ -86,7 +87,11 @@ def run_beir_eval(
     queries = dict(list(data.queries.items())[:limit]) if limit > 0 else data.queries
     chunks = [Chunk(doc.id, doc.id, doc.text, 0) for doc in data.documents]
     qs = query_side or QuerySide()
-    dense = _dense(chunks, embedder_name, index_dir) if any(m != "bm25" for m in methods) or qs.hyde else None
+    dense = (
+        _dense(chunks, embedder_name, index_dir, embedder_dtype)
+        if any(m != "bm25" for m in methods) or qs.hyde
+        else None
+    )
     generator = None
     if qs.hyde or qs.multi_query or qs.rerank == "generator":
         from ragft.generation import Generator
@@ -125,13 +130,13 @@ def run_beir_eval(
     return report
 
 
-def _dense(chunks: list[Any], embedder_name: str, index_dir: str | Path | None) -> Any:
+def _dense(chunks: list[Any], embedder_name: str, index_dir: str | Path | None, dtype: str) -> Any:
     """Dense retriever over the chunks, reusing a saved index of the same corpus and embedder."""
     from ragft.models import model_id
     from ragft.retrieval import DenseRetriever, Embedder
     from ragft.retrieval.build import sync_index
 
-    embedder = Embedder(embedder_name)
+    embedder = Embedder(embedder_name, dtype=dtype)
     index, _ = sync_index(index_dir, chunks, model_id(embedder_name), lambda: embedder)
     return DenseRetriever(embedder, index)
 

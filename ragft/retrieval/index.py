@@ -61,7 +61,7 @@ class IndexSettings:
     """HNSW graph neighbours per node."""
     ef_construction: int = 200
     """HNSW candidate list while building the graph: higher builds slower, searches better."""
-    ef_search: int = 128
+    ef_search: int = 1024
     """HNSW candidate list at search time (raised to k when k is larger)."""
     nprobe: int = 32
     """Inverted lists scanned per query by IVF indexes."""
