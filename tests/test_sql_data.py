@@ -52,3 +52,16 @@ def test_every_spider_dev_gold_query_matches_itself():
     sandboxes = {db: Sandbox(path, timeout_s=30) for db, path in task.databases.items()}
     wrong = [e.id for e in dev if not execution_match(sandboxes[e.db_id], e.query, e.query)[0]]
     assert wrong == []
+
+
+def test_bundled_demo_is_complete_and_every_gold_query_returns_rows():
+    from conftest import ROOT
+
+    folder = ROOT / "corpora" / "tidewatch-sql"
+    task = load_sqlite_task(folder / "tidewatch.sqlite", folder / "pairs.jsonl")
+    assert len(task.examples) >= 150
+    assert len(task.split("train")) >= 100 and len(task.split("test")) >= 50
+    with Sandbox(folder / "tidewatch.sqlite") as sandbox:
+        for e in task.examples:
+            result = sandbox.run(e.query)
+            assert result.ok and result.rows and result.rows[0][0] is not None, e

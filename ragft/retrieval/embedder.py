@@ -44,7 +44,7 @@ class Embedder:
     def count_truncated(self, texts: Sequence[str]) -> int:
         """How many of `texts` the encoder would cut at its sequence limit."""
         tokenizer, limit = self.model.tokenizer, self.max_tokens
-        lengths = tokenizer(list(texts), add_special_tokens=False, return_length=True)["length"]
+        lengths = tokenizer(list(texts), add_special_tokens=False, return_length=True, verbose=False)["length"]
         return sum(n > limit for n in lengths)
 
     def embed(self, texts: Sequence[str], progress: bool = False) -> Any:
