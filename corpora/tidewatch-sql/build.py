@@ -58,7 +58,9 @@ def build_database(path: Path) -> dict[str, list]:
             rid += 1
     dues = [(m * 3 + k - 2, m, year, 40 if year < 2025 else 45, int(rng.random() > 0.2))
             for m in range(1, 41) for k, year in enumerate(YEARS)]  # fmt: skip
-    boats = [(i + 1, n, round(rng.uniform(4, 14), 1), rng.randint(1978, 2021), rng.randint(1, 40))
+    keepers = [rng.randint(1, 40) for _ in range(6)]
+    keepers += keepers[:2]  # two members keep two boats each
+    boats = [(i + 1, n, round(rng.uniform(4, 14), 1), rng.randint(1978, 2021), keepers[i])
              for i, n in enumerate(BOATS)]  # fmt: skip
     tmp = path.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
@@ -83,7 +85,9 @@ def pairs(db: dict[str, list]) -> list[tuple[str, str]]:
     for d in DISTRICTS:
         out.append((f"List the names of members living in the {d} district.",
                     f"SELECT name FROM members WHERE district = '{d}'"))  # fmt: skip
-        out.append((f"How many stations are in the {d} district?", f"SELECT count(*) FROM stations WHERE district = '{d}'"))
+        out.append(
+            (f"How many stations are in the {d} district?", f"SELECT count(*) FROM stations WHERE district = '{d}'")
+        )
         out.append((f"What is the average depth of the stations in the {d} district?",
                     f"SELECT avg(depth_m) FROM stations WHERE district = '{d}'"))  # fmt: skip
     for g in (1, 3, 5, 8, 11, 14, 17, 20):
@@ -105,7 +109,9 @@ def pairs(db: dict[str, list]) -> list[tuple[str, str]]:
                     f"SELECT sum(amount) FROM dues WHERE year = {y} AND paid = 1"))  # fmt: skip
         out.append((f"Which members have not paid their dues for {y}?",
                     f"SELECT m.name FROM members AS m JOIN dues AS d ON d.member_id = m.id WHERE d.year = {y} AND d.paid = 0"))  # fmt: skip
-        out.append((f"How many members paid their dues for {y}?", f"SELECT count(*) FROM dues WHERE year = {y} AND paid = 1"))
+        out.append(
+            (f"How many members paid their dues for {y}?", f"SELECT count(*) FROM dues WHERE year = {y} AND paid = 1")
+        )
     for n in (5, 7, 9, 11, 13):
         out.append((f"How many boats are longer than {n} metres?", f"SELECT count(*) FROM boats WHERE length_m > {n}"))
     for b in BOATS:
@@ -122,7 +128,9 @@ def pairs(db: dict[str, list]) -> list[tuple[str, str]]:
         out.append((f"List the stations founded before {y}, oldest first.",
                     f"SELECT name FROM stations WHERE founded_year < {y} ORDER BY founded_year"))  # fmt: skip
     for model in MODELS:
-        out.append((f"How many gauges are of the {model} model?", f"SELECT count(*) FROM gauges WHERE model = '{model}'"))
+        out.append(
+            (f"How many gauges are of the {model} model?", f"SELECT count(*) FROM gauges WHERE model = '{model}'")
+        )
     for d in (3, 9, 14, 21, 27):
         out.append((f"How many readings above 300 cm were taken on 2025-03-{d:02d}?",
                     f"SELECT count(*) FROM readings WHERE day = '2025-03-{d:02d}' AND level_cm > 300"))  # fmt: skip
