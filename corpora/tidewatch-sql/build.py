@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (one question template a line reads better than wrapped strings)
 """Build tidewatch.sqlite and pairs.jsonl: the bundled text-to-SQL demo (deterministic).
 
 The Halvorsen Tidewatch Cooperative's records (fictional): stations, members, gauges,
