@@ -8,7 +8,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from ragft import plots
-from ragft.report import retrieval_line, tables, title
+from ragft.report import label, metric_names, retrieval_line, tables, title
 
 if TYPE_CHECKING:
     from ragft.types import Prediction
@@ -37,25 +37,26 @@ def _table(caption: str, header: list[str], rows: list[list[str]]) -> str:
 
 
 def changed_examples(
-    a: list[Prediction], b: list[Prediction]
+    a: list[Prediction], b: list[Prediction], metric: str = "f1"
 ) -> tuple[list[tuple[Prediction, Prediction]], int, int, int]:
-    """Pairs whose F1 differs, biggest change first, and the win/loss/tie counts of b over a."""
+    """Pairs whose score differs, biggest change first, and the win/loss/tie counts of b over a."""
     pairs = list(zip(a, b))
-    wins = sum(pb.scores["f1"] > pa.scores["f1"] for pa, pb in pairs)
-    losses = sum(pb.scores["f1"] < pa.scores["f1"] for pa, pb in pairs)
+    wins = sum(pb.scores[metric] > pa.scores[metric] for pa, pb in pairs)
+    losses = sum(pb.scores[metric] < pa.scores[metric] for pa, pb in pairs)
     changed = sorted(
-        (p for p in pairs if p[0].scores["f1"] != p[1].scores["f1"]),
-        key=lambda p: -abs(p[1].scores["f1"] - p[0].scores["f1"]),
+        (p for p in pairs if p[0].scores[metric] != p[1].scores[metric]),
+        key=lambda p: -abs(p[1].scores[metric] - p[0].scores[metric]),
     )
     return changed, wins, losses, len(pairs) - wins - losses
 
 
-def _example(pa: Prediction, pb: Prediction, passages: dict[str, str]) -> str:
-    kind = "win" if pb.scores["f1"] > pa.scores["f1"] else "loss"
+def _example(pa: Prediction, pb: Prediction, passages: dict[str, str], metric: str) -> str:
+    kind = "win" if pb.scores[metric] > pa.scores[metric] else "loss"
     gold = escape(" | ".join(pa.answers))
     parts = [f'<div class="example {kind}"><b>{escape(pa.example_id)}</b> &middot; gold: {gold}<ul>']
     for p in (pa, pb):
-        parts.append(f"<li><b>{escape(p.variant)}</b> (F1 {100 * p.scores['f1']:.0f}): {escape(p.output)}</li>")
+        score = f"{label(metric)} {100 * p.scores[metric]:.0f}"
+        parts.append(f"<li><b>{escape(p.variant)}</b> ({score}): {escape(p.output)}</li>")
     parts.append("</ul>")
     for p in (pa, pb):
         if p.retrieved:
@@ -94,11 +95,12 @@ def render_html(
     body.append("</div>")
     if len(names) >= 2:
         a, b = pair or (names[0], names[-1])
-        changed, wins, losses, ties = changed_examples(predictions[a], predictions[b])
+        metric = metric_names(report)[0]
+        changed, wins, losses, ties = changed_examples(predictions[a], predictions[b], metric)
         body.append(f"<h2>{escape(b)} against {escape(a)}, example by example</h2>")
-        body.append(_img(plots.win_loss(a, b, wins, losses, ties), "per-example wins and losses"))
+        body.append(_img(plots.win_loss(a, b, wins, losses, ties, label(metric)), "per-example wins and losses"))
         body.append(f"<p>{len(changed)} examples changed; the {min(len(changed), max_examples)} largest changes:</p>")
-        body += [_example(pa, pb, passages) for pa, pb in changed[:max_examples]]
+        body += [_example(pa, pb, passages, metric) for pa, pb in changed[:max_examples]]
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title(report))}</title><style>{STYLE}</style></head>"

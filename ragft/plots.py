@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from ragft.report import label, metric_names
+
 
 def _figure(width: float = 6.0, height: float = 3.6) -> tuple[Any, Any]:
     from matplotlib.figure import Figure
@@ -24,20 +26,23 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def _f1(report: dict[str, Any]) -> tuple[list[str], list[float], list[list[float]]]:
+def _primary(report: dict[str, Any]) -> tuple[list[str], list[float], list[list[float]]]:
     names = list(report["variants"])
-    f1 = [report["variants"][n]["metrics"]["f1"] for n in names]
-    means = [100 * m["mean"] for m in f1]
-    err = [[100 * (m["mean"] - m["low"]) for m in f1], [100 * (m["high"] - m["mean"]) for m in f1]]
+    primary = metric_names(report)[0]
+    scores = [report["variants"][n]["metrics"][primary] for n in names]
+    means = [100 * m["mean"] for m in scores]
+    err = [[100 * (m["mean"] - m["low"]) for m in scores], [100 * (m["high"] - m["mean"]) for m in scores]]
     return names, means, err
 
 
 def quality(report: dict[str, Any]) -> bytes:
-    """F1 and EM per variant with 95% bootstrap intervals."""
+    """Each metric per variant (F1 and EM for QA) with 95% bootstrap intervals."""
     names = list(report["variants"])
     fig, ax = _figure()
-    width = 0.38
-    for offset, metric in ((-width / 2, "f1"), (width / 2, "em")):
+    metrics = metric_names(report)
+    width = 0.76 / len(metrics)
+    for j, metric in enumerate(metrics):
+        offset = (j - (len(metrics) - 1) / 2) * width
         m = [report["variants"][n]["metrics"][metric] for n in names]
         ax.bar(
             [i + offset for i in range(len(names))],
@@ -45,7 +50,7 @@ def quality(report: dict[str, Any]) -> bytes:
             width,
             yerr=[[100 * (x["mean"] - x["low"]) for x in m], [100 * (x["high"] - x["mean"]) for x in m]],
             capsize=4,
-            label=metric.upper(),
+            label=label(metric),
         )
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("score on the test split (%)")
@@ -56,33 +61,33 @@ def quality(report: dict[str, Any]) -> bytes:
 
 
 def quality_vs(report: dict[str, Any], cost: str, label: str) -> bytes:
-    """F1 with intervals against one per-query cost (e.g. latency, prompt tokens)."""
-    names, means, err = _f1(report)
+    """The primary metric with intervals against one per-query cost (e.g. latency, prompt tokens)."""
+    names, means, err = _primary(report)
     x = [report["variants"][n]["costs"][cost] for n in names]
     fig, ax = _figure()
     ax.errorbar(x, means, yerr=err, fmt="o", capsize=4)
     for xi, yi, name in zip(x, means, names):
         ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(6, 6))
     ax.set_xlabel(label)
-    ax.set_ylabel("F1 (%)")
+    ax.set_ylabel(f"{label(metric_names(report)[0])} (%)")
     ax.set_title(f"Quality against {label}")
     ax.grid(alpha=0.3)
     return _png(fig)
 
 
-def win_loss(a: str, b: str, wins: int, losses: int, ties: int) -> bytes:
-    """How many examples `b` scores better, worse or the same as `a` on (F1)."""
+def win_loss(a: str, b: str, wins: int, losses: int, ties: int, metric: str = "F1") -> bytes:
+    """How many examples `b` scores better, worse or the same as `a` on (by `metric`)."""
     fig, ax = _figure(6.0, 1.6)
     left = 0
-    for count, label, color in (
+    for count, name, color in (
         (wins, f"{b} better", "#2a9d8f"),
         (ties, "same", "#bbbbbb"),
         (losses, f"{a} better", "#e76f51"),
     ):
-        ax.barh([0], [count], left=left, color=color, label=f"{label}: {count}")
+        ax.barh([0], [count], left=left, color=color, label=f"{name}: {count}")
         left += count
     ax.set_yticks([])
     ax.set_xlim(0, max(1, left))
-    ax.set_title(f"{b} against {a}: test examples won, tied, lost (F1)")
+    ax.set_title(f"{b} against {a}: test examples won, tied, lost ({metric})")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3, frameon=False)
     return _png(fig)

@@ -18,6 +18,17 @@ if TYPE_CHECKING:
     from ragft.types import Prediction
 
 METRICS = ("f1", "em")
+"""Question answering's metrics; the first of a task's metrics is its primary one."""
+LABELS = {"f1": "F1", "em": "EM", "ex": "EX", "valid": "valid SQL"}
+
+
+def metric_names(report: dict[str, Any]) -> list[str]:
+    """The report's metrics, primary first (reports from before tasks other than QA: F1, EM)."""
+    return list(report.get("metric_names", METRICS))
+
+
+def label(metric: str) -> str:
+    return LABELS.get(metric, metric.upper())
 
 
 def environment() -> dict[str, Any]:
@@ -68,6 +79,7 @@ def build_report(
     predictions: dict[str, list[Prediction]],
     costs: dict[str, dict[str, Any]],
     retrieval: dict[str, Any],
+    metrics: Sequence[str] = METRICS,
 ) -> dict[str, Any]:
     """Aggregate per-variant predictions into the report dictionary."""
     return {
@@ -75,14 +87,19 @@ def build_report(
         "generator": config.models.generator,
         "embedder": config.models.embedder,
         "test_examples": len(next(iter(predictions.values()), [])),
+        "metric_names": list(metrics),
         "retrieval": retrieval,
-        **aggregate(predictions, costs, config.experiment.bootstrap_samples, config.experiment.seed),
+        **aggregate(predictions, costs, config.experiment.bootstrap_samples, config.experiment.seed, metrics),
         "environment": environment(),
     }
 
 
 def aggregate(
-    predictions: dict[str, list[Prediction]], costs: dict[str, dict[str, Any]], samples: int, seed: int
+    predictions: dict[str, list[Prediction]],
+    costs: dict[str, dict[str, Any]],
+    samples: int,
+    seed: int,
+    metrics: Sequence[str] = METRICS,
 ) -> dict[str, Any]:
     """Per-variant scores with intervals, paired comparisons of every pair, ladder steps."""
     variants: dict[str, Any] = {}
@@ -90,7 +107,7 @@ def aggregate(
         seconds = [p.seconds for p in preds]
         variants[name] = {
             "n": len(preds),
-            "metrics": {m: asdict(bootstrap([p.scores[m] for p in preds], samples, seed)) for m in METRICS},
+            "metrics": {m: asdict(bootstrap([p.scores[m] for p in preds], samples, seed)) for m in metrics},
             "costs": {
                 "prompt_tokens_per_query": sum(p.prompt_tokens for p in preds) / max(1, len(preds)),
                 "completion_tokens_per_query": sum(p.completion_tokens for p in preds) / max(1, len(preds)),
@@ -104,19 +121,19 @@ def aggregate(
     comparisons = []
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
-            comparisons += _compare_pair(a, b, predictions, samples, seed)
-    steps = [_step(a, b, variants, comparisons) for a, b in zip(names, names[1:])]
+            comparisons += _compare_pair(a, b, predictions, samples, seed, metrics)
+    steps = [_step(a, b, variants, comparisons, metrics[0]) for a, b in zip(names, names[1:])]
     return {"variants": variants, "comparisons": comparisons, "steps": steps}
 
 
-def seed_spread(runs: dict[str, dict[int, list[Prediction]]]) -> dict[str, Any]:
+def seed_spread(runs: dict[str, dict[int, list[Prediction]]], metrics: Sequence[str] = METRICS) -> dict[str, Any]:
     """Per variant: the mean score of each training seed, and their mean and spread."""
     import numpy as np
 
     out = {}
     for variant, by_seed in runs.items():
         entry: dict[str, Any] = {"seeds": list(by_seed)}
-        for m in METRICS:
+        for m in metrics:
             values = [float(np.mean([p.scores[m] for p in preds])) for preds in by_seed.values()]
             entry[m] = {
                 "per_seed": values,
@@ -130,39 +147,40 @@ def seed_spread(runs: dict[str, dict[int, list[Prediction]]]) -> dict[str, Any]:
 
 
 def _compare_pair(
-    a: str, b: str, predictions: dict[str, list[Prediction]], samples: int, seed: int
+    a: str, b: str, predictions: dict[str, list[Prediction]], samples: int, seed: int, metrics: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """b against a on the same examples: paired bootstrap per metric, McNemar for EM."""
+    """b against a on the same examples: paired bootstrap per metric, exact McNemar for 0/1 metrics."""
     if [p.example_id for p in predictions[a]] != [p.example_id for p in predictions[b]]:
         raise ValueError(f"variants {a} and {b} were scored on different examples")
     rows = []
-    for m in METRICS:
+    for m in metrics:
         x, y = [p.scores[m] for p in predictions[a]], [p.scores[m] for p in predictions[b]]
         row = {"from": a, "to": b, "metric": m, **asdict(paired_difference(x, y, samples, seed))}
-        if m == "em":
+        if {*x, *y} <= {0.0, 1.0}:
             row["only_from_right"], row["only_to_right"], row["mcnemar_p"] = mcnemar(x, y)
         rows.append(row)
     return rows
 
 
-def _step(a: str, b: str, variants: dict[str, Any], comparisons: list[dict[str, Any]]) -> dict[str, Any]:
-    """What moving up one rung buys (F1 points) and costs (seconds, tokens, training)."""
+def _step(a: str, b: str, variants: dict[str, Any], comparisons: list[dict[str, Any]], primary: str) -> dict[str, Any]:
+    """What moving up one rung buys (points of the primary metric) and costs (seconds, tokens, training)."""
     ca, cb = variants[a]["costs"], variants[b]["costs"]
-    gain = next(c for c in comparisons if c["from"] == a and c["to"] == b and c["metric"] == "f1")
+    gain = next(c for c in comparisons if c["from"] == a and c["to"] == b and c["metric"] == primary)
     d_seconds = cb["seconds_per_query_p50"] - ca["seconds_per_query_p50"]
     d_tokens = cb["prompt_tokens_per_query"] - ca["prompt_tokens_per_query"]
     return {
         "from": a,
         "to": b,
-        "f1_points": 100 * gain["mean"],
-        "f1_points_low": 100 * gain["low"],
-        "f1_points_high": 100 * gain["high"],
+        "metric": primary,
+        "points": 100 * gain["mean"],
+        "points_low": 100 * gain["low"],
+        "points_high": 100 * gain["high"],
         "added_seconds_per_query": d_seconds,
         "added_prompt_tokens_per_query": d_tokens,
         "added_training_seconds": cb.get("training", {}).get("seconds", 0.0)
         - ca.get("training", {}).get("seconds", 0.0),
-        "f1_points_per_added_second": 100 * gain["mean"] / d_seconds if d_seconds > 0 else None,
-        "f1_points_per_100_added_tokens": 100 * 100 * gain["mean"] / d_tokens if d_tokens > 0 else None,
+        "points_per_added_second": 100 * gain["mean"] / d_seconds if d_seconds > 0 else None,
+        "points_per_100_added_tokens": 100 * 100 * gain["mean"] / d_tokens if d_tokens > 0 else None,
     }
 
 
@@ -172,6 +190,10 @@ def _p(p: float) -> str:
 
 def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f}"
+
+
+def _ci(m: dict[str, float]) -> str:
+    return f"{100 * m['mean']:.1f} ({100 * m['low']:.1f}-{100 * m['high']:.1f})"
 
 
 def _mb(n: float | None) -> str:
@@ -186,15 +208,16 @@ Table = tuple[str, list[str], list[list[str]]]
 
 def tables(report: dict[str, Any]) -> list[Table]:
     """The report's tables: quality and costs, paired differences, ladder steps."""
+    names = metric_names(report)
+    primary = label(names[0])
     quality = []
     for name, v in report["variants"].items():
-        f1, em, c = v["metrics"]["f1"], v["metrics"]["em"], v["costs"]
+        c = v["costs"]
         train = c.get("training", {}).get("seconds")
         quality.append(
             [
                 name,
-                f"{100 * f1['mean']:.1f} ({100 * f1['low']:.1f}-{100 * f1['high']:.1f})",
-                f"{100 * em['mean']:.1f} ({100 * em['low']:.1f}-{100 * em['high']:.1f})",
+                *(_ci(v["metrics"][m]) for m in names),
                 f"{c['prompt_tokens_per_query']:.0f}",
                 f"{c['completion_tokens_per_query']:.1f}",
                 f"{c['seconds_per_query_p50']:.3f}",
@@ -209,7 +232,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
         [
             d["from"],
             d["to"],
-            d["metric"].upper(),
+            label(d["metric"]),
             f"{100 * d['mean']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f})",
             _p(d["p_value"]),
             _p(d["mcnemar_p"]) if "mcnemar_p" in d else "-",
@@ -219,12 +242,12 @@ def tables(report: dict[str, Any]) -> list[Table]:
     steps = [
         [
             f"{st['from']} -> {st['to']}",
-            f"{st['f1_points']:+.1f} ({st['f1_points_low']:+.1f} to {st['f1_points_high']:+.1f})",
+            f"{st['points']:+.1f} ({st['points_low']:+.1f} to {st['points_high']:+.1f})",
             f"{st['added_seconds_per_query']:+.3f}",
             f"{st['added_prompt_tokens_per_query']:+.0f}",
             f"{st['added_training_seconds']:+.0f}",
-            _num(st["f1_points_per_added_second"]),
-            _num(st["f1_points_per_100_added_tokens"]),
+            _num(st["points_per_added_second"]),
+            _num(st["points_per_100_added_tokens"]),
         ]
         for st in report.get("steps", [])
     ]
@@ -232,9 +255,9 @@ def tables(report: dict[str, Any]) -> list[Table]:
         [
             v,
             ", ".join(str(s) for s in e["seeds"]),
-            ", ".join(f"{100 * x:.1f}" for x in e["f1"]["per_seed"]),
-            f"{100 * e['f1']['mean']:.1f} ± {100 * e['f1']['std']:.1f}",
-            f"{100 * e['f1']['min']:.1f}-{100 * e['f1']['max']:.1f}",
+            ", ".join(f"{100 * x:.1f}" for x in e[names[0]]["per_seed"]),
+            f"{100 * e[names[0]]['mean']:.1f} ± {100 * e[names[0]]['std']:.1f}",
+            f"{100 * e[names[0]]['min']:.1f}-{100 * e[names[0]]['max']:.1f}",
         ]
         for v, e in report.get("seed_spread", {}).items()
     ]
@@ -242,8 +265,8 @@ def tables(report: dict[str, Any]) -> list[Table]:
     if spread:
         seeds_table = [
             (
-                "Fine-tuned arms across training seeds (F1)",
-                ["variant", "seeds", "F1 per seed", "mean ± sd", "range"],
+                f"Fine-tuned arms across training seeds ({primary})",
+                ["variant", "seeds", f"{primary} per seed", "mean ± sd", "range"],
                 spread,
             )
         ]
@@ -252,8 +275,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
             "Quality with 95% bootstrap intervals, and costs per query (s/q: batch time / batch size)",
             [
                 "variant",
-                "F1 (95% CI)",
-                "EM (95% CI)",
+                *(f"{label(m)} (95% CI)" for m in names),
                 "prompt tok/q",
                 "output tok/q",
                 "s/q p50",
@@ -266,7 +288,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
             quality,
         ),
         (
-            "Paired differences (`to` minus `from`, same examples; paired bootstrap, exact McNemar for EM)",
+            "Paired differences (`to` minus `from`, same examples; paired bootstrap, exact McNemar for 0/1 metrics)",
             ["from", "to", "metric", "difference (95% CI)", "p", "McNemar p"],
             diffs,
         ),
@@ -274,21 +296,34 @@ def tables(report: dict[str, Any]) -> list[Table]:
             "What each step up the ladder buys and costs",
             [
                 "step",
-                "F1 points (95% CI)",
+                f"{primary} points (95% CI)",
                 "+ s/query",
                 "+ prompt tokens/query",
                 "+ training s",
-                "F1 pts per added s/query",
-                "F1 pts per 100 added tokens",
+                f"{primary} pts per added s/query",
+                f"{primary} pts per 100 added tokens",
             ],
             steps,
         ),
         *seeds_table,
+        *_error_table(report),
     ]
+
+
+def _error_table(report: dict[str, Any]) -> list[Table]:
+    """Failures grouped by kind per variant, for tasks whose predictions can fail (SQL)."""
+    errors: dict[str, dict[str, int]] = report.get("errors", {})
+    kinds = sorted({k for counts in errors.values() for k in counts})
+    if not kinds:
+        return []
+    rows = [[v, *(str(counts.get(k, 0)) for k in kinds)] for v, counts in errors.items()]
+    return [("Failed predictions by kind (test examples)", ["variant", *kinds], rows)]
 
 
 def retrieval_line(report: dict[str, Any]) -> str:
     r = report["retrieval"]
+    if "documents" not in r:
+        return str(r.get("line", ""))
     recall = ", ".join(f"{k} {v:.3f}" for k, v in r.items() if k.startswith("recall"))
     size = f", index {_mb(r['index_bytes'])} MB" if "index_bytes" in r else ""
     left_out = [

@@ -9,7 +9,7 @@ from typing import Any
 from ragft.config import ExperimentConfig
 from ragft.errors import InputError
 from ragft.io import read_json, read_jsonl, write_text_atomic
-from ragft.report import aggregate, markdown, write_report
+from ragft.report import aggregate, label, markdown, metric_names, write_report
 from ragft.types import Prediction
 
 
@@ -49,7 +49,8 @@ def rerender(run_dir: str | Path, pair: tuple[str, str] | None = None) -> str:
         saved = read_json(Path(run_dir) / "config.json").get("experiment", {})
         experiment = ExperimentConfig(**{k: v for k, v in saved.items() if k in ("bootstrap_samples", "seed")})
     costs = {v: report["variants"][v]["costs"] for v in predictions}
-    report.update(aggregate(predictions, costs, experiment.bootstrap_samples, experiment.seed))
+    metrics = metric_names(report)
+    report.update(aggregate(predictions, costs, experiment.bootstrap_samples, experiment.seed, metrics))
     if pair is not None:
         for name in pair:
             if name not in predictions:
@@ -59,10 +60,12 @@ def rerender(run_dir: str | Path, pair: tuple[str, str] | None = None) -> str:
 
 
 def side_by_side(run_dirs: list[str | Path]) -> str:
-    """F1 and EM of every variant in every run, as one Markdown table."""
+    """The two first metrics (F1 / EM for QA) of every variant in every run, as one Markdown table."""
     reports = [(Path(r), load_run(r)[0]) for r in run_dirs]
     variants = list(dict.fromkeys(v for _, rep in reports for v in rep["variants"]))
-    header = ["variant"] + [f"{rep['name']} ({path.name}) F1 / EM" for path, rep in reports]
+    header = ["variant"] + [
+        f"{rep['name']} ({path.name}) " + " / ".join(label(m) for m in metric_names(rep)[:2]) for path, rep in reports
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for v in variants:
         cells = [v]
@@ -71,9 +74,10 @@ def side_by_side(run_dirs: list[str | Path]) -> str:
             if m is None:
                 cells.append("-")
                 continue
-            f1, em = m["f1"], m["em"]
-            interval = f"{100 * f1['low']:.1f}-{100 * f1['high']:.1f}"
-            cells.append(f"{100 * f1['mean']:.1f} ({interval}) / {100 * em['mean']:.1f}")
+            first, *rest = (m[name] for name in metric_names(rep)[:2])
+            interval = f"{100 * first['low']:.1f}-{100 * first['high']:.1f}"
+            others = [f"{100 * x['mean']:.1f}" for x in rest]
+            cells.append(" / ".join([f"{100 * first['mean']:.1f} ({interval})", *others]))
         lines.append("| " + " | ".join(cells) + " |")
     setups = [
         f"- {path}: {rep['generator']}, {rep['test_examples']} test examples, "
