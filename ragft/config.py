@@ -55,6 +55,8 @@ class ModelsConfig:
 
 @dataclass
 class DataConfig:
+    kind: str = "qa"
+    """Task kind: qa (questions over a corpus, scored by EM/F1) or sql (text-to-SQL, execution accuracy)."""
     corpus: str = ""
     """Documents to retrieve from (relative to the config file): a folder of .txt/.md/.html/.pdf files,
     a BEIR folder, a JSONL file or a SQuAD JSON file."""
@@ -65,7 +67,8 @@ class DataConfig:
     skip_bad: bool = False
     """Skip unreadable files (not UTF-8, broken PDF) with a warning instead of stopping."""
     examples: str = ""
-    """JSONL of examples: id, question, answers, split (train/test), doc_id."""
+    """qa: JSONL of id, question, answers, split (train/test), doc_id. sql: JSONL of question, query, split
+    (with sql.database), or a Spider folder (train.json for training, dev.json for test)."""
     test_limit: int = 0
     """Score only the first N test examples (0 = all)."""
     train_limit: int = 0
@@ -154,6 +157,18 @@ class FinetuneConfig:
 
 
 @dataclass
+class SqlConfig:
+    database: str = ""
+    """SQLite file the JSONL examples ask about (not needed for a Spider folder)."""
+    sample_rows: int = 0
+    """Rows of each table shown under the schema in prompts (0 = schema only)."""
+    timeout_s: float = 5.0
+    """Longest a generated query may run before it is stopped and scored as a timeout."""
+    max_rows: int = 100_000
+    """Most rows fetched from a generated query; more is scored as a failure."""
+
+
+@dataclass
 class TrackingConfig:
     mlflow_uri: str = ""
     """MLflow tracking URI to log finished runs to (e.g. sqlite:///mlruns/mlflow.db); empty: off."""
@@ -170,6 +185,7 @@ class Config:
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    sql: SqlConfig = field(default_factory=SqlConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     base_dir: str = field(default=".", metadata={"internal": True})
     """Folder that relative paths are resolved against (the config file's folder)."""
@@ -353,6 +369,7 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"models.dtype must be auto, bfloat16 or float32, got {config.models.dtype!r}")
     if not 0.0 <= config.finetune.p_no_gold <= 1.0:
         raise ConfigError(f"finetune.p_no_gold must be within [0, 1], got {config.finetune.p_no_gold}")
+    _choice("data.kind", config.data.kind, ("qa", "sql"))
     _choice("models.embedder_dtype", config.models.embedder_dtype, ("float32", "bfloat16"))
     _choice("chunking.unit", config.chunking.unit, ("characters", "tokens"))
     _choice("retrieval.method", config.retrieval.method, ("dense", "bm25", "hybrid"))

@@ -9,43 +9,34 @@ manifests match what this run would build.
 from __future__ import annotations
 
 import json
-import random
 import shutil
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections import Counter
+from dataclasses import asdict, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from ragft.arms import ARMS, FEWSHOT, Arm, build_prompt
+from ragft.arms import ARMS, Arm
 from ragft.config import Config
-from ragft.corpus import Corpus, load_corpus
-from ragft.corpus.chunking import chunk_for_embedder
-from ragft.errors import ArtifactError, RagftError
+from ragft.errors import ArtifactError
 from ragft.finetune.adapter import adapter_manifest, load_adapter, save_adapter
-from ragft.finetune.data import gold_chunk, make_record, raft_passages
 from ragft.generation import Generator
 from ragft.io import (
     append_jsonl,
     read_json,
     read_jsonl,
-    sha256_file,
     sha256_json,
     write_json_atomic,
     write_text_atomic,
 )
-from ragft.metrics import recall_at_k
 from ragft.models import model_id
 from ragft.monitor import PeakMemory
 from ragft.progress import progress
-from ragft.prompts import get_template
 from ragft.report import build_report, environment, seed_spread, write_report
-from ragft.retrieval import DenseRetriever, Embedder, Retriever, VectorIndex
-from ragft.retrieval.build import sync_index
-from ragft.retrieval.compose import QuerySide, make_retriever
+from ragft.retrieval import Embedder
 from ragft.runs import prediction_from_row
-from ragft.tasks.qa import load_examples, score
-from ragft.types import Chunk, Example, Hit, Prediction
+from ragft.tasks.base import TaskRun
+from ragft.types import Prediction
 
 
 def run_dir_for(config: Config) -> Path:
@@ -79,20 +70,6 @@ class Resources:
         return Embedder(self.config.models.embedder, dtype=self.config.models.embedder_dtype)
 
 
-@dataclass(frozen=True)
-class Task:
-    """The data every variant shares."""
-
-    chunks: list[Chunk]
-    index: VectorIndex
-    retriever: Retriever
-    train: list[Example]
-    test: list[Example]
-    test_hits: list[list[Hit]]
-    corpus: Corpus
-    examples_sha256: str
-
-
 def compare(
     config: Config,
     run_dir: str | Path | None = None,
@@ -109,7 +86,7 @@ def compare(
     write_json_atomic(run / "config.json", config.to_dict())
     write_json_atomic(run / "environment.json", environment())
     resources = Resources(config, generator, embedder)
-    task = _task(run, config, resources)
+    task = load_task(run, config, resources)
 
     costs: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[Prediction]] = {}
@@ -125,21 +102,14 @@ def compare(
                     run, variant, seeded, resources, task, label=f"{variant}@seed{seed}"
                 )
 
-    k = config.retrieval.k
-    scored = [(e, hits) for e, hits in zip(task.test, task.test_hits) if e.doc_id]
-    retrieval = {
-        f"recall@{k}": sum(recall_at_k([h.chunk.doc_id for h in hits], {e.doc_id}, k) for e, hits in scored)
-        / max(1, len(scored)),
-        "chunks": len(task.chunks),
-        "documents": len(task.corpus),
-        "empty_documents": len(task.corpus.empty),
-        "unreadable_skipped": task.corpus.skipped,
-        "index_bytes": sum(f.stat().st_size for f in (run / "index").iterdir()),
-    }
-    report = build_report(config, predictions, costs, retrieval)
+    retrieval = task.summary(run)
+    report = build_report(config, predictions, costs, retrieval, task.metrics)
+    errors = {v: dict(Counter(p.error for p in preds if p.error)) for v, preds in predictions.items()}
+    if any(errors.values()):
+        report["errors"] = errors
     if spread:
-        report["seed_spread"] = seed_spread(spread)
-    write_report(run, report, predictions, {c.id: c.text for c in task.chunks})
+        report["seed_spread"] = seed_spread(spread, task.metrics)
+    write_report(run, report, predictions, task.passages())
     if config.tracking.mlflow_uri:
         from ragft.tracking import log_to_mlflow
 
@@ -149,132 +119,28 @@ def compare(
     return report
 
 
-def _task(run: Path, config: Config, resources: Resources) -> Task:
-    data = config.data
-    docs = load_corpus(
-        config.path(data.corpus), text_field=data.text_field, id_field=data.id_field, skip_bad=data.skip_bad
-    )
-    c = config.chunking
-    chunks = chunk_for_embedder(docs, config.models.embedder, c.unit, c.chunk_size, c.chunk_overlap)
-    index, _ = sync_index(
-        run / "index",
-        chunks,
-        model_id(config.models.embedder),
-        lambda: resources.embedder,
-        {"chunking": asdict(config.chunking)},
-        config.retrieval.index,
-        config.retrieval.index_settings(),
-    )
-    examples_path = config.path(config.data.examples)
-    examples = load_examples(examples_path)
-    train = _limit([e for e in examples if e.split == "train"], config.data.train_limit)
-    test = _limit([e for e in examples if e.split == "test"], config.data.test_limit)
-    if not test:
-        raise RagftError(f"{examples_path}: no test examples")
-    retriever = _retriever(config, chunks, index, resources)
-    key = sha256_json([index.embedder, index.corpus_sha256, _retrieval_key(config)])  # as _retrieval_identity
-    hits = _test_hits(run / "retrieval" / "test_hits.jsonl", test, index, retriever, key, config.retrieval.k)
-    return Task(chunks, index, retriever, train, test, hits, docs, sha256_file(examples_path))
-
-
-class _Lazy:
-    """A retriever built on first use, so a fully cached re-run loads no model."""
-
-    def __init__(self, build: Callable[[], Retriever]):
-        self.build = build
-
-    @cached_property
-    def inner(self) -> Retriever:
-        return self.build()
-
-    def retrieve(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
-        return self.inner.retrieve(queries, k)
-
-
-def _retriever(config: Config, chunks: list[Chunk], index: VectorIndex, resources: Resources) -> Retriever:
-    """The retriever `retrieval.*` describes, shared by test questions and RAFT training contexts."""
-    r = config.retrieval
-    query_side = QuerySide(r.hyde, r.multi_query, r.rerank, r.rerank_depth)
-    needs_generator = r.hyde or r.multi_query or r.rerank == "generator"
-    return _Lazy(
-        lambda: make_retriever(
-            r.method,
-            chunks,
-            DenseRetriever(resources.embedder, index) if r.method != "bm25" else None,
-            resources.generator if needs_generator else None,
-            query_side,
-            (r.hybrid_weights[0], r.hybrid_weights[1]),
-        )
-    )
-
-
-def _retrieval_key(config: Config) -> dict[str, Any]:
-    """Retrieval settings that change which passages come back."""
-    r = asdict(config.retrieval)
-    for name in ("index", "hnsw_m", "ef_construction", "ef_search", "nprobe"):
-        r.pop(name)  # approximate-search settings: part of the index's own identity below
-    if config.retrieval.hyde or config.retrieval.multi_query or config.retrieval.rerank == "generator":
-        r["generator"] = model_id(config.models.generator)
-    return r
-
-
-def _limit(items: list[Example], n: int) -> list[Example]:
-    return items[:n] if n > 0 else items
-
-
-def _test_hits(
-    path: Path, test: list[Example], index: VectorIndex, retriever: Retriever, key: str, k: int
-) -> list[list[Hit]]:
-    """Top-k passages for every test question, cached beside the run by what made them (`key`)."""
-    by_id = {c.id: c for c in index.chunks}
-    cached: dict[str, list[Hit]] = {}
-    if path.is_file():
-        for _, row in read_jsonl(path):
-            if row["key"] == key and all(cid in by_id for cid in row["chunks"]):
-                cached[row["question"]] = [
-                    Hit(by_id[cid], score, rank) for rank, (cid, score) in enumerate(zip(row["chunks"], row["scores"]))
-                ]
-    missing = sorted({e.question for e in test} - cached.keys())
-    if missing:
-        fresh = dict(zip(missing, retriever.retrieve(missing, k)))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        rows = [
-            {"key": key, "question": q, "chunks": [h.chunk.id for h in hits], "scores": [h.score for h in hits]}
-            for q, hits in fresh.items()
-        ]
-        append_jsonl(path, rows)
-        cached.update(fresh)
-    return [cached[e.question] for e in test]
-
-
-def _fingerprint(variant: str, arm: Arm, config: Config, task: Task) -> str:
+def _fingerprint(variant: str, arm: Arm, config: Config, task: TaskRun) -> str:
     """Everything a variant's predictions depend on; a change re-runs only that variant."""
     return sha256_json(
         {
             "variant": variant,
             "arm": asdict(arm),
-            "template": asdict(get_template(arm.template)),
+            "task": task.identity(arm),
             "generator": model_id(config.models.generator),
             "dtype": config.models.dtype,
             "generation": asdict(config.generation),
-            "examples": task.examples_sha256,
-            "retrieval": _retrieval_identity(config, task) if arm.context else None,
-            "finetune": _training_key(config, task) if arm.trained else None,
+            "finetune": _training_key(config, task, arm) if arm.trained else None,
         }
     )
 
 
-def _retrieval_identity(config: Config, task: Task) -> list[Any]:
-    return [task.index.embedder, task.index.corpus_sha256, _retrieval_key(config)]
-
-
-def _training_key(config: Config, task: Task) -> Any:
+def _training_key(config: Config, task: TaskRun, arm: Arm) -> Any:
     ft = {k: v for k, v in asdict(config.finetune).items() if k != "checkpoint_every"}
-    return [ft, config.data.train_limit, config.experiment.seed, task.index.corpus_sha256, _retrieval_key(config)]
+    return [ft, config.data.train_limit, config.experiment.seed, task.training_identity(arm)]
 
 
 def _variant(
-    run: Path, variant: str, config: Config, resources: Resources, task: Task, label: str | None = None
+    run: Path, variant: str, config: Config, resources: Resources, task: TaskRun, label: str | None = None
 ) -> tuple[list[Prediction], dict[str, Any]]:
     """Predictions and costs of one variant: read back when finished, else made now.
 
@@ -286,10 +152,10 @@ def _variant(
     path = run / "predictions" / f"{label}.jsonl"
     costs_path = path.with_suffix(".costs.json")
     done = _load_predictions(path, fingerprint)
-    if all(e.id in done for e in task.test) and costs_path.is_file():
+    if all(i in done for i in task.test_ids) and costs_path.is_file():
         saved = read_json(costs_path)
         if saved.get("fingerprint") == fingerprint:
-            return [done[e.id] for e in task.test], saved["costs"]
+            return [done[i] for i in task.test_ids], saved["costs"]
 
     costs: dict[str, Any] = {"resumed_predictions": len(done)} if done else {}
     generator = resources.generator
@@ -309,11 +175,17 @@ def _variant(
         costs["peak_gpu_bytes"] = memory.gpu_peak
     costs["wall_seconds"] = memory.seconds
     write_json_atomic(costs_path, {"fingerprint": fingerprint, "costs": costs})
-    return [done[e.id] for e in task.test], costs
+    return [done[i] for i in task.test_ids], costs
 
 
 def _predict(
-    path: Path, variant: str, arm: Arm, generator: Generator, task: Task, done: dict[str, Prediction], fingerprint: str
+    path: Path,
+    variant: str,
+    arm: Arm,
+    generator: Generator,
+    task: TaskRun,
+    done: dict[str, Prediction],
+    fingerprint: str,
 ) -> None:
     """Generate the batches not yet in `path`, appending each batch when it finishes.
 
@@ -321,31 +193,29 @@ def _predict(
     batches an uninterrupted one would have; `done` is filled in place.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    test, shots = task.test, task.train[:FEWSHOT]
-    prompts = [
-        build_prompt(generator, arm, e, [h.chunk.text for h in hits], shots) for e, hits in zip(test, task.test_hits)
-    ]
+    ids = task.test_ids
+    prompts = task.prompts(arm, generator)
     plan = generator.plan(prompts)
-    todo = [batch for batch in plan if not all(test[i].id in done for i in batch)]
-    bar = progress(total=len(test), initial=len(test) - sum(map(len, todo)), desc=f"{variant}: answering", unit="q")
+    todo = [batch for batch in plan if not all(ids[i] in done for i in batch)]
+    bar = progress(total=len(ids), initial=len(ids) - sum(map(len, todo)), desc=f"{variant}: answering", unit="q")
     for batch in todo:
         rows = []
         for i, g in zip(batch, generator.generate_batch([prompts[i] for i in batch])):
-            e = test[i]
-            retrieved = tuple(h.chunk.id for h in task.test_hits[i]) if arm.context else ()
+            scores, error = task.score(i, g.text)
             p = Prediction(
-                e.id,
+                ids[i],
                 variant,
                 prompts[i],
                 g.text,
-                e.answers,
-                retrieved,
-                score(g.text, e.answers),
+                task.answers(i),
+                task.retrieved(arm, i),
+                scores,
                 g.prompt_tokens,
                 g.completion_tokens,
                 g.seconds,
+                error,
             )
-            done[e.id] = p
+            done[ids[i]] = p
             rows.append({"fingerprint": fingerprint, **asdict(p)})
         append_jsonl(path, rows)
         bar.update(len(batch))
@@ -369,7 +239,7 @@ def _load_predictions(path: Path, fingerprint: str) -> dict[str, Prediction]:
 
 
 def _adapter(
-    run: Path, folder: Path, arm: Arm, config: Config, resources: Resources, task: Task, fingerprint: str
+    run: Path, folder: Path, arm: Arm, config: Config, resources: Resources, task: TaskRun, fingerprint: str
 ) -> tuple[Any, dict[str, Any]]:
     """Load the variant's adapter if one was trained with this fingerprint, else train it
     (resuming from its checkpoint after an interruption)."""
@@ -383,7 +253,7 @@ def _adapter(
         pass
     from ragft.finetune.lora import train_lora
 
-    records = _train_records(arm, config, resources, task)
+    records = task.train_records(arm, generator, config)
     checkpoint = folder.with_name(folder.name + ".checkpoint")
     peft_model, result = train_lora(
         generator.model,
@@ -411,28 +281,12 @@ def _adapter(
     return peft_model, training
 
 
-def _train_records(arm: Arm, config: Config, resources: Resources, task: Task) -> list[Any]:
-    """SFT records; `rag+ft` prompts carry RAFT context from the same retriever.
+def load_task(run: Path, config: Config, resources: Resources) -> TaskRun:
+    """The task `data.kind` names, prepared in the run folder."""
+    if config.data.kind == "sql":
+        from ragft.sql.run import SqlRun
 
-    Passages from the test examples' documents are kept out of training prompts.
-    """
-    generator, ft = resources.generator, config.finetune
-    rng = random.Random(config.experiment.seed)
-    by_doc: dict[str, list[Chunk]] = {}
-    for c in task.chunks:
-        by_doc.setdefault(c.doc_id, []).append(c)
-    held_out = {e.doc_id for e in task.test if e.doc_id}
-    n_passages = ft.distractors + 1
-    hits: list[list[Hit]] = [[] for _ in task.train]
-    if arm.context:
-        raw = task.retriever.retrieve([e.question for e in task.train], n_passages + 8)
-        hits = [[h for h in row if h.chunk.doc_id not in held_out] for row in raw]
-    records = []
-    eos = generator.tokenizer.eos_token_id
-    for e, row in zip(task.train, hits):
-        passages = []
-        if arm.context:
-            passages = [c.text for c in raft_passages(e, row, gold_chunk(e, by_doc), n_passages, ft.p_no_gold, rng)]
-        prompt = build_prompt(generator, arm, e, passages, [])
-        records.append(make_record(e.id, generator.encode(prompt), generator.encode(e.answers[0]), eos, ft.max_length))
-    return records
+        return SqlRun(run, config, resources)
+    from ragft.tasks.qa_run import QaRun
+
+    return QaRun(run, config, resources)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from ragft.report import label, metric_names
+from ragft.report import label as metric_label
+from ragft.report import metric_names
 
 
 def _figure(width: float = 6.0, height: float = 3.6) -> tuple[Any, Any]:
@@ -50,7 +51,7 @@ def quality(report: dict[str, Any]) -> bytes:
             width,
             yerr=[[100 * (x["mean"] - x["low"]) for x in m], [100 * (x["high"] - x["mean"]) for x in m]],
             capsize=4,
-            label=label(metric),
+            label=metric_label(metric),
         )
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("score on the test split (%)")
@@ -69,7 +70,7 @@ def quality_vs(report: dict[str, Any], cost: str, label: str) -> bytes:
     for xi, yi, name in zip(x, means, names):
         ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(6, 6))
     ax.set_xlabel(label)
-    ax.set_ylabel(f"{label(metric_names(report)[0])} (%)")
+    ax.set_ylabel(f"{metric_label(metric_names(report)[0])} (%)")
     ax.set_title(f"Quality against {label}")
     ax.grid(alpha=0.3)
     return _png(fig)

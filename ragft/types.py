@@ -74,3 +74,5 @@ class Prediction:
     prompt_tokens: int
     completion_tokens: int
     seconds: float
+    error: str = ""
+    """Why the output is not right, where the task can tell (SQL: refused, syntax, timeout, ...)."""

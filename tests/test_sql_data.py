@@ -65,3 +65,26 @@ def test_bundled_demo_is_complete_and_every_gold_query_returns_rows():
         for e in task.examples:
             result = sandbox.run(e.query)
             assert result.ok and result.rows and result.rows[0][0] is not None, e
+
+
+def test_sql_ladder_runs_end_to_end_on_the_bundled_demo(tmp_path, generator, embedder):
+    from conftest import ROOT
+    from test_cli import TINY
+
+    from ragft.config import load_config
+    from ragft.experiment import compare
+    from ragft.report import markdown
+
+    settings = [*TINY, 'experiment.variants=["prompt","rag","rag+ft"]', "generation.max_new_tokens=48"]
+    config = load_config(ROOT / "configs" / "tidewatch-sql.toml", settings)
+    report = compare(config, tmp_path, generator=generator, embedder=embedder)
+    assert report["metric_names"] == ["ex", "valid"]
+    rows = [json.loads(line) for line in (tmp_path / "predictions" / "rag.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(len(r["retrieved"]) == 3 and "Solved examples" in r["prompt"] for r in rows)
+    for r in rows:
+        assert r["scores"]["ex"] in (0.0, 1.0) and (r["scores"]["ex"] == 1.0) == (r["error"] == "")
+    text = markdown(report)
+    assert "EX (95% CI)" in text and "valid SQL (95% CI)" in text
+    assert (tmp_path / "report.html").is_file()
+    again = compare(config, tmp_path, generator=generator, embedder=embedder)  # all cached
+    assert again["variants"]["rag"]["metrics"] == report["variants"]["rag"]["metrics"]

@@ -1,0 +1,224 @@
+"""Text-to-SQL as an experiment task: schema + question in, one SQLite query out, scored
+by execution accuracy in the sandbox.
+
+`rag` shows the k training questions most similar to the test question with their SQL
+(with `retrieval.hyde`, also those whose SQL is most similar to a draft the model writes
+zero-shot, fused by reciprocal rank). `ft` and `rag+ft` train LoRA on the training pairs,
+`rag+ft` with retrieved examples in the prompt as at test time.
+"""
+
+from __future__ import annotations
+
+import random
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ragft.arms import FEWSHOT, Arm
+from ragft.errors import InputError
+from ragft.finetune.data import SFTRecord, make_record
+from ragft.io import read_json, sha256_file, sha256_json, write_json_atomic
+from ragft.models import model_id
+from ragft.sql.data import SqlExample, load_spider, load_sqlite_task, sample_rows
+from ragft.sql.sandbox import Sandbox
+from ragft.sql.score import execution_match, extract_sql
+
+if TYPE_CHECKING:
+    from ragft.config import Config
+    from ragft.experiment import Resources
+    from ragft.generation import Generator
+
+SYSTEM = "You write SQLite queries. Answer with one SQL query and nothing else."
+
+
+def stratified(examples: list[SqlExample], n: int, seed: int) -> list[SqlExample]:
+    """A fixed slice of n examples spread evenly over databases (all when n is 0)."""
+    if n <= 0 or n >= len(examples):
+        return list(examples)
+    rng = random.Random(seed)
+    groups: dict[str, list[SqlExample]] = {}
+    for e in examples:
+        groups.setdefault(e.db_id, []).append(e)
+    for group in groups.values():
+        rng.shuffle(group)
+    out: list[SqlExample] = []
+    while len(out) < n:
+        for db in sorted(groups):
+            if groups[db] and len(out) < n:
+                out.append(groups[db].pop())
+    return out
+
+
+def normal_sql(sql: str) -> str:
+    return " ".join(sql.strip().rstrip(";").split())
+
+
+class SqlRun:
+    """A text-to-SQL task prepared for one run folder."""
+
+    metrics = ("ex", "valid")
+
+    def __init__(self, run: Path, config: Config, resources: Resources):
+        self.config, self.resources = config, resources
+        source = config.path(config.data.examples)
+        if source.is_dir():
+            task, test_split = load_spider(source, ("train", "dev")), "dev"
+            fingerprint = [sha256_file(source / f) for f in ("train.json", "dev.json", "tables.json")]
+        else:
+            if not config.sql.database:
+                raise InputError("sql.database must name the SQLite file the examples ask about", source)
+            task, test_split = load_sqlite_task(config.path(config.sql.database), source), "test"
+            fingerprint = [sha256_file(source), sha256_file(config.path(config.sql.database))]
+        seed = config.experiment.seed
+        train = task.split("train")
+        random.Random(seed).shuffle(train)
+        self.train = train[: config.data.train_limit] if config.data.train_limit > 0 else train
+        self.test = stratified(task.split(test_split), config.data.test_limit, seed)
+        if not self.test:
+            raise InputError(f"no {test_split} examples", source)
+        missing = sorted({e.db_id for e in self.test} - task.databases.keys())
+        if missing:
+            raise InputError(f"test databases missing: {', '.join(missing)}", source)
+        self.task = task
+        self.test_ids = [e.id for e in self.test]
+        self.data_identity = [
+            fingerprint,
+            [e.id for e in self.test],
+            [e.id for e in self.train],
+            config.sql.sample_rows,
+        ]
+        self._sandboxes: dict[str, Sandbox] = {}
+        r = config.retrieval
+        self.retrieval_identity = [model_id(config.models.embedder), r.k, r.hyde]
+        if r.hyde:
+            self.retrieval_identity.append(model_id(config.models.generator))
+        self.cache = run / "retrieval" / "sql_examples.json"
+
+    # Prompts.
+
+    def schema(self, db_id: str) -> str:
+        text = self.task.schemas[db_id]
+        rows = self.config.sql.sample_rows
+        if rows > 0 and db_id in self.task.databases:
+            text += "\n" + sample_rows(self.task.databases[db_id], rows)
+        return text
+
+    def messages(self, e: SqlExample, shots: list[SqlExample]) -> list[dict[str, str]]:
+        solved = "".join(f"Question: {s.question}\nSQL: {normal_sql(s.query)}\n\n" for s in shots)
+        user = f"Database schema:\n{self.schema(e.db_id)}\n\n"
+        if solved:
+            user += f"Solved examples from other questions:\n{solved}"
+        user += f"Question: {e.question}\nSQL:"
+        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+    def shots(self, arm: Arm, i: int) -> list[SqlExample]:
+        if arm.context:
+            return [self._train_by_id[t] for t in self.retrieved_ids[i]]
+        return self.train[:FEWSHOT] if arm.shots else []
+
+    def prompts(self, arm: Arm, generator: Generator) -> list[str]:
+        return [generator.render(self.messages(e, self.shots(arm, i))) for i, e in enumerate(self.test)]
+
+    # Retrieval of solved examples.
+
+    @cached_property
+    def _train_by_id(self) -> dict[str, SqlExample]:
+        return {e.id: e for e in self.train}
+
+    @cached_property
+    def retrieved_ids(self) -> list[list[str]]:
+        """The k training examples shown to each test question, cached by what chose them."""
+        key = sha256_json([self.retrieval_identity, self.data_identity])
+        if self.cache.is_file():
+            saved = read_json(self.cache)
+            if saved.get("key") == key:
+                return saved["ids"]
+        import numpy as np
+
+        from ragft.retrieval.hybrid import rrf
+        from ragft.types import Chunk, Hit
+
+        k = self.config.retrieval.k
+        embed = self.resources.embedder.embed
+        train_q = embed([e.question for e in self.train])
+        by_question = np.argsort(-(embed([e.question for e in self.test]) @ train_q.T), axis=1)[:, : k * 4]
+        rankings = [[list(row)] for row in by_question]
+        if self.config.retrieval.hyde:
+            generator = self.resources.generator
+            drafts = generator.generate([generator.render(self.messages(e, [])) for e in self.test], "HyDE SQL drafts")
+            train_sql = embed([normal_sql(e.query) for e in self.train])
+            by_sql = np.argsort(-(embed([extract_sql(d.text) for d in drafts]) @ train_sql.T), axis=1)[:, : k * 4]
+            for ranking, row in zip(rankings, by_sql):
+                ranking.append(list(row))
+        ids = []
+        for ranking in rankings:
+            hits = [[Hit(Chunk(str(j), "", "", 0), 0.0, r) for r, j in enumerate(row)] for row in ranking]
+            ids.append([self.train[int(h.chunk.id)].id for h in rrf(hits, [1.0] * len(hits))[:k]])
+        write_json_atomic(self.cache, {"key": key, "ids": ids})
+        return ids
+
+    def _train_neighbours(self) -> list[list[SqlExample]]:
+        """For each training example, the k most similar other ones (by question)."""
+        import numpy as np
+
+        k = self.config.retrieval.k
+        vectors = self.resources.embedder.embed([e.question for e in self.train])
+        sims = vectors @ vectors.T
+        np.fill_diagonal(sims, -np.inf)
+        order = np.argsort(-sims, axis=1)[:, :k]
+        return [[self.train[int(j)] for j in row] for row in order]
+
+    # What the runner asks for.
+
+    def identity(self, arm: Arm) -> Any:
+        return {
+            "system": SYSTEM,
+            "data": self.data_identity,
+            "retrieval": self.retrieval_identity if arm.context else None,
+        }
+
+    def training_identity(self, arm: Arm) -> Any:
+        return [self.data_identity, self.retrieval_identity if arm.context else None]
+
+    def answers(self, i: int) -> tuple[str, ...]:
+        return (self.test[i].query,)
+
+    def retrieved(self, arm: Arm, i: int) -> tuple[str, ...]:
+        return tuple(self.retrieved_ids[i]) if arm.context else ()
+
+    def sandbox(self, db_id: str) -> Sandbox:
+        if db_id not in self._sandboxes:
+            s = self.config.sql
+            self._sandboxes[db_id] = Sandbox(self.task.databases[db_id], s.timeout_s, s.max_rows)
+        return self._sandboxes[db_id]
+
+    def score(self, i: int, output: str) -> tuple[dict[str, float], str]:
+        e = self.test[i]
+        right, result = execution_match(self.sandbox(e.db_id), e.query, extract_sql(output))
+        error = result.error_kind or ("" if right else "wrong_result")
+        return {"ex": float(right), "valid": float(result.ok)}, error
+
+    def train_records(self, arm: Arm, generator: Generator, config: Config) -> list[SFTRecord]:
+        neighbours = self._train_neighbours() if arm.context else [[] for _ in self.train]
+        eos = generator.tokenizer.eos_token_id
+        records = []
+        for e, shots in zip(self.train, neighbours):
+            prompt = generator.render(self.messages(e, shots))
+            answer = generator.encode(normal_sql(e.query))
+            records.append(make_record(e.id, generator.encode(prompt), answer, eos, config.finetune.max_length))
+        return records
+
+    def summary(self, run: Path) -> dict[str, Any]:
+        databases = sorted({e.db_id for e in self.test})
+        how = "by question similarity" + (" and HyDE draft-SQL similarity" if self.config.retrieval.hyde else "")
+        return {
+            "databases": len(databases),
+            "train_examples": len(self.train),
+            "line": (
+                f"Text-to-SQL over {len(databases)} database(s), {len(self.train)} training pairs; "
+                f"rag shows the {self.config.retrieval.k} training examples closest {how}."
+            ),
+        }
+
+    def passages(self) -> dict[str, str]:
+        return {e.id: f"Question: {e.question}\nSQL: {e.query}" for e in self.train}
