@@ -110,13 +110,15 @@ def _models(args: argparse.Namespace) -> int:
 def _index(args: argparse.Namespace) -> int:
     from ragft.corpus import load_corpus
     from ragft.corpus.chunking import chunk_for_embedder
+    from ragft.corpus.loaders import JsonlFields
     from ragft.models import model_id
     from ragft.retrieval import Embedder, sync_index
 
     tokens = args.unit == "tokens"
     size = args.chunk_size or (200 if tokens else 500)
     overlap = args.chunk_overlap if args.chunk_overlap is not None else (20 if tokens else 50)
-    docs = load_corpus(args.path, text_field=args.text_field, id_field=args.id_field, skip_bad=args.skip_bad)
+    fields = JsonlFields(text=args.text_field, id=args.id_field)
+    docs = load_corpus(args.path, fields=fields, skip_bad=args.skip_bad)
     chunks = chunk_for_embedder(docs, args.embedder, args.unit, size, overlap)
     meta = {"chunking": {"unit": args.unit, "chunk_size": size, "chunk_overlap": overlap}}
     index, done = sync_index(

@@ -6,6 +6,7 @@ import pytest
 from conftest import HANDBOOK, data_dir
 
 from ragft.corpus import chunk_documents, load_corpus, load_folder
+from ragft.corpus.loaders import JsonlFields
 from ragft.errors import InputError
 from ragft.tasks.qa import load_examples
 
@@ -152,7 +153,7 @@ def test_jsonl_corpus_with_chosen_fields_and_line_numbered_errors(tmp_path):
     path = tmp_path / "docs.jsonl"
     rows = [{"doc": "a", "body": "Alpha.", "heading": "First"}, {"doc": "b", "body": "Beta."}, {"body": "Gamma."}]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    corpus = load_corpus(path, text_field="body", id_field="doc", title_field="heading")
+    corpus = load_corpus(path, fields=JsonlFields(text="body", id="doc", title="heading"))
     assert [(d.id, d.text) for d in corpus] == [("a", "First Alpha."), ("b", "Beta."), (f"{path}:3", "Gamma.")]
     with pytest.raises(InputError, match=r"docs.jsonl:1: row has no string field 'text'"):
         load_corpus(path)

@@ -85,25 +85,31 @@ class _Collector:
         return Corpus(self.docs, self.empty, self.skipped)
 
 
-def load_corpus(
-    path: str | Path,
-    *,
-    text_field: str = "text",
-    id_field: str = "id",
-    title_field: str = "title",
-    skip_bad: bool = False,
-) -> Corpus:
+@dataclass(frozen=True)
+class JsonlFields:
+    """Where JSONL rows keep a document's text, id and (optional) title."""
+
+    text: str = "text"
+    id: str = "id"
+    title: str = "title"
+
+
+JSONL = JsonlFields()
+BEIR = JsonlFields(id="_id")
+
+
+def load_corpus(path: str | Path, *, fields: JsonlFields = JSONL, skip_bad: bool = False) -> Corpus:
     """Load documents from a folder, a BEIR folder, a JSONL file or a SQuAD JSON file."""
     path = Path(path)
     if path.is_dir():
         if any((path / name).is_file() for name in ("corpus.jsonl", "corpus.jsonl.gz")):
             corpus = path / "corpus.jsonl" if (path / "corpus.jsonl").is_file() else path / "corpus.jsonl.gz"
-            return load_jsonl(corpus, text_field="text", id_field="_id", title_field="title", skip_bad=skip_bad)
+            return load_jsonl(corpus, BEIR, skip_bad=skip_bad)
         return load_folder(path, skip_bad=skip_bad)
     if not path.is_file():
         raise InputError("corpus not found", path)
     if path.name.endswith((".jsonl", ".jsonl.gz")):
-        return load_jsonl(path, text_field=text_field, id_field=id_field, title_field=title_field, skip_bad=skip_bad)
+        return load_jsonl(path, fields, skip_bad=skip_bad)
     if path.name.endswith((".json", ".json.gz")):
         return load_squad(path)
     raise InputError("corpus must be a folder, a .jsonl file or a SQuAD .json file", path)
@@ -156,25 +162,18 @@ def _read_pdf(path: Path) -> str:
     return "\n\n".join(p.strip() for p in pages if p.strip())
 
 
-def load_jsonl(
-    path: str | Path,
-    *,
-    text_field: str = "text",
-    id_field: str = "id",
-    title_field: str = "title",
-    skip_bad: bool = False,
-) -> Corpus:
-    """One document per JSONL row: `title text` when the title field is set, id from `id_field`."""
+def load_jsonl(path: str | Path, fields: JsonlFields = JSONL, *, skip_bad: bool = False) -> Corpus:
+    """One document per JSONL row: `title text` when the title field is set; rows without an id get `path:line`."""
     path = Path(path)
     found = _Collector(path, skip_bad)
     for number, row in read_jsonl(path):
         source = f"{path}:{number}"
-        text = row.get(text_field)
+        text = row.get(fields.text)
         if not isinstance(text, str):
-            found.bad(InputError(f"row has no string field {text_field!r} (fields: {', '.join(row)})", path, number))
+            found.bad(InputError(f"row has no string field {fields.text!r} (fields: {', '.join(row)})", path, number))
             continue
-        title = row.get(title_field) or ""
-        doc_id = str(row[id_field]) if row.get(id_field) is not None else source
+        title = row.get(fields.title) or ""
+        doc_id = str(row[fields.id]) if row.get(fields.id) is not None else source
         found.add(doc_id, f"{title} {text}".strip() if title else text, source, {"title": title} if title else {})
     return found.corpus()
 

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ragft.corpus.loaders import load_jsonl
+from ragft.corpus.loaders import BEIR, load_jsonl
 from ragft.errors import InputError
 from ragft.io import read_jsonl
 from ragft.types import Document
@@ -35,7 +35,7 @@ def _find(folder: Path, name: str) -> Path:
 def load_beir(folder: str | Path, split: str = "test") -> BeirData:
     """Load a BEIR folder. Document text is `title text`, as BEIR and MTEB embed it."""
     folder = Path(folder)
-    docs = load_jsonl(_find(folder, "corpus.jsonl"), id_field="_id").documents
+    docs = load_jsonl(_find(folder, "corpus.jsonl"), BEIR).documents
     seen = {d.id for d in docs}
     queries_path = _find(folder, "queries.jsonl")
     all_queries = {str(row["_id"]): row["text"] for _, row in read_jsonl(queries_path)}

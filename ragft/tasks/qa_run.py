@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ragft.arms import FEWSHOT, Arm, build_prompt
 from ragft.corpus import load_corpus
 from ragft.corpus.chunking import chunk_for_embedder
+from ragft.corpus.loaders import JsonlFields
 from ragft.errors import RagftError
 from ragft.finetune.data import SFTRecord, gold_chunk, make_record, raft_passages
 from ragft.io import append_jsonl, read_jsonl, sha256_file, sha256_json
@@ -40,7 +41,7 @@ class QaRun:
         data, c = config.data, config.chunking
         self.config = config
         self.corpus = load_corpus(
-            config.path(data.corpus), text_field=data.text_field, id_field=data.id_field, skip_bad=data.skip_bad
+            config.path(data.corpus), fields=JsonlFields(data.text_field, data.id_field), skip_bad=data.skip_bad
         )
         self.chunks = chunk_for_embedder(self.corpus, config.models.embedder, c.unit, c.chunk_size, c.chunk_overlap)
         self.index, _ = sync_index(
