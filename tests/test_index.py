@@ -131,3 +131,31 @@ def test_reindexing_embeds_only_changed_text(tmp_path, embedder):
     assert [c.id for c, _ in got] == [c.id for c, _ in want]
     assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
     assert VectorIndex.load(tmp_path / "idx").corpus_sha256 == fresh.corpus_sha256
+
+
+def test_killed_reindex_leaves_the_previous_index_usable(tmp_path, embedder):
+    """SIGKILL `ragft index` while it re-embeds a changed corpus: the old index still loads."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    docs = tmp_path / "docs"
+    for copy in range(4):  # a corpus that takes a while to embed
+        shutil.copytree(HANDBOOK / "docs", docs / f"copy{copy}")
+    out = tmp_path / "idx"
+    cmd = [sys.executable, "-m", "ragft.cli", "index", str(docs), "--out", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    before = VectorIndex.load(out, embedder.name)
+    for path in docs.rglob("*.md"):  # every chunk changes, so all of it is re-embedded
+        path.write_text(path.read_text() + "\n\nRevised edition.\n")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(4.0)
+    assert proc.poll() is None, "finished before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    after = VectorIndex.load(out, embedder.name)
+    assert after.corpus_sha256 == before.corpus_sha256
+    query = embedder.embed(["Who is the gauge warden?"])
+    assert [c.id for c, _ in after.search(query, 3)[0]] == [c.id for c, _ in before.search(query, 3)[0]]

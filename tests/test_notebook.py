@@ -1,4 +1,4 @@
-"""The comparison notebook executes top to bottom and draws its plot."""
+"""The notebooks execute top to bottom and draw their plots."""
 
 import json
 
@@ -21,3 +21,24 @@ def test_compare_notebook_runs_and_plots(tmp_path, monkeypatch):
     assert any("image/png" in o.get("data", {}) for o in outputs)
     assert any("| rag+ft |" in o.get("data", {}).get("text/markdown", "") for o in outputs)
     assert (tmp_path / "handbook" / "report.json").is_file()
+
+
+def test_text_to_sql_notebook_runs_and_plots(tmp_path, monkeypatch):
+    overrides = [
+        *TINY,
+        'experiment.variants=["prompt","rag+ft"]',
+        "generation.max_new_tokens=48",
+        f"experiment.output_dir={json.dumps(str(tmp_path))}",
+    ]
+    monkeypatch.setenv("RAGFT_NOTEBOOK_OVERRIDES", json.dumps(overrides))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    nb = nbformat.read(ROOT / "notebooks" / "02_text_to_sql.ipynb", as_version=4)
+    NotebookClient(
+        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}
+    ).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert any("| rag+ft |" in o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert any("refused" in o.get("text", "") for o in outputs)
+    assert (tmp_path / "tidewatch-sql" / "report.json").is_file()
