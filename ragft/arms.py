@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ragft.prompts import get_template
@@ -24,6 +24,14 @@ class Arm:
     context: bool
     shots: bool
     trained: bool
+    oracle: bool = False
+    """Context is the gold passage (or, for SQL, the solved examples closest to the gold query)
+    instead of what the retriever found; only the three-way context view uses it."""
+
+    @property
+    def view(self) -> str:
+        """Which context the model sees: none, oracle or retrieved."""
+        return "oracle" if self.oracle else "retrieved" if self.context else "none"
 
 
 ARMS = {
@@ -33,6 +41,17 @@ ARMS = {
     "ft": Arm("qa", context=False, shots=False, trained=True),
     "rag+ft": Arm("qa-context", context=True, shots=False, trained=True),
 }
+
+CONTEXTS = ("none", "oracle", "retrieved")
+"""The three ways a model is shown context in the three-way view."""
+
+
+def with_context(arm: Arm, context: str) -> Arm:
+    """The same arm (same adapter, if trained) shown no context, the oracle context or retrieved context."""
+    if context not in CONTEXTS:
+        raise ValueError(f"unknown context {context!r}; known: {', '.join(CONTEXTS)}")
+    shown = context != "none"
+    return replace(arm, template="qa-context" if shown else "qa", context=shown, oracle=context == "oracle")
 
 
 def build_prompt(

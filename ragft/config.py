@@ -39,6 +39,8 @@ class ExperimentConfig:
     """More training seeds: fine-tuned arms are also trained once per seed and the spread is reported."""
     bootstrap_samples: int = 2000
     """Resamples for the bootstrap confidence intervals."""
+    context_views: bool = True
+    """Also score the base model and every fine-tuned arm with no context, oracle context and retrieved context."""
 
 
 @dataclass

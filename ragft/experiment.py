@@ -16,7 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from ragft.arms import ARMS, Arm
+from ragft.arms import ARMS, CONTEXTS, Arm, with_context
 from ragft.config import Config
 from ragft.errors import ArtifactError
 from ragft.finetune.adapter import adapter_manifest, load_adapter, save_adapter
@@ -32,7 +32,7 @@ from ragft.io import (
 from ragft.models import model_id
 from ragft.monitor import PeakMemory
 from ragft.progress import progress
-from ragft.report import build_report, environment, seed_spread, write_report
+from ragft.report import build_report, environment, seed_spread, view_table, write_report
 from ragft.retrieval import Embedder
 from ragft.runs import prediction_from_row
 from ragft.tasks.base import TaskRun
@@ -104,6 +104,10 @@ def compare(
 
     retrieval = task.summary(run)
     report = build_report(config, predictions, costs, retrieval, task.metrics)
+    if config.experiment.context_views and any(ARMS[v].trained for v in config.experiment.variants):
+        views = context_views(run, config, resources, task, predictions)
+        e = config.experiment
+        report["context_views"] = view_table(views, task.metrics, e.bootstrap_samples, e.seed, task.oracle)
     errors = {v: dict(Counter(p.error for p in preds if p.error)) for v, preds in predictions.items()}
     if any(errors.values()):
         report["errors"] = errors
@@ -119,37 +123,58 @@ def compare(
     return report
 
 
-def _fingerprint(variant: str, arm: Arm, config: Config, task: TaskRun) -> str:
-    """Everything a variant's predictions depend on; a change re-runs only that variant."""
+def _adapter_fingerprint(variant: str, arm: Arm, config: Config, task: TaskRun) -> str:
+    """Everything a variant's adapter depends on (not decoding, not the context it is scored with)."""
+    ft = {k: v for k, v in asdict(config.finetune).items() if k != "checkpoint_every"}
     return sha256_json(
         {
             "variant": variant,
+            "arm": asdict(arm),
+            "generator": model_id(config.models.generator),
+            "dtype": config.models.dtype,
+            "finetune": ft,
+            "train_limit": config.data.train_limit,
+            "seed": config.experiment.seed,
+            "task": task.training_identity(arm),
+        }
+    )
+
+
+def _fingerprint(arm: Arm, adapter: str | None, config: Config, task: TaskRun) -> str:
+    """Everything a variant's predictions depend on; a change re-runs only that variant."""
+    return sha256_json(
+        {
             "arm": asdict(arm),
             "task": task.identity(arm),
             "generator": model_id(config.models.generator),
             "dtype": config.models.dtype,
             "generation": asdict(config.generation),
-            "finetune": _training_key(config, task, arm) if arm.trained else None,
+            "adapter": adapter,
         }
     )
 
 
-def _training_key(config: Config, task: TaskRun, arm: Arm) -> Any:
-    ft = {k: v for k, v in asdict(config.finetune).items() if k != "checkpoint_every"}
-    return [ft, config.data.train_limit, config.experiment.seed, task.training_identity(arm)]
-
-
 def _variant(
-    run: Path, variant: str, config: Config, resources: Resources, task: TaskRun, label: str | None = None
+    run: Path,
+    variant: str,
+    config: Config,
+    resources: Resources,
+    task: TaskRun,
+    label: str | None = None,
+    context: str | None = None,
 ) -> tuple[list[Prediction], dict[str, Any]]:
     """Predictions and costs of one variant: read back when finished, else made now.
 
-    `label` names its files when one variant runs more than once (another training seed).
+    `label` names its files when one variant runs more than once (another training seed);
+    `context` shows the variant's model another context than its own (none, oracle,
+    retrieved) for the three-way view, with the same adapter.
     """
-    arm = ARMS[variant]
+    trained_arm = ARMS[variant]
+    arm = with_context(trained_arm, context) if context else trained_arm
     label = label or variant
-    fingerprint = _fingerprint(variant, arm, config, task)
-    path = run / "predictions" / f"{label}.jsonl"
+    adapter_fp = _adapter_fingerprint(variant, trained_arm, config, task) if arm.trained else None
+    fingerprint = _fingerprint(arm, adapter_fp, config, task)
+    path = run / "predictions" / f"{label}@{context}.jsonl" if context else run / "predictions" / f"{label}.jsonl"
     costs_path = path.with_suffix(".costs.json")
     done = _load_predictions(path, fingerprint)
     if all(i in done for i in task.test_ids) and costs_path.is_file():
@@ -162,7 +187,7 @@ def _variant(
     with PeakMemory() as memory:
         if arm.trained:
             adapter_dir = run / "adapters" / label.replace("+", "_").replace("@", "_")
-            generator.model, costs["training"] = _adapter(run, adapter_dir, arm, config, resources, task, fingerprint)
+            generator.model, costs["training"] = _adapter(adapter_dir, trained_arm, config, resources, task, adapter_fp)
             costs["adapter_bytes"] = sum(f.stat().st_size for f in adapter_dir.iterdir())
         try:
             _predict(path, variant, arm, generator, task, done, fingerprint)
@@ -176,6 +201,35 @@ def _variant(
     costs["wall_seconds"] = memory.seconds
     write_json_atomic(costs_path, {"fingerprint": fingerprint, "costs": costs})
     return [done[i] for i in task.test_ids], costs
+
+
+def context_views(
+    run: Path,
+    config: Config,
+    resources: Resources,
+    task: TaskRun,
+    predictions: dict[str, list[Prediction]],
+) -> dict[str, dict[str, list[Prediction]]]:
+    """The base model and every fine-tuned variant, each shown no context, the oracle context
+    and retrieved context: whether retrieval helps or hurts a tuned model.
+
+    Views that a configured variant already is (`prompt` is the base with no context) reuse
+    its predictions; the others are made and cached like any variant.
+    """
+    models = {"base": ("prompt", "rag")}  # the base model's views come from untrained arms
+    models.update({v: (v,) for v in config.experiment.variants if ARMS[v].trained})
+    views: dict[str, dict[str, list[Prediction]]] = {}
+    for model, variants in models.items():
+        views[model] = {}
+        for context in CONTEXTS:
+            own = next((v for v in variants if ARMS[v].view == context), None)
+            if own is not None and own in predictions:
+                views[model][context] = predictions[own]
+            elif own is not None:
+                views[model][context], _ = _variant(run, own, config, resources, task)
+            else:
+                views[model][context], _ = _variant(run, variants[-1], config, resources, task, context=context)
+    return views
 
 
 def _predict(
@@ -239,7 +293,7 @@ def _load_predictions(path: Path, fingerprint: str) -> dict[str, Prediction]:
 
 
 def _adapter(
-    run: Path, folder: Path, arm: Arm, config: Config, resources: Resources, task: TaskRun, fingerprint: str
+    folder: Path, arm: Arm, config: Config, resources: Resources, task: TaskRun, fingerprint: str
 ) -> tuple[Any, dict[str, Any]]:
     """Load the variant's adapter if one was trained with this fingerprint, else train it
     (resuming from its checkpoint after an interruption)."""

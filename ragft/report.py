@@ -146,6 +146,23 @@ def seed_spread(runs: dict[str, dict[int, list[Prediction]]], metrics: Sequence[
     return out
 
 
+def view_table(
+    views: dict[str, dict[str, list[Prediction]]], metrics: Sequence[str], samples: int, seed: int, oracle: str
+) -> dict[str, Any]:
+    """Scores with intervals of each model (base, each fine-tuned variant) under each context;
+    `oracle` says in words what the oracle context is."""
+    return {
+        "oracle": oracle,
+        "models": {
+            model: {
+                context: {m: asdict(bootstrap([p.scores[m] for p in preds], samples, seed)) for m in metrics}
+                for context, preds in by_context.items()
+            }
+            for model, by_context in views.items()
+        },
+    }
+
+
 def _compare_pair(
     a: str, b: str, predictions: dict[str, list[Prediction]], samples: int, seed: int, metrics: Sequence[str]
 ) -> list[dict[str, Any]]:
@@ -306,8 +323,24 @@ def tables(report: dict[str, Any]) -> list[Table]:
             steps,
         ),
         *seeds_table,
+        *_views_table(report),
         *_error_table(report),
     ]
+
+
+def _views_table(report: dict[str, Any]) -> list[Table]:
+    """Each model under no context, oracle context and retrieved context (primary metric)."""
+    views = report.get("context_views")
+    if not views:
+        return []
+    primary = metric_names(report)[0]
+    contexts = ["none", "oracle", "retrieved"]
+    rows = [[model, *(_ci(by[c][primary]) for c in contexts)] for model, by in views["models"].items()]
+    caption = (
+        f"Each model shown no context, oracle context ({views['oracle']}) and retrieved context: "
+        f"{label(primary)} (95% CI)"
+    )
+    return [(caption, ["model", *contexts], rows)]
 
 
 def _error_table(report: dict[str, Any]) -> list[Table]:

@@ -61,3 +61,26 @@ def test_retrieval_settings_reach_the_rag_arm_and_rerun_only_it(tmp_path, genera
     before = [json.loads(line) for line in (tmp_path / "predictions" / "rag.stale.jsonl").read_text().splitlines()]
     assert [r["retrieved"] for r in rows] != [r["retrieved"] for r in before]  # BM25 changed some passages
     assert second["variants"]["prompt"]["metrics"] == first["variants"]["prompt"]["metrics"]
+
+
+def test_fine_tuned_arms_are_scored_with_no_oracle_and_retrieved_context(tmp_path, generator, embedder):
+    config = load_config(ROOT / "configs" / "handbook.toml", [*TINY, 'experiment.variants=["prompt","rag+ft"]'])
+    report = compare(config, tmp_path, generator=generator, embedder=embedder)
+    views = report["context_views"]["models"]
+    assert list(views) == ["base", "rag+ft"]
+    assert all(list(by) == ["none", "oracle", "retrieved"] for by in views.values())
+    assert views["base"]["none"] == report["variants"]["prompt"]["metrics"]
+    assert views["rag+ft"]["retrieved"] == report["variants"]["rag+ft"]["metrics"]
+
+    def rows(name):
+        return [json.loads(line) for line in (tmp_path / "predictions" / f"{name}.jsonl").read_text().splitlines()]
+
+    for name in ("rag@oracle", "rag+ft@oracle"):  # the gold passage, which holds an answer
+        for row in rows(name):
+            assert len(row["retrieved"]) == 1
+            assert any(a.lower() in row["prompt"].lower() for a in row["answers"])
+    assert all(row["retrieved"] == [] and "Context:" not in row["prompt"] for row in rows("rag+ft@none"))
+    assert [r["retrieved"] for r in rows("rag")] == [r["retrieved"] for r in rows("rag+ft")]
+    assert "oracle context" in markdown(report)
+    # The views reuse the variant's adapter: one trained, none for the views.
+    assert sorted(p.name for p in (tmp_path / "adapters").iterdir()) == ["rag_ft"]

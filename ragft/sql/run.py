@@ -57,6 +57,7 @@ class SqlRun:
     """A text-to-SQL task prepared for one run folder."""
 
     metrics = ("ex", "valid")
+    oracle = "the training examples whose SQL is closest to the gold query"
 
     def __init__(self, run: Path, config: Config, resources: Resources):
         self.config, self.resources = config, resources
@@ -113,8 +114,11 @@ class SqlRun:
 
     def shots(self, arm: Arm, i: int) -> list[SqlExample]:
         if arm.context:
-            return [self._train_by_id[t] for t in self.retrieved_ids[i]]
+            return [self._train_by_id[t] for t in self.context_ids(arm)[i]]
         return self.train[:FEWSHOT] if arm.shots else []
+
+    def context_ids(self, arm: Arm) -> list[list[str]]:
+        return self.oracle_ids if arm.oracle else self.retrieved_ids
 
     def prompts(self, arm: Arm, generator: Generator) -> list[str]:
         return [generator.render(self.messages(e, self.shots(arm, i))) for i, e in enumerate(self.test)]
@@ -157,6 +161,17 @@ class SqlRun:
         write_json_atomic(self.cache, {"key": key, "ids": ids})
         return ids
 
+    @cached_property
+    def oracle_ids(self) -> list[list[str]]:
+        """For each test question, the k training examples whose SQL is most similar to its gold SQL."""
+        import numpy as np
+
+        embed = self.resources.embedder.embed
+        gold = embed([normal_sql(e.query) for e in self.test])
+        train = embed([normal_sql(e.query) for e in self.train])
+        order = np.argsort(-(gold @ train.T), axis=1)[:, : self.config.retrieval.k]
+        return [[self.train[int(j)].id for j in row] for row in order]
+
     def _train_neighbours(self) -> list[list[SqlExample]]:
         """For each training example, the k most similar other ones (by question)."""
         import numpy as np
@@ -184,7 +199,7 @@ class SqlRun:
         return (self.test[i].query,)
 
     def retrieved(self, arm: Arm, i: int) -> tuple[str, ...]:
-        return tuple(self.retrieved_ids[i]) if arm.context else ()
+        return tuple(self.context_ids(arm)[i]) if arm.context else ()
 
     def sandbox(self, db_id: str) -> Sandbox:
         if db_id not in self._sandboxes:

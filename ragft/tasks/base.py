@@ -20,6 +20,8 @@ class TaskRun(Protocol):
     metrics: tuple[str, ...]
     """Metric names, primary first; each prediction gets a score for every one."""
     test_ids: list[str]
+    oracle: str
+    """What an arm with oracle context is shown, in words for the report."""
 
     def identity(self, arm: Arm) -> Any:
         """What an arm's predictions depend on besides the model and decoding (examples, retrieval)."""

@@ -36,6 +36,7 @@ class QaRun:
     """A QA task prepared for one run folder: the index is synced and test passages cached there."""
 
     metrics = ("f1", "em")
+    oracle = "the passage of the question's document that holds its answer"
 
     def __init__(self, run: Path, config: Config, resources: Resources):
         data, c = config.data, config.chunking
@@ -77,18 +78,39 @@ class QaRun:
     def training_identity(self, arm: Arm) -> Any:
         return [self.index.corpus_sha256, _retrieval_key(self.config)]
 
+    def context(self, arm: Arm, i: int) -> list[Chunk]:
+        """The passages test example i is shown: retrieved, the gold one (oracle), or none."""
+        if not arm.context:
+            return []
+        if arm.oracle:
+            gold = self.gold_chunks[i]
+            return [gold] if gold is not None else []
+        return [h.chunk for h in self.test_hits[i]]
+
+    @cached_property
+    def chunks_by_doc(self) -> dict[str, list[Chunk]]:
+        by_doc: dict[str, list[Chunk]] = {}
+        for c in self.chunks:
+            by_doc.setdefault(c.doc_id, []).append(c)
+        return by_doc
+
+    @cached_property
+    def gold_chunks(self) -> list[Chunk | None]:
+        """Each test example's gold passage (None where no chunk of its document holds an answer)."""
+        return [gold_chunk(e, self.chunks_by_doc) for e in self.test]
+
     def prompts(self, arm: Arm, generator: Generator) -> list[str]:
         shots = self.train[:FEWSHOT]
         return [
-            build_prompt(generator, arm, e, [h.chunk.text for h in hits], shots)
-            for e, hits in zip(self.test, self.test_hits)
+            build_prompt(generator, arm, e, [c.text for c in self.context(arm, i)], shots)
+            for i, e in enumerate(self.test)
         ]
 
     def answers(self, i: int) -> tuple[str, ...]:
         return self.test[i].answers
 
     def retrieved(self, arm: Arm, i: int) -> tuple[str, ...]:
-        return tuple(h.chunk.id for h in self.test_hits[i]) if arm.context else ()
+        return tuple(c.id for c in self.context(arm, i))
 
     def score(self, i: int, output: str) -> tuple[dict[str, float], str]:
         return score(output, self.test[i].answers), ""
@@ -100,9 +122,7 @@ class QaRun:
         """
         ft = config.finetune
         rng = random.Random(config.experiment.seed)
-        by_doc: dict[str, list[Chunk]] = {}
-        for c in self.chunks:
-            by_doc.setdefault(c.doc_id, []).append(c)
+        by_doc = self.chunks_by_doc
         held_out = {e.doc_id for e in self.test if e.doc_id}
         n_passages = ft.distractors + 1
         hits: list[list[Hit]] = [[] for _ in self.train]
