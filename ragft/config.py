@@ -150,6 +150,12 @@ class FinetuneConfig:
     """Records per optimiser step."""
     checkpoint_every: int = 10
     """Save a resumable checkpoint every N steps (an interrupted run resumes from it)."""
+    validation_fraction: float = 0.0
+    """Share of the training records held out for validation loss; the best check's adapter is kept (0 = none)."""
+    eval_every: int = 0
+    """Measure validation loss every N steps (0 = once an epoch)."""
+    patience: int = 0
+    """Stop after this many validation checks without a new best (0 = train to the end)."""
     max_length: int = 768
     """Longest training record in tokens; longer contexts are cut, answers never."""
     distractors: int = 2
@@ -369,6 +375,9 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"experiment.variants: unknown variant {v!r}{hint} (known: {', '.join(VARIANTS)})")
     if config.models.dtype not in ("auto", "bfloat16", "float32"):
         raise ConfigError(f"models.dtype must be auto, bfloat16 or float32, got {config.models.dtype!r}")
+    fraction = config.finetune.validation_fraction
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError(f"finetune.validation_fraction must be within [0, 1), got {fraction}")
     if not 0.0 <= config.finetune.p_no_gold <= 1.0:
         raise ConfigError(f"finetune.p_no_gold must be within [0, 1], got {config.finetune.p_no_gold}")
     _choice("data.kind", config.data.kind, ("qa", "sql"))

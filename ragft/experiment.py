@@ -328,6 +328,8 @@ def _adapter(
         "last_loss": sum(result.losses[-5:]) / len(result.losses[-5:]),
         "truncated_records": result.truncated,
     }
+    if result.validation:
+        training.update(validation=result.validation, best_step=result.best_step, stopped_early=result.stopped_early)
     save_adapter(
         peft_model, folder, base_id, {"fingerprint": fingerprint, "training": training, "losses": result.losses}
     )

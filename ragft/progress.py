@@ -10,5 +10,5 @@ def progress(**kwargs: Any) -> Any:
     """A tqdm bar (notebook-aware) on stderr; disabled when RAGFT_PROGRESS=0."""
     from tqdm.auto import tqdm
 
-    disable = os.environ.get("RAGFT_PROGRESS", "1") == "0"
+    disable = kwargs.pop("disable", False) or os.environ.get("RAGFT_PROGRESS", "1") == "0"
     return tqdm(disable=disable, dynamic_ncols=True, leave=False, **kwargs)

@@ -1,3 +1,4 @@
+import json
 import random
 
 import pytest
@@ -179,3 +180,44 @@ def test_checkpoint_from_other_training_is_ignored(tmp_path, tiny_model, tokeniz
     )
     _, result = train_lora(tiny_model, records, cfg, tokenizer.pad_token_id, checkpoint=tmp_path / "c", fingerprint="b")
     assert result.steps == 4 and len(result.losses) == 4
+
+
+def test_validation_keeps_the_best_adapter_and_stops_early(tiny_model, tokenizer):
+    from ragft.finetune.lora import split_validation, validation_loss
+
+    records = _records(tokenizer, 12)
+    cfg = FinetuneConfig(
+        rank=8, alpha=16, learning_rate=3e-2, epochs=40, batch_size=3, validation_fraction=0.25, patience=3
+    )
+    model, result = train_lora(tiny_model, records, cfg, tokenizer.pad_token_id, seed=0)
+    _, held_out = split_validation(records, 0.25, 0)
+    assert len(held_out) == 3
+    # Training memorises its own code words; the held-out ones get worse after a while.
+    assert result.stopped_early and result.steps < 40 * 3
+    losses = [loss for _, loss in result.validation]
+    assert len(losses) == result.steps // 3 and result.best_step < result.steps
+    assert min(losses) == dict(result.validation)[result.best_step]
+    # The returned adapter is the best check's, not the last step's.
+    assert validation_loss(model, held_out, tokenizer.pad_token_id, 3, "cpu") == pytest.approx(min(losses), rel=1e-5)
+
+
+def test_nan_loss_mid_training_keeps_the_last_good_checkpoint(tmp_path, tiny_model, tokenizer):
+    import copy
+
+    import torch
+
+    clean = copy.deepcopy(tiny_model)
+    calls = []
+
+    def poison(module, args, output):
+        calls.append(1)
+        return output * float("nan") if len(calls) == 5 else output
+
+    tiny_model.model.norm.register_forward_hook(poison)
+    cfg = FinetuneConfig(rank=4, epochs=4, batch_size=2, checkpoint_every=2)
+    records = _records(tokenizer, 4)
+    with pytest.raises(RagftError, match=r"at step 5 \(batch: .*last good checkpoint \(step 4\) is kept"):
+        train_lora(tiny_model, records, cfg, tokenizer.pad_token_id, checkpoint=tmp_path / "c", fingerprint="f")
+    assert json.loads((tmp_path / "c" / "progress.json").read_text())["steps"] == 4
+    _, result = train_lora(clean, records, cfg, tokenizer.pad_token_id, checkpoint=tmp_path / "c", fingerprint="f")
+    assert result.steps == 8 and all(torch.isfinite(torch.tensor(result.losses)))

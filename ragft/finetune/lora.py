@@ -34,6 +34,12 @@ class TrainResult:
     """Mean answer-token loss per optimiser step."""
     truncated: int = 0
     """Records whose context was cut to fit finetune.max_length."""
+    validation: list[tuple[int, float]] = field(default_factory=list)
+    """(step, validation loss) at every check."""
+    best_step: int = 0
+    """Step of the lowest validation loss; its adapter is the one returned (0: no validation)."""
+    stopped_early: bool = False
+    """True when validation loss stopped improving for `patience` checks before the last step."""
 
 
 def lora_config(cfg: FinetuneConfig) -> Any:
@@ -101,6 +107,50 @@ def learning_rate(step: int, total: int, peak: float) -> float:
     return peak * max(0.0, (total - step) / max(1, total - warmup))
 
 
+def split_validation(
+    records: Sequence[SFTRecord], fraction: float, seed: int
+) -> tuple[list[SFTRecord], list[SFTRecord]]:
+    """(train, validation): a seeded random `fraction` of the records held out (none when 0)."""
+    if fraction <= 0 or len(records) < 2:
+        return list(records), []
+    order = list(range(len(records)))
+    random.Random(seed + 1).shuffle(order)
+    n = min(len(records) - 1, max(1, round(fraction * len(records))))
+    held = set(order[:n])
+    return [r for i, r in enumerate(records) if i not in held], [records[i] for i in sorted(held)]
+
+
+def _loss_module(model: Any) -> Any:
+    """`model` inside a module whose forward is `answer_loss`, so Accelerate's DDP wrapper
+    sees (and synchronises) the whole step."""
+    import torch
+
+    class AnswerLoss(torch.nn.Module):
+        def __init__(self, inner: Any):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: Any, attention_mask: Any, labels: Any) -> Any:
+            return answer_loss(self.inner, input_ids, attention_mask, labels)
+
+    return AnswerLoss(model)
+
+
+def validation_loss(model: Any, records: Sequence[SFTRecord], pad_id: int, batch_size: int, device: Any) -> float:
+    """Mean answer-token loss over held-out records (weighted by their answer tokens)."""
+    import torch
+
+    total, tokens = 0.0, 0
+    order = sorted(range(len(records)), key=lambda i: len(records[i].input_ids))
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            batch = collate([records[i] for i in order[start : start + batch_size]], pad_id)
+            n = int((batch["labels"][:, 1:] != IGNORE).sum())
+            total += answer_loss(model, **{k: v.to(device) for k, v in batch.items()}).item() * n
+            tokens += n
+    return total / max(1, tokens)
+
+
 def train_lora(
     model: Any,
     records: Sequence[SFTRecord],
@@ -112,12 +162,21 @@ def train_lora(
 ) -> tuple[Any, TrainResult]:
     """Wrap `model` with a fresh LoRA adapter and train it on `records`; return (peft model, result).
 
+    With `cfg.validation_fraction`, that share of the records is held out and its loss
+    measured every `cfg.eval_every` steps; the adapter of the best check is kept, and with
+    `cfg.patience` training stops after that many checks without improvement.
+
     With `checkpoint`, the adapter, optimiser state and progress are saved there every
     `cfg.checkpoint_every` steps, and a later call with the same `fingerprint` resumes from
     the last one: the batch order is replayed from the seed, so the result is the same
-    as an uninterrupted run.
+    as an uninterrupted run. A NaN loss stops training naming the step and batch; the
+    last good checkpoint stays.
+
+    The loop runs under Hugging Face Accelerate: started by `accelerate launch` with N
+    processes, each computes 1/N of every batch and DDP averages the gradients.
     """
     import torch
+    from accelerate import Accelerator
     from peft import get_peft_model
 
     if not records:
@@ -126,71 +185,124 @@ def train_lora(
     # Set up.
     torch.manual_seed(seed)
     rng = random.Random(seed)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())  # without CUDA, processes talk over gloo
+    world, rank = accelerator.num_processes, accelerator.process_index
+    train, held_out = split_validation(records, cfg.validation_fraction, seed)
     model = get_peft_model(model, lora_config(cfg))
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
+    step_loss = accelerator.prepare(_loss_module(model))
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
-    lengths = [len(r.input_ids) for r in records]
-    total = math.ceil(len(records) / cfg.batch_size) * cfg.epochs
+    lengths = [len(r.input_ids) for r in train]
+    total = math.ceil(len(train) / cfg.batch_size) * cfg.epochs
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
-    device = next(model.parameters()).device
+    device = accelerator.device
+    eval_every = cfg.eval_every or math.ceil(len(train) / cfg.batch_size)
     result = TrainResult(0, 0.0, 0, 0, truncated=sum(r.truncated for r in records))
+    best: dict[str, Any] = {}
     if checkpoint is not None:
-        resume_checkpoint(Path(checkpoint), fingerprint, named, optimizer, result)
+        best = resume_checkpoint(Path(checkpoint), fingerprint, named, optimizer, result)
     resumed = result.steps
+    save_here = checkpoint is not None and accelerator.is_main_process
+
+    def check_validation() -> bool:
+        """Measure validation loss, remember the best adapter; True when patience has run out."""
+        model.eval()
+        loss = validation_loss(model, held_out, pad_id, cfg.batch_size, device)
+        model.train()
+        result.validation.append((result.steps, loss))
+        if result.best_step == 0 or loss < min(v for s, v in result.validation if s != result.steps):
+            result.best_step = result.steps
+            best.update({n: p.detach().cpu().clone() for n, p in named})
+        checks_since_best = sum(1 for s, _ in result.validation if s > result.best_step)
+        return bool(cfg.patience) and checks_since_best >= cfg.patience
 
     # Train.
     model.train()
     start = time.perf_counter() - result.seconds
-    bar = progress(total=total, initial=resumed, desc="fine-tuning", unit="step")
+    quiet = not accelerator.is_main_process
+    bar = progress(total=total, initial=resumed, desc="fine-tuning", unit="step", disable=quiet)
     step = 0
+    stop = result.stopped_early
     for _epoch in range(cfg.epochs):
         for batch_ids in length_grouped_batches(lengths, cfg.batch_size, rng):
-            if step >= total:
+            if step >= total or stop:
                 break
             step += 1
             if step <= resumed:
                 continue  # done before the interruption; the order above is replayed
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step - 1, total, cfg.learning_rate)
-            batch = collate([records[i] for i in batch_ids], pad_id)
-            loss = answer_loss(model, **{k: v.to(device) for k, v in batch.items()})
-            if not torch.isfinite(loss):
-                names = ", ".join(records[i].example_id for i in batch_ids)
-                raise RagftError(f"loss became {loss.item()} at step {step} (batch: {names})")
-            loss.backward()
+            mine = batch_ids[rank::world] or batch_ids[:1]  # this process's share of the batch
+            batch = collate([train[i] for i in mine], pad_id)
+            loss = step_loss(**{k: v.to(device) for k, v in batch.items()})
+            mean_loss = accelerator.reduce(loss.detach(), "mean") if world > 1 else loss.detach()
+            if not torch.isfinite(mean_loss):
+                names = ", ".join(train[i].example_id for i in batch_ids)
+                kept = f"; the last good checkpoint (step {_checkpoint_step(checkpoint)}) is kept" if checkpoint else ""
+                raise RagftError(f"loss became {mean_loss.item()} at step {step} (batch: {names}){kept}")
+            accelerator.backward(loss)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             result.steps = step
-            result.losses.append(loss.item())
-            result.tokens += int(batch["attention_mask"].sum())
-            result.padded_tokens += batch["attention_mask"].numel()
+            result.losses.append(mean_loss.item())
+            counts = torch.tensor([int(batch["attention_mask"].sum()), batch["attention_mask"].numel()], device=device)
+            if world > 1:
+                counts = accelerator.reduce(counts, "sum")
+            result.tokens += int(counts[0])
+            result.padded_tokens += int(counts[1])
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if checkpoint is not None and step % cfg.checkpoint_every == 0 and step < total:
+            bar.set_postfix(loss=f"{mean_loss.item():.3f}")
+            if held_out and (step % eval_every == 0 or step == total):
+                stop = check_validation()
+                result.stopped_early = stop and step < total
+            if save_here and step % cfg.checkpoint_every == 0 and step < total and not stop:
                 result.seconds = time.perf_counter() - start
-                save_checkpoint(Path(checkpoint), fingerprint, named, optimizer, result)
+                save_checkpoint(Path(checkpoint), fingerprint, named, optimizer, result, best)
+            accelerator.wait_for_everyone()
     bar.close()
+    if held_out and result.validation[-1][0] != result.steps:
+        check_validation()  # the last step had no check yet (training ended by max_steps)
+    if best and result.best_step != result.steps:
+        with torch.no_grad():  # keep the adapter of the best validation check
+            for n, p in named:
+                p.copy_(best[n].to(p.device))
     result.seconds = time.perf_counter() - start
     model.eval()
     return model, result
+
+
+def _checkpoint_step(checkpoint: str | Path | None) -> int:
+    """The step of the checkpoint on disk (0 when there is none)."""
+    import json
+
+    if checkpoint is None or not (Path(checkpoint) / "progress.json").is_file():
+        return 0
+    return int(json.loads((Path(checkpoint) / "progress.json").read_text())["steps"])
 
 
 ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")
 
 
 def save_checkpoint(
-    folder: Path, fingerprint: str, named: list[tuple[str, Any]], optimizer: Any, result: TrainResult
+    folder: Path,
+    fingerprint: str,
+    named: list[tuple[str, Any]],
+    optimizer: Any,
+    result: TrainResult,
+    best: dict[str, Any] | None = None,
 ) -> None:
-    """Adapter weights, AdamW moments and progress as safetensors + JSON (no pickle)."""
+    """Adapter weights, AdamW moments, the best adapter so far and progress as safetensors + JSON (no pickle)."""
     from safetensors.torch import save_file
 
     tensors = {f"param.{n}": p.detach().cpu().contiguous() for n, p in named}
     for n, p in named:
         for key, value in optimizer.state.get(p, {}).items():
             tensors[f"{key}.{n}"] = value.detach().cpu().contiguous()
+    for n, value in (best or {}).items():
+        tensors[f"best.{n}"] = value.contiguous()
     with atomic_dir(folder) as tmp:
         save_file(tensors, str(tmp / "state.safetensors"))
         write_json_atomic(tmp / "progress.json", {"fingerprint": fingerprint, **asdict(result)})
@@ -198,8 +310,9 @@ def save_checkpoint(
 
 def resume_checkpoint(
     folder: Path, fingerprint: str, named: list[tuple[str, Any]], optimizer: Any, result: TrainResult
-) -> None:
-    """Restore a checkpoint saved by the same training setup; ignore any other."""
+) -> dict[str, Any]:
+    """Restore a checkpoint saved by the same training setup (ignore any other); return the
+    best adapter weights it holds (empty without validation)."""
     import json
 
     import torch
@@ -207,10 +320,10 @@ def resume_checkpoint(
 
     progress_file = folder / "progress.json"
     if not progress_file.is_file():
-        return
+        return {}
     saved = json.loads(progress_file.read_text())
     if saved.pop("fingerprint") != fingerprint:
-        return
+        return {}
     tensors = load_file(str(folder / "state.safetensors"))
     with torch.no_grad():
         for n, p in named:
@@ -222,5 +335,7 @@ def resume_checkpoint(
             }
             if state:
                 optimizer.state[p] = state
+    saved["validation"] = [tuple(v) for v in saved.get("validation", [])]
     for key, value in saved.items():
         setattr(result, key, value)
+    return {n[len("best.") :]: t for n, t in tensors.items() if n.startswith("best.")}
