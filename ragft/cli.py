@@ -55,6 +55,15 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--index", help="index folder: reused when it holds this corpus, else built and saved there")
     e.add_argument("--out", help="folder to write report.json and report.md into")
 
+    a = sub.add_parser("adapters", help="list saved LoRA adapters, or merge one into its base model")
+    asub = a.add_subparsers(dest="action", required=True)
+    al = asub.add_parser("list", help="adapters under a folder (a run folder, an adapters folder, any tree)")
+    al.add_argument("path", help="folder to search")
+    am = asub.add_parser("merge", help="fold an adapter into its base model and save the merged model")
+    am.add_argument("adapter", help="adapter folder (with manifest.json)")
+    am.add_argument("--out", required=True, help="folder for the merged model (safetensors, tokenizer, manifest)")
+    am.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="weights to merge in")
+
     r = sub.add_parser("report", help="re-render one run's report, or set several runs side by side")
     r.add_argument("runs", nargs="+", help="run folders written by `ragft compare`")
     r.add_argument(
@@ -82,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "compare": _compare,
             "report": _report,
             "eval-retrieval": _eval_retrieval,
+            "adapters": _adapters,
         }[args.command](args)
     except RagftError as e:
         print(f"ragft: error: {e}", file=sys.stderr)
@@ -169,6 +179,22 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
         print(f"{name} on {report['queries']} {args.split} queries, {report['documents']} documents: {metrics}")
     if args.out:
         print(f"wrote {args.out}/report.json and report.md")
+    return 0
+
+
+def _adapters(args: argparse.Namespace) -> int:
+    from ragft.finetune.adapter import list_adapters, merge_into_base
+
+    if args.action == "list":
+        rows = list_adapters(args.path)
+        if not rows:
+            print(f"no adapters under {args.path}")
+        for r in rows:
+            size = r["bytes"] / 2**20
+            print(f"{r['folder']}: base {r['base_model']}, {r['records']} records, {r['steps']} steps, {size:.1f} MB")
+        return 0
+    difference = merge_into_base(args.adapter, args.out, args.dtype)
+    print(f"merged {args.adapter} into its base: {args.out}; max abs logit difference to the adapter: {difference:.2e}")
     return 0
 
 

@@ -221,3 +221,61 @@ def test_nan_loss_mid_training_keeps_the_last_good_checkpoint(tmp_path, tiny_mod
     assert json.loads((tmp_path / "c" / "progress.json").read_text())["steps"] == 4
     _, result = train_lora(clean, records, cfg, tokenizer.pad_token_id, checkpoint=tmp_path / "c", fingerprint="f")
     assert result.steps == 8 and all(torch.isfinite(torch.tensor(result.losses)))
+
+
+def test_listed_adapter_merges_to_the_same_logits(tmp_path, tiny_model, tokenizer):
+    import torch
+
+    from ragft.finetune.adapter import list_adapters, merge_adapter
+
+    records = _records(tokenizer)
+    cfg = FinetuneConfig(rank=4, alpha=8, learning_rate=5e-3, epochs=3, batch_size=4)
+    model, _ = train_lora(tiny_model, records, cfg, tokenizer.pad_token_id)
+    save_adapter(
+        model, tmp_path / "run" / "adapters" / "rag_ft", base_model="tiny-base", extra={"training": {"steps": 6}}
+    )
+    (tmp_path / "run" / "index").mkdir()
+    (tmp_path / "run" / "index" / "manifest.json").write_text('{"kind": "vector-index"}')  # not an adapter
+    (listed,) = list_adapters(tmp_path / "run")
+    assert listed["base_model"] == "tiny-base" and listed["steps"] == 6 and listed["bytes"] > 0
+
+    ids = collate(records, tokenizer.pad_token_id)["input_ids"]
+    with torch.no_grad():
+        unmerged = model(input_ids=ids).logits
+    merged, difference = merge_adapter(model, ids)
+    assert not any("lora_" in n for n, _ in merged.named_parameters())
+    assert difference < 1e-4
+    with torch.no_grad():
+        assert torch.allclose(merged(input_ids=ids).logits, unmerged, atol=1e-4)
+
+
+def test_merging_into_a_quantized_base_is_refused(tiny_model, tokenizer):
+    from ragft.finetune.adapter import merge_adapter
+
+    model, _ = train_lora(tiny_model, _records(tokenizer, 4), FinetuneConfig(rank=4, epochs=1, batch_size=4), 0)
+    model.get_base_model().config.quantization_config = {"load_in_8bit": True}
+    with pytest.raises(ArtifactError, match="quantized"):
+        merge_adapter(model, collate(_records(tokenizer, 1), tokenizer.pad_token_id)["input_ids"])
+
+
+def test_adapters_cli_lists_and_merges(tmp_path, tiny_model, tokenizer, capsys):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ragft.cli import main
+    from ragft.finetune.adapter import MERGE_PROBE
+
+    base = tmp_path / "base"
+    tiny_model.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    model, _ = train_lora(tiny_model, _records(tokenizer), FinetuneConfig(rank=4, epochs=3, batch_size=4), 0)
+    save_adapter(model, tmp_path / "adapter", base_model=str(base))
+    assert main(["adapters", "list", str(tmp_path)]) == 0
+    assert f"adapter: base {base}" in capsys.readouterr().out
+    assert main(["adapters", "merge", str(tmp_path / "adapter"), "--out", str(tmp_path / "merged")]) == 0
+    assert "max abs logit difference" in capsys.readouterr().out
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    ids = tokenizer(MERGE_PROBE, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.allclose(merged(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-4)
+    assert json.loads((tmp_path / "merged" / "manifest.json").read_text())["max_abs_logit_difference"] < 1e-4

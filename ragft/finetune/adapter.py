@@ -44,3 +44,83 @@ def load_adapter(model: Any, folder: str | Path, base_model: str) -> Any:
     peft_model = PeftModel.from_pretrained(model, str(folder))
     peft_model.eval()
     return peft_model
+
+
+def list_adapters(root: str | Path) -> list[dict[str, Any]]:
+    """Every adapter folder under `root` (an adapter folder, a run folder or any tree), with
+    what its manifest says; folders without a valid manifest are not adapters."""
+    root = Path(root)
+    rows = []
+    for manifest_file in sorted(root.rglob("manifest.json")):
+        folder = manifest_file.parent
+        try:
+            manifest = adapter_manifest(folder)
+        except ArtifactError:
+            continue
+        training = manifest.get("training", {})
+        rows.append(
+            {
+                "folder": str(folder),
+                "base_model": manifest["base_model"],
+                "records": training.get("records"),
+                "steps": training.get("steps"),
+                "bytes": sum(f.stat().st_size for f in folder.iterdir() if f.is_file()),
+            }
+        )
+    return rows
+
+
+def is_quantized(model: Any) -> bool:
+    """True for a base whose weights are stored quantized (bitsandbytes, GPTQ, int8 ...)."""
+    import torch
+
+    if getattr(model, "is_quantized", False) or getattr(getattr(model, "config", None), "quantization_config", None):
+        return True
+    return any(p.dtype in (torch.int8, torch.uint8) or not p.dtype.is_floating_point for p in model.parameters())
+
+
+def merge_adapter(peft_model: Any, input_ids: Any) -> tuple[Any, float]:
+    """Fold the adapter into the base weights; return (plain model, max abs logit difference
+    between the adapter and the merged model on `input_ids`). A quantized base is refused:
+    merging into rounded weights would silently change the model."""
+    import torch
+
+    base = peft_model.get_base_model()
+    if is_quantized(base):
+        raise ArtifactError("refusing to merge an adapter into a quantized base model; load the base in bf16/fp32")
+    with torch.no_grad():
+        before = peft_model(input_ids=input_ids).logits.float()
+        merged = peft_model.merge_and_unload()
+        after = merged(input_ids=input_ids).logits.float()
+    return merged, float((before - after).abs().max())
+
+
+MERGE_PROBE = "Question: Who keeps the boat book?\nAnswer with a short phrase taken from the context."
+"""Text whose logits are compared before and after a merge."""
+
+
+def merge_into_base(adapter: str | Path, out: str | Path, dtype: str = "float32") -> float:
+    """Load an adapter's base model (named by its manifest), merge, check and save the merged
+    model with its tokenizer and a manifest; return the max abs logit difference."""
+    from ragft.generation import load_causal_lm
+
+    manifest = adapter_manifest(adapter)
+    model, tokenizer = load_causal_lm(manifest["base_model"], dtype)
+    peft_model = load_adapter(model, adapter, manifest["base_model"])
+    ids = tokenizer(MERGE_PROBE, return_tensors="pt")["input_ids"].to(model.device)
+    merged, difference = merge_adapter(peft_model, ids)
+    with atomic_dir(out) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_manifest(
+            tmp,
+            {
+                "kind": "merged-model",
+                "base_model": manifest["base_model"],
+                "adapter": str(Path(adapter).resolve()),
+                "dtype": dtype,
+                "max_abs_logit_difference": difference,
+                "versions": library_versions("torch", "transformers", "peft"),
+            },
+        )
+    return difference
