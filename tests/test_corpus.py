@@ -177,3 +177,43 @@ def test_squad_dev_corpus_loads_with_stable_ids():
     assert len(corpus) == sum(len(a["paragraphs"]) for a in raw["data"])
     assert [d.id for d in corpus] == [d.id for d in load_corpus(path)]
     assert corpus[0].id == f"{raw['data'][0]['title']}/0"
+
+
+def test_squad_questions_split_by_article_and_point_at_their_paragraph(tmp_path):
+    from ragft.tasks.qa import squad_split
+
+    titles = [f"Article_{i}" for i in range(12)]
+    squad = {
+        "data": [
+            {
+                "title": t,
+                "paragraphs": [
+                    {
+                        "context": f"{t} text {n}",
+                        "qas": [{"id": f"{t}-{n}", "question": "q?", "answers": [{"text": "x"}]}],
+                    }
+                    for n in range(2)
+                ],
+            }
+            for t in titles
+        ]
+    }
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps(squad))
+    examples = load_examples(path)
+    assert [e.id for e in examples[:12]] == [f"{t}-0" for t in titles]  # round-robin over articles
+    assert all(e.split == squad_split(e.doc_id.split("/")[0]) for e in examples)
+    assert {e.split for e in examples} == {"train", "test"}
+    corpus_ids = {d.id for d in load_corpus(path)}
+    assert {e.doc_id for e in examples} == corpus_ids
+
+
+@pytest.mark.data
+def test_squad_dev_questions_split_into_train_and_test_articles():
+    examples = load_examples(data_dir() / "squad-v1.1" / "dev-v1.1.json.gz")
+    assert len(examples) == 10570
+    test_articles = {e.doc_id.split("/")[0] for e in examples if e.split == "test"}
+    train_articles = {e.doc_id.split("/")[0] for e in examples if e.split == "train"}
+    assert len(test_articles) == 11 and not test_articles & train_articles
+    first_test = [e for e in examples if e.split == "test"][:300]
+    assert len({e.doc_id.split("/")[0] for e in first_test}) == 11  # a test_limit slice covers every article

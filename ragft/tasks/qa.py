@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from ragft.errors import InputError
-from ragft.io import read_jsonl
+from ragft.io import read_json, read_jsonl
 from ragft.metrics import exact_match, token_f1
 from ragft.types import Example
 
@@ -14,10 +15,12 @@ SPLITS = ("train", "dev", "test")
 
 def load_examples(path: str | Path) -> list[Example]:
     """Read examples: one JSON object a line with id, question, answers (list), split,
-    and optionally doc_id (the document that holds the answer)."""
+    and optionally doc_id (the document that holds the answer); or a SQuAD JSON file."""
     path = Path(path)
     if not path.is_file():
         raise InputError("examples file not found", path)
+    if path.name.endswith((".json", ".json.gz")):
+        return load_squad_examples(path)
     examples, seen = [], {}
     for line, row in read_jsonl(path):
         for key in ("id", "question", "answers", "split"):
@@ -37,6 +40,34 @@ def load_examples(path: str | Path) -> list[Example]:
         examples.append(Example(ex_id, str(row["question"]), tuple(answers), row["split"], row.get("doc_id")))
     if not examples:
         raise InputError("no examples in file", path)
+    return examples
+
+
+def squad_split(title: str) -> str:
+    """An article's split: a quarter of the articles (by a hash of the title) are test."""
+    return "test" if hashlib.sha256(title.encode()).digest()[0] % 4 == 0 else "train"
+
+
+def load_squad_examples(path: str | Path) -> list[Example]:
+    """SQuAD JSON questions, split by article (`squad_split`), doc_id `title/n` as in the
+    SQuAD corpus loader. Examples come round-robin over articles, so a `data.test_limit`
+    slice spreads over every test article."""
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise InputError("not SQuAD JSON (expected {'data': [{'title', 'paragraphs'}]})", path)
+    by_article: list[list[Example]] = []
+    for article in data["data"]:
+        title = article.get("title", "")
+        rows = []
+        for n, paragraph in enumerate(article.get("paragraphs", [])):
+            for qa in paragraph.get("qas", []):
+                answers = tuple(dict.fromkeys(a["text"] for a in qa.get("answers", []) if a.get("text")))
+                if answers:  # SQuAD 2.0's unanswerable questions have none
+                    rows.append(Example(str(qa["id"]), qa["question"], answers, squad_split(title), f"{title}/{n}"))
+        by_article.append(rows)
+    examples = [row[i] for i in range(max(map(len, by_article), default=0)) for row in by_article if i < len(row)]
+    if not examples:
+        raise InputError("no answerable questions in SQuAD file", path)
     return examples
 
 
