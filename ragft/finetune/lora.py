@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,6 +159,7 @@ def train_lora(
     seed: int = 0,
     checkpoint: str | Path | None = None,
     fingerprint: str = "",
+    on_step: Callable[[TrainResult], None] | None = None,
 ) -> tuple[Any, TrainResult]:
     """Wrap `model` with a fresh LoRA adapter and train it on `records`; return (peft model, result).
 
@@ -169,7 +170,8 @@ def train_lora(
     With `checkpoint`, the adapter, optimiser state and progress are saved there every
     `cfg.checkpoint_every` steps, and a later call with the same `fingerprint` resumes from
     the last one: the batch order is replayed from the seed, so the result is the same
-    as an uninterrupted run. A NaN loss stops training naming the step and batch; the
+    as an uninterrupted run. `on_step` is called with the progress after every step.
+    A NaN loss stops training naming the step and batch; the
     last good checkpoint stays.
 
     The loop runs under Hugging Face Accelerate: started by `accelerate launch` with N
@@ -255,6 +257,8 @@ def train_lora(
             result.padded_tokens += int(counts[1])
             bar.update(1)
             bar.set_postfix(loss=f"{mean_loss.item():.3f}")
+            if on_step is not None:
+                on_step(result)
             if held_out and (step % eval_every == 0 or step == total):
                 stop = check_validation()
                 result.stopped_early = stop and step < total
