@@ -55,6 +55,16 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--index", help="index folder: reused when it holds this corpus, else built and saved there")
     e.add_argument("--out", help="folder to write report.json and report.md into")
 
+    w = sub.add_parser("sweep", help="tune fine-tuning settings on validation loss (a grid or a random sample of it)")
+    w.add_argument("config", help="TOML experiment config")
+    w.add_argument("overrides", nargs="*", help="key.sub=value settings that win over the file")
+    w.add_argument(
+        "--grid", action="append", required=True, metavar="KEY=V1,V2", help="finetune.<key> and values to try"
+    )
+    w.add_argument("--variant", default="rag+ft", choices=("ft", "rag+ft"), help="fine-tuned arm to tune")
+    w.add_argument("--sample", type=int, default=0, help="try only N settings drawn at random (0 = the whole grid)")
+    w.add_argument("--out", help="run folder (default: experiment.output_dir/experiment.name)")
+
     a = sub.add_parser("adapters", help="list saved LoRA adapters, or merge one into its base model")
     asub = a.add_subparsers(dest="action", required=True)
     al = asub.add_parser("list", help="adapters under a folder (a run folder, an adapters folder, any tree)")
@@ -92,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "report": _report,
             "eval-retrieval": _eval_retrieval,
             "adapters": _adapters,
+            "sweep": _sweep,
         }[args.command](args)
     except RagftError as e:
         print(f"ragft: error: {e}", file=sys.stderr)
@@ -179,6 +190,16 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
         print(f"{name} on {report['queries']} {args.split} queries, {report['documents']} documents: {metrics}")
     if args.out:
         print(f"wrote {args.out}/report.json and report.md")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from ragft.sweep import parse_grid, sweep, sweep_markdown
+
+    result = sweep(args.config, args.overrides, parse_grid(args.grid), args.variant, args.sample, args.out)
+    print(sweep_markdown(result))
+    best = result["rows"][0]
+    print(f"best: {' '.join(best['settings'])} (validation loss {best['validation_loss']:.4f})")
     return 0
 
 

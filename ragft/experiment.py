@@ -123,7 +123,7 @@ def compare(
     return report
 
 
-def _adapter_fingerprint(variant: str, arm: Arm, config: Config, task: TaskRun) -> str:
+def adapter_fingerprint(variant: str, arm: Arm, config: Config, task: TaskRun) -> str:
     """Everything a variant's adapter depends on (not decoding, not the context it is scored with)."""
     ft = {k: v for k, v in asdict(config.finetune).items() if k != "checkpoint_every"}
     return sha256_json(
@@ -172,7 +172,7 @@ def _variant(
     trained_arm = ARMS[variant]
     arm = with_context(trained_arm, context) if context else trained_arm
     label = label or variant
-    adapter_fp = _adapter_fingerprint(variant, trained_arm, config, task) if arm.trained else None
+    adapter_fp = adapter_fingerprint(variant, trained_arm, config, task) if arm.trained else None
     fingerprint = _fingerprint(arm, adapter_fp, config, task)
     path = run / "predictions" / f"{label}@{context}.jsonl" if context else run / "predictions" / f"{label}.jsonl"
     costs_path = path.with_suffix(".costs.json")
@@ -187,7 +187,9 @@ def _variant(
     with PeakMemory() as memory:
         if arm.trained:
             adapter_dir = run / "adapters" / label.replace("+", "_").replace("@", "_")
-            generator.model, costs["training"] = _adapter(adapter_dir, trained_arm, config, resources, task, adapter_fp)
+            generator.model, costs["training"] = train_or_load_adapter(
+                adapter_dir, trained_arm, config, resources, task, adapter_fp
+            )
             costs["adapter_bytes"] = sum(f.stat().st_size for f in adapter_dir.iterdir())
         try:
             _predict(path, variant, arm, generator, task, done, fingerprint)
@@ -292,7 +294,7 @@ def _load_predictions(path: Path, fingerprint: str) -> dict[str, Prediction]:
     return {row["example_id"]: prediction_from_row(row) for row in rows}
 
 
-def _adapter(
+def train_or_load_adapter(
     folder: Path, arm: Arm, config: Config, resources: Resources, task: TaskRun, fingerprint: str
 ) -> tuple[Any, dict[str, Any]]:
     """Load the variant's adapter if one was trained with this fingerprint, else train it

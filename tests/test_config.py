@@ -58,3 +58,13 @@ def test_every_setting_has_help_text():
     rows = describe()
     assert rows and all(help_text for _, _, help_text in rows), [k for k, _, h in rows if not h]
     assert "LoRA rank" in field_help(type(Config().finetune))["rank"]
+
+
+def test_sweep_grid_keeps_list_values_whole_and_refuses_other_settings():
+    from ragft.sweep import parse_grid, settings_to_try
+
+    grid = parse_grid(['finetune.target_modules=["q_proj","v_proj"],["o_proj"]', "finetune.rank=4,8"])
+    assert grid == {"finetune.target_modules": ['["q_proj","v_proj"]', '["o_proj"]'], "finetune.rank": ["4", "8"]}
+    assert len(settings_to_try(grid, 0, 0)) == 4 and len(settings_to_try(grid, 3, 0)) == 3
+    with pytest.raises(ConfigError, match="finetune"):
+        parse_grid(["retrieval.k=2,3"])

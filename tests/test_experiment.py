@@ -84,3 +84,20 @@ def test_fine_tuned_arms_are_scored_with_no_oracle_and_retrieved_context(tmp_pat
     assert "oracle context" in markdown(report)
     # The views reuse the variant's adapter: one trained, none for the views.
     assert sorted(p.name for p in (tmp_path / "adapters").iterdir()) == ["rag_ft"]
+
+
+def test_sweep_ranks_settings_by_validation_loss_and_reuses_adapters(tmp_path, capsys):
+    from ragft.cli import main
+
+    args = ["sweep", str(ROOT / "configs" / "handbook.toml"), *TINY, "finetune.max_steps=3", "--out", str(tmp_path)]
+    args += ["--grid", "finetune.rank=2,8", "--grid", "finetune.learning_rate=1e-4,3e-3", "--sample", "3"]
+    assert main(args) == 0
+    assert "best: finetune.rank=" in capsys.readouterr().out
+    result = json.loads((tmp_path / "sweep.json").read_text())
+    losses = [r["validation_loss"] for r in result["rows"]]
+    assert len(losses) == 3 and losses == sorted(losses) and len(set(losses)) == 3
+    assert result["validation_fraction"] == 0.1
+    assert not (tmp_path / "predictions").exists()  # test examples were never scored
+    stamps = sorted(p.stat().st_mtime_ns for p in (tmp_path / "sweep").glob("*/manifest.json"))
+    assert main(args) == 0  # the same sweep again trains nothing
+    assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "sweep").glob("*/manifest.json")) == stamps
