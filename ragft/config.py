@@ -39,6 +39,9 @@ class ExperimentConfig:
     """More training seeds: fine-tuned arms are also trained once per seed and the spread is reported."""
     bootstrap_samples: int = 2000
     """Resamples for the bootstrap confidence intervals."""
+    general_examples: str = ""
+    """QA JSONL of general questions outside the task (forgetting check): the base model and every
+    fine-tuned arm answer them without context and the report shows the change; empty: off."""
     context_views: bool = True
     """Also score the base model and every fine-tuned arm with no context, oracle context and retrieved context."""
 

@@ -108,6 +108,11 @@ def compare(
         views = context_views(run, config, resources, task, predictions)
         e = config.experiment
         report["context_views"] = view_table(views, task.metrics, e.bootstrap_samples, e.seed, task.oracle)
+    if config.experiment.general_examples and any(ARMS[v].trained for v in config.experiment.variants):
+        from ragft.forgetting import GeneralSet, forgetting
+
+        general = GeneralSet(config.path(config.experiment.general_examples))
+        report["forgetting"] = forgetting(run, config, resources, task, general)
     errors = {v: dict(Counter(p.error for p in preds if p.error)) for v, preds in predictions.items()}
     if any(errors.values()):
         report["errors"] = errors
@@ -176,7 +181,7 @@ def _variant(
     fingerprint = _fingerprint(arm, adapter_fp, config, task)
     path = run / "predictions" / f"{label}@{context}.jsonl" if context else run / "predictions" / f"{label}.jsonl"
     costs_path = path.with_suffix(".costs.json")
-    done = _load_predictions(path, fingerprint)
+    done = load_predictions(path, fingerprint)
     if all(i in done for i in task.test_ids) and costs_path.is_file():
         saved = read_json(costs_path)
         if saved.get("fingerprint") == fingerprint:
@@ -186,13 +191,13 @@ def _variant(
     generator = resources.generator
     with PeakMemory() as memory:
         if arm.trained:
-            adapter_dir = run / "adapters" / label.replace("+", "_").replace("@", "_")
+            folder = adapter_dir(run, label)
             generator.model, costs["training"] = train_or_load_adapter(
-                adapter_dir, trained_arm, config, resources, task, adapter_fp
+                folder, trained_arm, config, resources, task, adapter_fp
             )
-            costs["adapter_bytes"] = sum(f.stat().st_size for f in adapter_dir.iterdir())
+            costs["adapter_bytes"] = sum(f.stat().st_size for f in folder.iterdir())
         try:
-            _predict(path, variant, arm, generator, task, done, fingerprint)
+            predict(path, variant, arm, generator, task, done, fingerprint)
         finally:
             if arm.trained:
                 generator.model = generator.model.unload()
@@ -234,7 +239,7 @@ def context_views(
     return views
 
 
-def _predict(
+def predict(
     path: Path,
     variant: str,
     arm: Arm,
@@ -278,7 +283,7 @@ def _predict(
     bar.close()
 
 
-def _load_predictions(path: Path, fingerprint: str) -> dict[str, Prediction]:
+def load_predictions(path: Path, fingerprint: str) -> dict[str, Prediction]:
     """Predictions already made with the same fingerprint; stale files are set aside.
 
     A line cut short by a kill mid-write is dropped (its batch is generated again).
@@ -292,6 +297,11 @@ def _load_predictions(path: Path, fingerprint: str) -> dict[str, Prediction]:
     if not path.read_bytes().endswith(b"\n"):  # drop the torn line before appending again
         write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return {row["example_id"]: prediction_from_row(row) for row in rows}
+
+
+def adapter_dir(run: Path, label: str) -> Path:
+    """Where a fine-tuned variant's adapter lives in the run folder (`rag+ft@seed1` -> adapters/rag_ft_seed1)."""
+    return run / "adapters" / label.replace("+", "_").replace("@", "_")
 
 
 def train_or_load_adapter(

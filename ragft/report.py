@@ -250,7 +250,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
             d["from"],
             d["to"],
             label(d["metric"]),
-            f"{100 * d['mean']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f})",
+            _diff(d),
             _p(d["p_value"]),
             _p(d["mcnemar_p"]) if "mcnemar_p" in d else "-",
         ]
@@ -324,6 +324,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
         ),
         *seeds_table,
         *_views_table(report),
+        *_forgetting_table(report),
         *_error_table(report),
     ]
 
@@ -341,6 +342,24 @@ def _views_table(report: dict[str, Any]) -> list[Table]:
         f"{label(primary)} (95% CI)"
     )
     return [(caption, ["model", *contexts], rows)]
+
+
+def _forgetting_table(report: dict[str, Any]) -> list[Table]:
+    """Base and fine-tuned models on general questions outside the task, and each change."""
+    f = report.get("forgetting")
+    if not f:
+        return []
+    rows = []
+    for model, m in f["models"].items():
+        change = f["changes"].get(model)
+        delta = "-" if change is None else _diff(change["f1"])
+        rows.append([model, _ci(m["f1"]), _ci(m["em"]), delta, "-" if change is None else _p(change["f1"]["p_value"])])
+    caption = f"Forgetting check: {f['n']} general questions outside the task, no context (95% CI)"
+    return [(caption, ["model", "F1", "EM", "F1 change vs base", "p"], rows)]
+
+
+def _diff(d: dict[str, float]) -> str:
+    return f"{100 * d['mean']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f})"
 
 
 def _error_table(report: dict[str, Any]) -> list[Table]:

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from conftest import ROOT
 from test_cli import TINY
 
@@ -101,3 +102,30 @@ def test_sweep_ranks_settings_by_validation_loss_and_reuses_adapters(tmp_path, c
     stamps = sorted(p.stat().st_mtime_ns for p in (tmp_path / "sweep").glob("*/manifest.json"))
     assert main(args) == 0  # the same sweep again trains nothing
     assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "sweep").glob("*/manifest.json")) == stamps
+
+
+def test_forgetting_check_scores_base_and_tuned_models_on_general_questions(tmp_path, generator, embedder, monkeypatch):
+    settings = [*TINY, 'experiment.variants=["rag+ft"]', 'experiment.general_examples="../corpora/general/qa.jsonl"']
+    config = load_config(ROOT / "configs" / "handbook.toml", settings)
+    report = compare(config, tmp_path, generator=generator, embedder=embedder)
+    f = report["forgetting"]
+    assert f["n"] == 60 and list(f["models"]) == ["base", "rag+ft"] and list(f["changes"]) == ["rag+ft"]
+    base_rows = (tmp_path / "predictions" / "general" / "base.jsonl").read_text().splitlines()
+    tuned_rows = (tmp_path / "predictions" / "general" / "rag+ft.jsonl").read_text().splitlines()
+    assert len(base_rows) == len(tuned_rows) == 60
+    assert [json.loads(r)["output"] for r in base_rows] != [json.loads(r)["output"] for r in tuned_rows]
+    change = f["changes"]["rag+ft"]["f1"]["mean"]
+    assert change == pytest.approx(f["models"]["rag+ft"]["f1"]["mean"] - f["models"]["base"]["f1"]["mean"])
+    assert "Forgetting check: 60 general questions" in markdown(report)
+
+    # Everything is cached: the same experiment again loads no model at all.
+    from ragft.generation import Generator
+    from ragft.retrieval import Embedder
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(Generator, "load", refuse)
+    monkeypatch.setattr(Embedder, "__init__", refuse)
+    again = compare(config, tmp_path)
+    assert again["forgetting"] == f
