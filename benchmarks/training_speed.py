@@ -26,7 +26,7 @@ import torch
 from ragft.arms import ARMS
 from ragft.config import FinetuneConfig, load_config
 from ragft.experiment import Resources, load_task
-from ragft.finetune.lora import lora_config, train_lora
+from ragft.finetune.lora import peft_config, train_lora
 from ragft.generation import Generator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +89,7 @@ def trl_tokens_per_second(model, tokenizer, records, cfg, warmup: int, out: str)
         args=args,
         train_dataset=data,
         processing_class=tokenizer,
-        peft_config=lora_config(cfg),
+        peft_config=peft_config(cfg),
         callbacks=[Marks()],
     )
     trainer.train()

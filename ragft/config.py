@@ -133,6 +133,8 @@ class GenerationConfig:
 
 @dataclass
 class FinetuneConfig:
+    method: str = "lora"
+    """Parameter-efficient method: lora, ia3 or prompt_tuning (all through peft)."""
     rank: int = 16
     """LoRA rank."""
     alpha: int = 32
@@ -161,6 +163,8 @@ class FinetuneConfig:
     """Stop after this many validation checks without a new best (0 = train to the end)."""
     max_length: int = 768
     """Longest training record in tokens; longer contexts are cut, answers never."""
+    virtual_tokens: int = 20
+    """Prompt tuning: trained input embeddings put before every prompt."""
     distractors: int = 2
     """Retrieved non-gold passages put beside the gold one in `rag+ft` training prompts."""
     p_no_gold: float = 0.2
@@ -384,6 +388,7 @@ def _validate(config: Config) -> None:
     if not 0.0 <= config.finetune.p_no_gold <= 1.0:
         raise ConfigError(f"finetune.p_no_gold must be within [0, 1], got {config.finetune.p_no_gold}")
     _choice("data.kind", config.data.kind, ("qa", "sql"))
+    _choice("finetune.method", config.finetune.method, ("lora", "ia3", "prompt_tuning"))
     _choice("models.embedder_dtype", config.models.embedder_dtype, ("float32", "bfloat16"))
     _choice("chunking.unit", config.chunking.unit, ("characters", "tokens"))
     _choice("retrieval.method", config.retrieval.method, ("dense", "bm25", "hybrid"))

@@ -19,7 +19,7 @@ from typing import Any
 from ragft.arms import ARMS, CONTEXTS, Arm, with_context
 from ragft.config import Config
 from ragft.errors import ArtifactError
-from ragft.finetune.adapter import adapter_manifest, load_adapter, save_adapter
+from ragft.finetune.adapter import adapter_manifest, detach_adapter, load_adapter, save_adapter
 from ragft.generation import Generator
 from ragft.io import (
     append_jsonl,
@@ -200,8 +200,7 @@ def _variant(
             predict(path, variant, arm, generator, task, done, fingerprint)
         finally:
             if arm.trained:
-                generator.model = generator.model.unload()
-                generator.model.eval()
+                generator.model = detach_adapter(generator.model)
     costs["peak_rss_bytes"] = memory.peak
     if memory.gpu_peak is not None:
         costs["peak_gpu_bytes"] = memory.gpu_peak

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragft.arms import ARMS, Arm, build_prompt
+from ragft.finetune.adapter import detach_adapter
 from ragft.io import sha256_file, sha256_json
 from ragft.models import model_id
 from ragft.stats import bootstrap, paired_difference
@@ -69,8 +70,7 @@ def forgetting(run: Path, config: Config, resources: Resources, task: TaskRun, g
                 predict(path, f"general/{model}", arm, generator, general, done, fingerprint)
             finally:
                 if adapter is not None:
-                    generator.model = generator.model.unload()
-                    generator.model.eval()
+                    generator.model = detach_adapter(generator.model)
         scores[model] = [done[i] for i in general.test_ids]
     samples, seed = config.experiment.bootstrap_samples, config.experiment.seed
     base = scores["base"]

@@ -16,6 +16,7 @@ from ragft.arms import ARMS
 from ragft.config import Config, load_config
 from ragft.errors import ConfigError
 from ragft.experiment import Resources, adapter_fingerprint, load_task, train_or_load_adapter
+from ragft.finetune.adapter import detach_adapter
 from ragft.io import sha256_json, write_json_atomic, write_text_atomic
 from ragft.report import markdown_table
 
@@ -86,8 +87,7 @@ def sweep(
         fingerprint = adapter_fingerprint(variant, arm, config, task)
         folder = run / "sweep" / sha256_json(combo)[:12]
         peft_model, training = train_or_load_adapter(folder, arm, config, resources, task, fingerprint)
-        resources.generator.model = peft_model.unload()
-        resources.generator.model.eval()
+        resources.generator.model = detach_adapter(peft_model)
         best = min(loss for _, loss in training["validation"])
         rows.append({"settings": combo, "validation_loss": best, "adapter": str(folder), **_summary(training)})
     rows.sort(key=lambda r: r["validation_loss"])

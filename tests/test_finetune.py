@@ -279,3 +279,40 @@ def test_adapters_cli_lists_and_merges(tmp_path, tiny_model, tokenizer, capsys):
     with torch.no_grad():
         assert torch.allclose(merged(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-4)
     assert json.loads((tmp_path / "merged" / "manifest.json").read_text())["max_abs_logit_difference"] < 1e-4
+
+
+@pytest.mark.parametrize(("method", "lr"), [("ia3", 3e-2), ("prompt_tuning", 0.3)])
+def test_other_peft_methods_train_save_reload_and_generate(method, lr, tmp_path, tiny_model, tokenizer):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ragft.finetune.adapter import detach_adapter, merge_adapter
+    from ragft.generation import Generator
+
+    tiny_model.save_pretrained(tmp_path / "base")
+    records = _records(tokenizer)
+    cfg = FinetuneConfig(method=method, learning_rate=lr, epochs=30, batch_size=4, virtual_tokens=4)
+    model, result = train_lora(tiny_model, records, cfg, tokenizer.pad_token_id, seed=0)
+    assert sum(result.losses[-4:]) / 4 < 0.8 * sum(result.losses[:4]) / 4
+    kind = {"ia3": "ia3_", "prompt_tuning": "prompt_encoder"}[method]
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(kind in n for n in trainable)
+
+    batch = collate(records, tokenizer.pad_token_id)
+    with torch.no_grad():
+        expected = answer_loss(model, **batch)
+    save_adapter(model, tmp_path / "adapter", base_model="tiny-base")
+    fresh = AutoModelForCausalLM.from_pretrained(tmp_path / "base")
+    reloaded = load_adapter(fresh, tmp_path / "adapter", base_model="tiny-base")
+    with torch.no_grad():
+        assert answer_loss(reloaded, **batch).item() == pytest.approx(expected.item(), rel=1e-5)
+
+    # The adapter changes what the generator writes; taking it off restores the base.
+    prompts = ["Question number 3: what is the code word?"]
+    tuned = Generator(reloaded, tokenizer, "tiny", max_new_tokens=4).generate_batch(prompts)
+    plain = Generator(AutoModelForCausalLM.from_pretrained(tmp_path / "base"), tokenizer, "tiny", max_new_tokens=4)
+    assert tuned[0].completion_tokens > 0 and tuned[0].prompt_tokens == plain.generate_batch(prompts)[0].prompt_tokens
+    assert detach_adapter(reloaded) is not None and not any(kind in n for n, _ in fresh.named_parameters())
+    if method == "prompt_tuning":
+        with pytest.raises(ArtifactError, match="no weights to merge"):
+            merge_adapter(model, batch["input_ids"])

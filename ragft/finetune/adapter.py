@@ -46,6 +46,15 @@ def load_adapter(model: Any, folder: str | Path, base_model: str) -> Any:
     return peft_model
 
 
+def detach_adapter(peft_model: Any) -> Any:
+    """The base model with the adapter taken off (not merged), in eval mode."""
+    from ragft.finetune.lora import is_prompt_learning
+
+    base = peft_model.get_base_model() if is_prompt_learning(peft_model) else peft_model.unload()
+    base.eval()
+    return base
+
+
 def list_adapters(root: str | Path) -> list[dict[str, Any]]:
     """Every adapter folder under `root` (an adapter folder, a run folder or any tree), with
     what its manifest says; folders without a valid manifest are not adapters."""
@@ -85,6 +94,10 @@ def merge_adapter(peft_model: Any, input_ids: Any) -> tuple[Any, float]:
     merging into rounded weights would silently change the model."""
     import torch
 
+    from ragft.finetune.lora import is_prompt_learning
+
+    if is_prompt_learning(peft_model):
+        raise ArtifactError("a prompt-tuning adapter adds input embeddings; there are no weights to merge it into")
     base = peft_model.get_base_model()
     if is_quantized(base):
         raise ArtifactError("refusing to merge an adapter into a quantized base model; load the base in bf16/fp32")

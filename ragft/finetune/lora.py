@@ -42,9 +42,20 @@ class TrainResult:
     """True when validation loss stopped improving for `patience` checks before the last step."""
 
 
-def lora_config(cfg: FinetuneConfig) -> Any:
-    from peft import LoraConfig, TaskType
+METHODS = ("lora", "ia3", "prompt_tuning")
+"""Parameter-efficient methods `finetune.method` chooses from (all through peft)."""
 
+
+def peft_config(cfg: FinetuneConfig) -> Any:
+    """The peft config of `cfg.method`: LoRA (rank, alpha, dropout, target modules), IA3
+    (peft's standard key, value and down projections for the model type) or prompt tuning
+    (`cfg.virtual_tokens` trained input embeddings)."""
+    from peft import IA3Config, LoraConfig, PromptTuningConfig, TaskType
+
+    if cfg.method == "ia3":
+        return IA3Config(task_type=TaskType.CAUSAL_LM)
+    if cfg.method == "prompt_tuning":
+        return PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=cfg.virtual_tokens)
     return LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=cfg.rank,
@@ -52,6 +63,12 @@ def lora_config(cfg: FinetuneConfig) -> Any:
         lora_dropout=cfg.dropout,
         target_modules=list(cfg.target_modules),
     )
+
+
+def is_prompt_learning(model: Any) -> bool:
+    """True for a peft model whose adapter is trained input embeddings (prompt tuning)."""
+    config = getattr(model, "active_peft_config", None)
+    return bool(getattr(config, "is_prompt_learning", False))
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -91,6 +108,8 @@ def answer_loss(model: Any, input_ids: Any, attention_mask: Any, labels: Any) ->
     """
     import torch
 
+    if is_prompt_learning(model):  # the virtual tokens are added in the peft model's own forward
+        return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     targets = labels[:, 1:]
@@ -161,7 +180,8 @@ def train_lora(
     fingerprint: str = "",
     on_step: Callable[[TrainResult], None] | None = None,
 ) -> tuple[Any, TrainResult]:
-    """Wrap `model` with a fresh LoRA adapter and train it on `records`; return (peft model, result).
+    """Wrap `model` with a fresh adapter (`cfg.method`: LoRA, IA3 or prompt tuning) and train
+    it on `records`; return (peft model, result).
 
     With `cfg.validation_fraction`, that share of the records is held out and its loss
     measured every `cfg.eval_every` steps; the adapter of the best check is kept, and with
@@ -190,7 +210,7 @@ def train_lora(
     accelerator = Accelerator(cpu=not torch.cuda.is_available())  # without CUDA, processes talk over gloo
     world, rank = accelerator.num_processes, accelerator.process_index
     train, held_out = split_validation(records, cfg.validation_fraction, seed)
-    model = get_peft_model(model, lora_config(cfg))
+    model = get_peft_model(model, peft_config(cfg))
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
     step_loss = accelerator.prepare(_loss_module(model))
