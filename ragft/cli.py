@@ -55,6 +55,15 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--index", help="index folder: reused when it holds this corpus, else built and saved there")
     e.add_argument("--out", help="folder to write report.json and report.md into")
 
+    f = sub.add_parser(
+        "finetune",
+        help="train one fine-tuned arm's adapter into the run folder (works under `accelerate launch`)",
+    )
+    f.add_argument("config", help="TOML experiment config")
+    f.add_argument("overrides", nargs="*", help="key.sub=value settings that win over the file")
+    f.add_argument("--variant", default="rag+ft", choices=("ft", "rag+ft"), help="fine-tuned arm to train")
+    f.add_argument("--out", help="run folder (default: experiment.output_dir/experiment.name)")
+
     w = sub.add_parser("sweep", help="tune fine-tuning settings on validation loss (a grid or a random sample of it)")
     w.add_argument("config", help="TOML experiment config")
     w.add_argument("overrides", nargs="*", help="key.sub=value settings that win over the file")
@@ -103,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "eval-retrieval": _eval_retrieval,
             "adapters": _adapters,
             "sweep": _sweep,
+            "finetune": _finetune,
         }[args.command](args)
     except RagftError as e:
         print(f"ragft: error: {e}", file=sys.stderr)
@@ -190,6 +200,22 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
         print(f"{name} on {report['queries']} {args.split} queries, {report['documents']} documents: {metrics}")
     if args.out:
         print(f"wrote {args.out}/report.json and report.md")
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from ragft.config import load_config
+    from ragft.experiment import finetune, run_dir_for
+
+    config = load_config(args.config, args.overrides)
+    run_dir = args.out or run_dir_for(config)
+    training = finetune(config, args.variant, run_dir)
+    if int(os.environ.get("RANK", "0")) == 0:
+        t = training
+        print(
+            f"{args.variant}: {t['steps']} steps on {t['records']} records in {t['seconds']:.0f} s "
+            f"(loss {t['first_loss']:.3f} -> {t['last_loss']:.3f}); adapter in {run_dir}/adapters"
+        )
     return 0
 
 

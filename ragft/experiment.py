@@ -9,6 +9,7 @@ manifests match what this run would build.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections import Counter
 from dataclasses import asdict, replace
@@ -18,7 +19,7 @@ from typing import Any
 
 from ragft.arms import ARMS, CONTEXTS, Arm, with_context
 from ragft.config import Config
-from ragft.errors import ArtifactError
+from ragft.errors import ArtifactError, ConfigError
 from ragft.finetune.adapter import adapter_manifest, detach_adapter, load_adapter, save_adapter
 from ragft.generation import Generator
 from ragft.io import (
@@ -341,11 +342,44 @@ def train_or_load_adapter(
     }
     if result.validation:
         training.update(validation=result.validation, best_step=result.best_step, stopped_early=result.stopped_early)
-    save_adapter(
-        peft_model, folder, base_id, {"fingerprint": fingerprint, "training": training, "losses": result.losses}
-    )
-    shutil.rmtree(checkpoint, ignore_errors=True)
+    if _is_main_process():
+        extra = {"fingerprint": fingerprint, "training": training, "losses": result.losses}
+        save_adapter(peft_model, folder, base_id, extra)
+        shutil.rmtree(checkpoint, ignore_errors=True)
     return peft_model, training
+
+
+def _is_main_process() -> bool:
+    """False in the other processes of an `accelerate launch` / torchrun job (they save nothing)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def finetune(config: Config, variant: str, run_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train (or find already trained) one fine-tuned variant's adapter in the run folder,
+    where `compare` then reuses it; return what the training recorded.
+
+    Safe under `accelerate launch` with several processes: the main process prepares the
+    task (index, retrieval caches) before the others read it, all of them train together,
+    and only the main process writes the adapter.
+    """
+    import torch
+    from accelerate import PartialState
+
+    if variant not in ARMS or not ARMS[variant].trained:
+        raise ConfigError(f"variant must be a fine-tuned arm (ft or rag+ft), got {variant!r}")
+    run = Path(run_dir) if run_dir is not None else run_dir_for(config)
+    state = PartialState(cpu=not torch.cuda.is_available())
+    resources = Resources(config)
+    with state.main_process_first():
+        run.mkdir(parents=True, exist_ok=True)
+        task = load_task(run, config, resources)
+    if state.is_main_process:
+        write_json_atomic(run / "config.json", config.to_dict())
+    arm = ARMS[variant]
+    fingerprint = adapter_fingerprint(variant, arm, config, task)
+    _, training = train_or_load_adapter(adapter_dir(run, variant), arm, config, resources, task, fingerprint)
+    state.wait_for_everyone()
+    return training
 
 
 def load_task(run: Path, config: Config, resources: Resources) -> TaskRun:

@@ -32,3 +32,36 @@ def test_two_process_training_matches_one_process(tmp_path):
     # losses is the whole batch's loss: the curves agree with one process.
     assert ranks[0]["losses"] == pytest.approx(single["losses"], rel=1e-4)
     assert ranks[0]["losses"][-1] < 0.5 * ranks[0]["losses"][0]
+
+
+@pytest.mark.slow  # two processes each load the 135M generator and the embedder: minutes on 2 cores
+def test_finetune_command_under_two_processes_leaves_an_adapter_compare_reuses(tmp_path, generator, embedder):
+    from test_cli import TINY
+
+    from ragft.config import load_config
+    from ragft.experiment import compare
+
+    config = ROOT / "configs" / "handbook.toml"
+    settings = [*TINY, 'experiment.variants=["rag+ft"]', "experiment.context_views=false"]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
+    cmd = [
+        *launch,
+        "-m",
+        "ragft.cli",
+        "finetune",
+        str(config),
+        *settings,
+        "--variant",
+        "rag+ft",
+        "--out",
+        str(tmp_path),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("rag+ft: 2 steps") == 1  # printed by the main process only
+    manifest = tmp_path / "adapters" / "rag_ft" / "manifest.json"
+    stamp = manifest.stat().st_mtime_ns
+    report = compare(load_config(config, settings), tmp_path, generator=generator, embedder=embedder)
+    assert manifest.stat().st_mtime_ns == stamp  # the adapter was reused, not trained again
+    assert report["variants"]["rag+ft"]["costs"]["training"]["steps"] == 2
