@@ -1,5 +1,5 @@
 """Trains a tiny random Llama with ragft's LoRA loop; run by tests/test_accelerate.py under
-`accelerate launch --cpu --num_processes 2`. Each process writes what it ended with."""
+`accelerate launch --multi_gpu --num_processes 2` (on CPUs: gloo). Each process writes what it ended with."""
 
 import hashlib
 import json
@@ -7,8 +7,7 @@ import random
 import sys
 from pathlib import Path
 
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from conftest import tiny_llama
 
 from ragft.config import FinetuneConfig
 from ragft.finetune.data import make_record
@@ -23,19 +22,7 @@ def main(out: Path) -> None:
         make_record(str(i), [rng.randrange(3, 120) for _ in range(rng.randint(6, 20))], [i % 50 + 60, 7], 2, 64)
         for i in range(16)
     ]
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        initializer_range=0.2,
-        pad_token_id=0,
-        eos_token_id=2,
-    )
-    model = LlamaForCausalLM(config)
+    model = tiny_llama(vocab_size=128, pad_token_id=0, eos_token_id=2).train()
     cfg = FinetuneConfig(rank=4, alpha=8, learning_rate=3e-2, epochs=4, batch_size=4)
     model, result = train_lora(model, records, cfg, pad_id=0, seed=0)
     weights = b"".join(p.detach().numpy().tobytes() for n, p in sorted(model.named_parameters()) if "lora_" in n)

@@ -55,15 +55,14 @@ def tokenizer(generator):
     return generator.tokenizer
 
 
-@pytest.fixture
-def tiny_model(tokenizer):
-    """A randomly initialised 2-layer Llama with the real tokenizer's vocabulary."""
+def tiny_llama(vocab_size: int, pad_token_id: int, eos_token_id: int):
+    """A randomly initialised 2-layer Llama (seeded), for training mechanics."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size,
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
@@ -71,7 +70,13 @@ def tiny_model(tokenizer):
         num_key_value_heads=1,
         max_position_embeddings=512,
         initializer_range=0.2,  # logits large enough for LoRA alone to move the loss
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=pad_token_id,
+        eos_token_id=eos_token_id,
     )
     return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture
+def tiny_model(tokenizer):
+    """A tiny random Llama with the real tokenizer's vocabulary."""
+    return tiny_llama(len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)

@@ -8,11 +8,11 @@ from nbclient import NotebookClient
 from test_cli import TINY
 
 
-def test_compare_notebook_runs_and_plots(tmp_path, monkeypatch):
-    overrides = [*TINY, f"experiment.output_dir={json.dumps(str(tmp_path))}"]
+def _execute(name: str, overrides: list[str], monkeypatch) -> list[dict]:
+    """Run a notebook with `key.sub=value` overrides; return its code cells' outputs (none an error)."""
     monkeypatch.setenv("RAGFT_NOTEBOOK_OVERRIDES", json.dumps(overrides))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    nb = nbformat.read(ROOT / "notebooks" / "01_compare.ipynb", as_version=4)
+    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
     NotebookClient(
         nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}
     ).execute()
@@ -20,6 +20,11 @@ def test_compare_notebook_runs_and_plots(tmp_path, monkeypatch):
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)
     assert any("| rag+ft |" in o.get("data", {}).get("text/markdown", "") for o in outputs)
+    return outputs
+
+
+def test_compare_notebook_runs_and_plots(tmp_path, monkeypatch):
+    _execute("01_compare.ipynb", [*TINY, f"experiment.output_dir={json.dumps(str(tmp_path))}"], monkeypatch)
     assert (tmp_path / "handbook" / "report.json").is_file()
 
 
@@ -30,15 +35,6 @@ def test_text_to_sql_notebook_runs_and_plots(tmp_path, monkeypatch):
         "generation.max_new_tokens=48",
         f"experiment.output_dir={json.dumps(str(tmp_path))}",
     ]
-    monkeypatch.setenv("RAGFT_NOTEBOOK_OVERRIDES", json.dumps(overrides))
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    nb = nbformat.read(ROOT / "notebooks" / "02_text_to_sql.ipynb", as_version=4)
-    NotebookClient(
-        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}
-    ).execute()
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    assert any("image/png" in o.get("data", {}) for o in outputs)
-    assert any("| rag+ft |" in o.get("data", {}).get("text/markdown", "") for o in outputs)
+    outputs = _execute("02_text_to_sql.ipynb", overrides, monkeypatch)
     assert any("refused" in o.get("text", "") for o in outputs)
     assert (tmp_path / "tidewatch-sql" / "report.json").is_file()
