@@ -18,6 +18,7 @@ from ragft.io import (
     library_versions,
     read_manifest,
     sha256_file,
+    sha256_json,
     write_manifest,
     write_text_atomic,
 )
@@ -106,7 +107,7 @@ def model_id(name: str) -> str:
 
 def convert_gguf(gguf: Path, name: str) -> Path:
     """Dequantise a GGUF checkpoint once into a cached safetensors folder; return the folder."""
-    digest = _gguf_digest(gguf)
+    digest = file_digest(gguf)
     target = cache_dir() / "models" / f"{name}-{digest[:12]}"
     try:
         manifest = read_manifest(target, "converted-model")
@@ -146,15 +147,32 @@ def convert_gguf(gguf: Path, name: str) -> Path:
     return target
 
 
-def _gguf_digest(path: Path) -> str:
-    """sha256 of the GGUF file, remembered beside the cache keyed by size and mtime."""
+def file_digest(path: Path) -> str:
+    """sha256 of a file, remembered in the cache keyed by its path, size and mtime."""
     stat = path.stat()
-    memo = cache_dir() / "models" / "digests" / f"{path.name}-{stat.st_size}-{int(stat.st_mtime)}"
+    key = sha256_json([str(path.resolve()), stat.st_size, stat.st_mtime_ns])[:16]
+    memo = cache_dir() / "models" / "digests" / f"{path.name}-{key}"
     if memo.is_file():
         return memo.read_text().strip()
     digest = sha256_file(path)
     write_text_atomic(memo, digest)
     return digest
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+
+
+def weights_digest(name: str) -> str | None:
+    """A hash of a model's weight files (None for a hub id not on this machine), so an
+    adapter can tell the exact base it was trained on from another with the same name."""
+    alias = ALIASES.get(name)
+    path = alias_source(alias) if alias is not None else Path(name).expanduser()
+    if path is None or not path.exists():
+        return None
+    if path.is_file():
+        return file_digest(path)
+    files = sorted(f for f in path.rglob("*") if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
+    return sha256_json([[str(f.relative_to(path)), file_digest(f)] for f in files]) if files else None
 
 
 def list_models() -> list[dict[str, str]]:

@@ -316,3 +316,23 @@ def test_other_peft_methods_train_save_reload_and_generate(method, lr, tmp_path,
     if method == "prompt_tuning":
         with pytest.raises(ArtifactError, match="no weights to merge"):
             merge_adapter(model, batch["input_ids"])
+
+
+def test_adapter_for_other_weights_under_the_same_name_is_refused(tmp_path, tiny_model, tokenizer):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    base = tmp_path / "base"
+    tiny_model.save_pretrained(base)
+    model, _ = train_lora(tiny_model, _records(tokenizer, 4), FinetuneConfig(rank=4, epochs=1, batch_size=4), 0)
+    save_adapter(model, tmp_path / "adapter", base_model=str(base))
+    manifest = json.loads((tmp_path / "adapter" / "manifest.json").read_text())
+    assert len(manifest["base_model_sha256"]) == 64
+    load_adapter(AutoModelForCausalLM.from_pretrained(base), tmp_path / "adapter", str(base))  # same weights: fine
+
+    retrained = AutoModelForCausalLM.from_pretrained(base)
+    with torch.no_grad():
+        retrained.model.norm.weight.mul_(1.01)
+    retrained.save_pretrained(base)  # the same folder now holds other weights
+    with pytest.raises(ArtifactError, match="other weights"):
+        load_adapter(retrained, tmp_path / "adapter", str(base))

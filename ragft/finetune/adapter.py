@@ -12,7 +12,10 @@ KIND = "lora-adapter"
 
 
 def save_adapter(peft_model: Any, folder: str | Path, base_model: str, extra: dict[str, Any] | None = None) -> Path:
-    """Save the adapter weights (safetensors) and a manifest naming the base model, atomically."""
+    """Save the adapter weights (safetensors) and a manifest naming the base model and the
+    hash of its weight files, atomically."""
+    from ragft.models import weights_digest
+
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
         peft_model.save_pretrained(tmp, safe_serialization=True)
@@ -21,6 +24,7 @@ def save_adapter(peft_model: Any, folder: str | Path, base_model: str, extra: di
             {
                 "kind": KIND,
                 "base_model": base_model,
+                "base_model_sha256": weights_digest(base_model),
                 **(extra or {}),
                 "versions": library_versions("torch", "transformers", "peft"),
             },
@@ -36,10 +40,18 @@ def load_adapter(model: Any, folder: str | Path, base_model: str) -> Any:
     """Attach a saved adapter to `model`; refuse one trained on another base model."""
     from peft import PeftModel
 
+    from ragft.models import weights_digest
+
     manifest = adapter_manifest(folder)
     if manifest["base_model"] != base_model:
         raise ArtifactError(
             f"{folder}: adapter was trained on base model {manifest['base_model']!r}, not on {base_model!r}"
+        )
+    trained_on, here = manifest.get("base_model_sha256"), weights_digest(base_model)
+    if trained_on and here and trained_on != here:
+        raise ArtifactError(
+            f"{folder}: adapter was trained on other weights of {base_model!r} "
+            f"(sha256 {trained_on[:12]}, these are {here[:12]})"
         )
     peft_model = PeftModel.from_pretrained(model, str(folder))
     peft_model.eval()
