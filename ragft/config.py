@@ -165,6 +165,9 @@ class FinetuneConfig:
     """Longest training record in tokens; longer contexts are cut, answers never."""
     virtual_tokens: int = 20
     """Prompt tuning: trained input embeddings put before every prompt."""
+    quote: bool = False
+    """rag+ft targets quote the gold passage's sentence that holds the answer before giving it
+    (`Quote: "..."` then `Answer: ...`); raise generation.max_new_tokens to leave room for the quote."""
     distractors: int = 2
     """Retrieved non-gold passages put beside the gold one in `rag+ft` training prompts."""
     p_no_gold: float = 0.2

@@ -336,3 +336,37 @@ def test_adapter_for_other_weights_under_the_same_name_is_refused(tmp_path, tiny
     retrained.save_pretrained(base)  # the same folder now holds other weights
     with pytest.raises(ArtifactError, match="other weights"):
         load_adapter(retrained, tmp_path / "adapter", str(base))
+
+
+def test_quoted_answers_cite_the_sentence_and_scoring_reads_the_final_answer():
+    from ragft.finetune.data import quoted_answer
+    from ragft.tasks.qa import final_answer, score
+
+    passage = "The co-op was founded in 1931.  Jonas Merriweather keeps the boat book. Dues are paid in May."
+    target = quoted_answer(passage, "Jonas Merriweather")
+    assert target == 'Quote: "Jonas Merriweather keeps the boat book."\nAnswer: Jonas Merriweather'
+    assert quoted_answer(None, "May") == quoted_answer("Nothing relevant.", "May") == "Answer: May"
+    assert final_answer(target) == "Jonas Merriweather" and final_answer("plain words") == "plain words"
+    assert score(target, ("Jonas Merriweather",))["em"] == 1.0
+
+
+def test_quote_setting_puts_the_gold_sentence_into_rag_ft_targets(tmp_path, generator, embedder):
+    from conftest import ROOT
+    from test_cli import TINY
+
+    from ragft.arms import ARMS
+    from ragft.config import load_config
+    from ragft.experiment import Resources, load_task
+
+    config = load_config(ROOT / "configs" / "handbook.toml", [*TINY, "finetune.quote=true"])
+    task = load_task(tmp_path, config, Resources(config, generator, embedder))
+    records = task.train_records(ARMS["rag+ft"], generator, config)
+    targets = [generator.tokenizer.decode([t for t in r.labels if t != IGNORE]) for r in records]
+    quoted = [t for t in targets if t.startswith('Quote: "')]
+    assert quoted and len(quoted) < len(targets)  # RAFT leaves the gold passage out of some prompts
+    for record, target in zip(records, targets):
+        answer = target.rsplit("Answer: ", 1)[1].removesuffix(generator.tokenizer.eos_token)
+        assert answer in {e.answers[0] for e in task.train}
+        if target.startswith('Quote: "'):
+            sentence = target.split('"')[1]
+            assert sentence in " ".join(generator.tokenizer.decode(record.input_ids).split())

@@ -8,6 +8,7 @@ fraction of records (RAFT), so the model learns to read, quote and ignore noise.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -90,3 +91,13 @@ def raft_passages(
     passages = distractors[: n_passages - 1]
     passages.insert(rng.randrange(len(passages) + 1), gold)
     return passages
+
+
+def quoted_answer(passage: str | None, answer: str) -> str:
+    """The training target of `finetune.quote`: the passage's sentence that holds the answer,
+    quoted, then the answer (`Answer: ...` alone where the passage is not shown or lacks it)."""
+    if passage:
+        for sentence in re.split(r"(?<=[.!?])\s+", " ".join(passage.split())):
+            if answer.lower() in sentence.lower():
+                return f'Quote: "{sentence}"\nAnswer: {answer}'
+    return f"Answer: {answer}"

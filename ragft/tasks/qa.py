@@ -71,5 +71,14 @@ def load_squad_examples(path: str | Path) -> list[Example]:
     return examples
 
 
+def final_answer(output: str) -> str:
+    """The answer in an output: what follows the last `Answer:` (outputs that quote their
+    passage first), else the whole output."""
+    head, marker, tail = output.rpartition("Answer:")
+    return tail.strip() if marker else output.strip()
+
+
 def score(prediction: str, answers: tuple[str, ...]) -> dict[str, float]:
+    """SQuAD exact match and token F1 of the prediction's final answer."""
+    prediction = final_answer(prediction)
     return {"em": exact_match(prediction, answers), "f1": token_f1(prediction, answers)}

@@ -15,7 +15,7 @@ from ragft.corpus import load_corpus
 from ragft.corpus.chunking import chunk_for_embedder
 from ragft.corpus.loaders import JsonlFields
 from ragft.errors import RagftError
-from ragft.finetune.data import SFTRecord, gold_chunk, make_record, raft_passages
+from ragft.finetune.data import SFTRecord, gold_chunk, make_record, quoted_answer, raft_passages
 from ragft.io import append_jsonl, read_jsonl, sha256_file, sha256_json
 from ragft.metrics import recall_at_k
 from ragft.models import model_id
@@ -132,12 +132,15 @@ class QaRun:
         records = []
         eos = generator.tokenizer.eos_token_id
         for e, row in zip(self.train, hits):
-            passages = []
+            passages, target = [], e.answers[0]
             if arm.context:
                 gold = gold_chunk(e, by_doc)
-                passages = [c.text for c in raft_passages(e, row, gold, n_passages, ft.p_no_gold, rng)]
+                shown = raft_passages(e, row, gold, n_passages, ft.p_no_gold, rng)
+                passages = [c.text for c in shown]
+                if ft.quote:
+                    target = quoted_answer(gold.text if gold in shown else None, e.answers[0])
             prompt = build_prompt(generator, arm, e, passages, [])
-            answer = generator.encode(e.answers[0])
+            answer = generator.encode(target)
             records.append(make_record(e.id, generator.encode(prompt), answer, eos, ft.max_length))
         return records
 
