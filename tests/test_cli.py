@@ -16,6 +16,7 @@ TINY = [
     "finetune.batch_size=4",
     "generation.max_new_tokens=12",
     "experiment.bootstrap_samples=200",
+    'experiment.general_examples=""',  # the forgetting check has its own test
 ]
 
 
