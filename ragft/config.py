@@ -134,7 +134,7 @@ class GenerationConfig:
 @dataclass
 class FinetuneConfig:
     method: str = "lora"
-    """Parameter-efficient method: lora, ia3 or prompt_tuning (all through peft)."""
+    """lora, ia3 or prompt_tuning (through peft), or full: every weight trains (small models; fp32 memory)."""
     rank: int = 16
     """LoRA rank."""
     alpha: int = 32
@@ -391,7 +391,7 @@ def _validate(config: Config) -> None:
     if not 0.0 <= config.finetune.p_no_gold <= 1.0:
         raise ConfigError(f"finetune.p_no_gold must be within [0, 1], got {config.finetune.p_no_gold}")
     _choice("data.kind", config.data.kind, ("qa", "sql"))
-    _choice("finetune.method", config.finetune.method, ("lora", "ia3", "prompt_tuning"))
+    _choice("finetune.method", config.finetune.method, ("lora", "ia3", "prompt_tuning", "full"))
     _choice("models.embedder_dtype", config.models.embedder_dtype, ("float32", "bfloat16"))
     _choice("chunking.unit", config.chunking.unit, ("characters", "tokens"))
     _choice("retrieval.method", config.retrieval.method, ("dense", "bm25", "hybrid"))

@@ -343,7 +343,8 @@ def train_or_load_adapter(
     if result.validation:
         training.update(validation=result.validation, best_step=result.best_step, stopped_early=result.stopped_early)
     if _is_main_process():
-        extra = {"fingerprint": fingerprint, "training": training, "losses": result.losses}
+        extra = {"method": config.finetune.method, "fingerprint": fingerprint, "training": training}
+        extra["losses"] = result.losses
         save_adapter(peft_model, folder, base_id, extra)
         shutil.rmtree(checkpoint, ignore_errors=True)
     return peft_model, training

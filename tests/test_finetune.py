@@ -370,3 +370,37 @@ def test_quote_setting_puts_the_gold_sentence_into_rag_ft_targets(tmp_path, gene
         if target.startswith('Quote: "'):
             sentence = target.split('"')[1]
             assert sentence in " ".join(generator.tokenizer.decode(record.input_ids).split())
+
+
+def test_full_fine_tuning_trains_every_weight_saves_reloads_and_restores_the_base(tmp_path, tiny_model, tokenizer):
+    import copy
+
+    import torch
+
+    from ragft.finetune.adapter import detach_adapter, merge_adapter
+
+    base = copy.deepcopy(tiny_model)
+    records = _records(tokenizer)
+    batch = collate(records, tokenizer.pad_token_id)
+    with torch.no_grad():
+        before = answer_loss(base, **batch).item()
+    cfg = FinetuneConfig(method="full", learning_rate=1e-2, epochs=10, batch_size=4)
+    model, result = train_lora(tiny_model, records, cfg, tokenizer.pad_token_id)
+    with torch.no_grad():
+        tuned = answer_loss(model, **batch).item()
+    assert tuned < 0.5 * before and result.steps == 20
+    assert not any("lora_" in n for n, _ in model.named_parameters())
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p, dict(base.named_parameters())[n])]
+    assert len(changed) == len(list(base.parameters()))  # every weight moved
+    with pytest.raises(ArtifactError, match="no adapter to merge"):
+        merge_adapter(model, batch["input_ids"])
+
+    save_adapter(model, tmp_path / "full", base_model="tiny-base", extra={"method": "full"})
+    other = copy.deepcopy(base)
+    reloaded = load_adapter(other, tmp_path / "full", base_model="tiny-base")
+    with torch.no_grad():
+        assert answer_loss(reloaded, **batch).item() == pytest.approx(tuned, rel=1e-5)
+    restored = detach_adapter(reloaded)
+    assert all(torch.equal(p, dict(base.named_parameters())[n]) for n, p in restored.named_parameters())
+    restored_trained = detach_adapter(model)  # the trained model gets its own base back too
+    assert all(torch.equal(p, dict(base.named_parameters())[n]) for n, p in restored_trained.named_parameters())

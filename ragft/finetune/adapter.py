@@ -53,16 +53,41 @@ def load_adapter(model: Any, folder: str | Path, base_model: str) -> Any:
             f"{folder}: adapter was trained on other weights of {base_model!r} "
             f"(sha256 {trained_on[:12]}, these are {here[:12]})"
         )
+    if manifest.get("method") == "full":
+        from safetensors.torch import load_file
+
+        from ragft.finetune.lora import stash_base_weights
+
+        stash_base_weights(model)
+        state = {}
+        for f in sorted(Path(folder).glob("*.safetensors")):
+            state.update(load_file(str(f)))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        loaded = model.state_dict()
+        shared = {loaded[k].data_ptr() for k in state if k in loaded}
+        missing = [k for k in missing if loaded[k].data_ptr() not in shared]  # tied weights are saved once
+        if missing or unexpected:
+            raise ArtifactError(f"{folder}: saved weights do not fit the model: {(missing or unexpected)[:3]}")
+        model.eval()
+        return model
     peft_model = PeftModel.from_pretrained(model, str(folder))
     peft_model.eval()
     return peft_model
 
 
 def detach_adapter(peft_model: Any) -> Any:
-    """The base model with the adapter taken off (not merged), in eval mode."""
-    from ragft.finetune.lora import is_prompt_learning
+    """The base model with the adapter taken off (not merged), in eval mode; a fully
+    fine-tuned model gets its stashed base weights back."""
+    from ragft.finetune.lora import BASE_STASH, is_prompt_learning
 
-    base = peft_model.get_base_model() if is_prompt_learning(peft_model) else peft_model.unload()
+    if hasattr(peft_model, BASE_STASH):
+        peft_model.load_state_dict(getattr(peft_model, BASE_STASH))
+        delattr(peft_model, BASE_STASH)
+        base = peft_model
+    elif is_prompt_learning(peft_model):
+        base = peft_model.get_base_model()
+    else:
+        base = peft_model.unload()
     base.eval()
     return base
 
@@ -108,6 +133,8 @@ def merge_adapter(peft_model: Any, input_ids: Any) -> tuple[Any, float]:
 
     from ragft.finetune.lora import is_prompt_learning
 
+    if not hasattr(peft_model, "merge_and_unload"):
+        raise ArtifactError("a fully fine-tuned model is already whole; there is no adapter to merge")
     if is_prompt_learning(peft_model):
         raise ArtifactError("a prompt-tuning adapter adds input embeddings; there are no weights to merge it into")
     base = peft_model.get_base_model()

@@ -42,8 +42,8 @@ class TrainResult:
     """True when validation loss stopped improving for `patience` checks before the last step."""
 
 
-METHODS = ("lora", "ia3", "prompt_tuning")
-"""Parameter-efficient methods `finetune.method` chooses from (all through peft)."""
+METHODS = ("lora", "ia3", "prompt_tuning", "full")
+"""What `finetune.method` chooses from: peft's LoRA, IA3 and prompt tuning, or every weight."""
 
 
 def peft_config(cfg: FinetuneConfig) -> Any:
@@ -181,7 +181,8 @@ def train_lora(
     on_step: Callable[[TrainResult], None] | None = None,
 ) -> tuple[Any, TrainResult]:
     """Wrap `model` with a fresh adapter (`cfg.method`: LoRA, IA3 or prompt tuning) and train
-    it on `records`; return (peft model, result).
+    it on `records`; return (peft model, result). With `full`, every weight trains (in fp32,
+    returned in the loaded dtype) and the plain model comes back, its base weights stashed.
 
     With `cfg.validation_fraction`, that share of the records is held out and its loss
     measured every `cfg.eval_every` steps; the adapter of the best check is kept, and with
@@ -210,7 +211,12 @@ def train_lora(
     accelerator = Accelerator(cpu=not torch.cuda.is_available())  # without CUDA, processes talk over gloo
     world, rank = accelerator.num_processes, accelerator.process_index
     train, held_out = split_validation(records, cfg.validation_fraction, seed)
-    model = get_peft_model(model, peft_config(cfg))
+    loaded_dtype = next(model.parameters()).dtype
+    if cfg.method == "full":  # every weight trains, in fp32; the base is kept to restore later
+        stash_base_weights(model)
+        model = model.float().requires_grad_(True)
+    else:
+        model = get_peft_model(model, peft_config(cfg))
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
     step_loss = accelerator.prepare(_loss_module(model))
@@ -294,8 +300,20 @@ def train_lora(
             for n, p in named:
                 p.copy_(best[n].to(p.device))
     result.seconds = time.perf_counter() - start
+    if cfg.method == "full":
+        model = model.to(loaded_dtype).requires_grad_(False)  # scored in the same dtype as every arm
     model.eval()
     return model, result
+
+
+BASE_STASH = "_ragft_base_weights"
+"""Attribute of a fully fine-tuned model holding the base weights it replaced."""
+
+
+def stash_base_weights(model: Any) -> None:
+    """Keep a CPU copy of the weights, so `detach_adapter` can put the base back."""
+    if not hasattr(model, BASE_STASH):
+        setattr(model, BASE_STASH, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
 
 
 def _checkpoint_step(checkpoint: str | Path | None) -> int:
