@@ -133,10 +133,10 @@ def merge_adapter(peft_model: Any, input_ids: Any) -> tuple[Any, float]:
 
     from ragft.finetune.lora import is_prompt_learning
 
-    if not hasattr(peft_model, "merge_and_unload"):
-        raise ArtifactError("a fully fine-tuned model is already whole; there is no adapter to merge")
     if is_prompt_learning(peft_model):
         raise ArtifactError("a prompt-tuning adapter adds input embeddings; there are no weights to merge it into")
+    if not hasattr(peft_model, "get_base_model"):
+        raise ArtifactError("a fully fine-tuned model is already whole; there is no adapter to merge")
     base = peft_model.get_base_model()
     if is_quantized(base):
         raise ArtifactError("refusing to merge an adapter into a quantized base model; load the base in bf16/fp32")
