@@ -205,12 +205,12 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
 
 def _finetune(args: argparse.Namespace) -> int:
     from ragft.config import load_config
-    from ragft.experiment import finetune, run_dir_for
+    from ragft.experiment import finetune, is_main_process, run_dir_for
 
     config = load_config(args.config, args.overrides)
     run_dir = args.out or run_dir_for(config)
     training = finetune(config, args.variant, run_dir)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         t = training
         print(
             f"{args.variant}: {t['steps']} steps on {t['records']} records in {t['seconds']:.0f} s "

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from ragft.retrieval.index import IndexSettings
 
 VARIANTS = ("prompt", "fewshot", "rag", "ft", "rag+ft")
+METHODS = ("lora", "ia3", "prompt_tuning", "full")
+"""What `finetune.method` chooses from: peft's LoRA, IA3 and prompt tuning, or every weight."""
 
 
 @dataclass
@@ -391,7 +393,7 @@ def _validate(config: Config) -> None:
     if not 0.0 <= config.finetune.p_no_gold <= 1.0:
         raise ConfigError(f"finetune.p_no_gold must be within [0, 1], got {config.finetune.p_no_gold}")
     _choice("data.kind", config.data.kind, ("qa", "sql"))
-    _choice("finetune.method", config.finetune.method, ("lora", "ia3", "prompt_tuning", "full"))
+    _choice("finetune.method", config.finetune.method, METHODS)
     _choice("models.embedder_dtype", config.models.embedder_dtype, ("float32", "bfloat16"))
     _choice("chunking.unit", config.chunking.unit, ("characters", "tokens"))
     _choice("retrieval.method", config.retrieval.method, ("dense", "bm25", "hybrid"))

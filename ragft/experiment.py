@@ -12,6 +12,8 @@ import json
 import os
 import shutil
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from functools import cached_property
 from pathlib import Path
@@ -146,7 +148,7 @@ def adapter_fingerprint(variant: str, arm: Arm, config: Config, task: TaskRun) -
     )
 
 
-def _fingerprint(arm: Arm, adapter: str | None, config: Config, task: TaskRun) -> str:
+def predictions_fingerprint(arm: Arm, adapter: str | None, config: Config, task: TaskRun) -> str:
     """Everything a variant's predictions depend on; a change re-runs only that variant."""
     return sha256_json(
         {
@@ -179,7 +181,7 @@ def _variant(
     arm = with_context(trained_arm, context) if context else trained_arm
     label = label or variant
     adapter_fp = adapter_fingerprint(variant, trained_arm, config, task) if arm.trained else None
-    fingerprint = _fingerprint(arm, adapter_fp, config, task)
+    fingerprint = predictions_fingerprint(arm, adapter_fp, config, task)
     path = run / "predictions" / f"{label}@{context}.jsonl" if context else run / "predictions" / f"{label}.jsonl"
     costs_path = path.with_suffix(".costs.json")
     done = load_predictions(path, fingerprint)
@@ -192,16 +194,12 @@ def _variant(
     generator = resources.generator
     with PeakMemory() as memory:
         if arm.trained:
-            folder = adapter_dir(run, label)
-            generator.model, costs["training"] = train_or_load_adapter(
-                folder, trained_arm, config, resources, task, adapter_fp
-            )
-            costs["adapter_bytes"] = sum(f.stat().st_size for f in folder.iterdir())
-        try:
+            with adapted(run, label, trained_arm, config, resources, task, adapter_fp) as training:
+                costs["training"] = training
+                costs["adapter_bytes"] = sum(f.stat().st_size for f in adapter_dir(run, label).iterdir())
+                predict(path, variant, arm, generator, task, done, fingerprint)
+        else:
             predict(path, variant, arm, generator, task, done, fingerprint)
-        finally:
-            if arm.trained:
-                generator.model = detach_adapter(generator.model)
     costs["peak_rss_bytes"] = memory.peak
     if memory.gpu_peak is not None:
         costs["peak_gpu_bytes"] = memory.gpu_peak
@@ -304,6 +302,21 @@ def adapter_dir(run: Path, label: str) -> Path:
     return run / "adapters" / label.replace("+", "_").replace("@", "_")
 
 
+@contextmanager
+def adapted(
+    run: Path, label: str, arm: Arm, config: Config, resources: Resources, task: TaskRun, fingerprint: str
+) -> Iterator[dict[str, Any]]:
+    """The generator's model with the variant's adapter on (trained first where needed) inside
+    the block, and taken off after it; yields what the training recorded."""
+    generator = resources.generator
+    folder = adapter_dir(run, label)
+    generator.model, training = train_or_load_adapter(folder, arm, config, resources, task, fingerprint)
+    try:
+        yield training
+    finally:
+        generator.model = detach_adapter(generator.model)
+
+
 def train_or_load_adapter(
     folder: Path, arm: Arm, config: Config, resources: Resources, task: TaskRun, fingerprint: str
 ) -> tuple[Any, dict[str, Any]]:
@@ -342,7 +355,7 @@ def train_or_load_adapter(
     }
     if result.validation:
         training.update(validation=result.validation, best_step=result.best_step, stopped_early=result.stopped_early)
-    if _is_main_process():
+    if is_main_process():
         extra = {"method": config.finetune.method, "fingerprint": fingerprint, "training": training}
         extra["losses"] = result.losses
         save_adapter(peft_model, folder, base_id, extra)
@@ -350,7 +363,7 @@ def train_or_load_adapter(
     return peft_model, training
 
 
-def _is_main_process() -> bool:
+def is_main_process() -> bool:
     """False in the other processes of an `accelerate launch` / torchrun job (they save nothing)."""
     return int(os.environ.get("RANK", "0")) == 0
 

@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragft.arms import ARMS, Arm, build_prompt
-from ragft.finetune.adapter import detach_adapter
-from ragft.io import sha256_file, sha256_json
-from ragft.models import model_id
+from ragft.io import sha256_file
 from ragft.stats import bootstrap, paired_difference
 from ragft.tasks.qa import load_examples, score
 
@@ -36,6 +34,9 @@ class GeneralSet:
         self.test_ids = [e.id for e in self.examples]
         self.sha256 = sha256_file(path)
 
+    def identity(self, arm: Arm) -> Any:
+        return {"general": self.sha256}
+
     def prompts(self, arm: Arm, generator: Generator) -> list[str]:
         return [build_prompt(generator, arm, e, [], []) for e in self.examples]
 
@@ -52,25 +53,22 @@ class GeneralSet:
 def forgetting(run: Path, config: Config, resources: Resources, task: TaskRun, general: GeneralSet) -> dict[str, Any]:
     """Scores of the base model and each fine-tuned variant on the general set, and each
     tuned model's paired difference to the base (negative: it forgot)."""
-    from ragft.experiment import adapter_dir, adapter_fingerprint, load_predictions, predict, train_or_load_adapter
+    from ragft.experiment import adapted, adapter_fingerprint, load_predictions, predict, predictions_fingerprint
 
     arm = ARMS["prompt"]
     scores: dict[str, list[Prediction]] = {}
     for model in ["base", *(v for v in config.experiment.variants if ARMS[v].trained)]:
         adapter = adapter_fingerprint(model, ARMS[model], config, task) if model != "base" else None
-        fingerprint = _fingerprint(config, general, adapter)
+        fingerprint = predictions_fingerprint(arm, adapter, config, general)
         path = run / "predictions" / "general" / f"{model}.jsonl"
         done = load_predictions(path, fingerprint)
         if not all(i in done for i in general.test_ids):
             generator = resources.generator  # loaded only when something is missing
-            if adapter is not None:
-                folder = adapter_dir(run, model)
-                generator.model, _ = train_or_load_adapter(folder, ARMS[model], config, resources, task, adapter)
-            try:
-                predict(path, f"general/{model}", arm, generator, general, done, fingerprint)
-            finally:
-                if adapter is not None:
-                    generator.model = detach_adapter(generator.model)
+            if adapter is None:
+                predict(path, "general/base", arm, generator, general, done, fingerprint)
+            else:
+                with adapted(run, model, ARMS[model], config, resources, task, adapter):
+                    predict(path, f"general/{model}", arm, generator, general, done, fingerprint)
         scores[model] = [done[i] for i in general.test_ids]
     samples, seed = config.experiment.bootstrap_samples, config.experiment.seed
     base = scores["base"]
@@ -90,15 +88,3 @@ def forgetting(run: Path, config: Config, resources: Resources, task: TaskRun, g
             if m != "base"
         },
     }
-
-
-def _fingerprint(config: Config, general: GeneralSet, adapter: str | None) -> str:
-    return sha256_json(
-        {
-            "general": general.sha256,
-            "generator": model_id(config.models.generator),
-            "dtype": config.models.dtype,
-            "generation": asdict(config.generation),
-            "adapter": adapter,
-        }
-    )

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ragft.arms import CONTEXTS
 from ragft.io import library_versions, write_json_atomic, write_text_atomic
 from ragft.stats import bootstrap, mcnemar, paired_difference
 
@@ -335,13 +336,12 @@ def _views_table(report: dict[str, Any]) -> list[Table]:
     if not views:
         return []
     primary = metric_names(report)[0]
-    contexts = ["none", "oracle", "retrieved"]
-    rows = [[model, *(_ci(by[c][primary]) for c in contexts)] for model, by in views["models"].items()]
+    rows = [[model, *(_ci(by[c][primary]) for c in CONTEXTS)] for model, by in views["models"].items()]
     caption = (
         f"Each model shown no context, oracle context ({views['oracle']}) and retrieved context: "
         f"{label(primary)} (95% CI)"
     )
-    return [(caption, ["model", *contexts], rows)]
+    return [(caption, ["model", *CONTEXTS], rows)]
 
 
 def _forgetting_table(report: dict[str, Any]) -> list[Table]:

@@ -42,10 +42,6 @@ class TrainResult:
     """True when validation loss stopped improving for `patience` checks before the last step."""
 
 
-METHODS = ("lora", "ia3", "prompt_tuning", "full")
-"""What `finetune.method` chooses from: peft's LoRA, IA3 and prompt tuning, or every weight."""
-
-
 def peft_config(cfg: FinetuneConfig) -> Any:
     """The peft config of `cfg.method`: LoRA (rank, alpha, dropout, target modules), IA3
     (peft's standard key, value and down projections for the model type) or prompt tuning
@@ -231,7 +227,7 @@ def train_lora(
     best: dict[str, Any] = {}
     if checkpoint is not None:
         best = resume_checkpoint(Path(checkpoint), fingerprint, named, optimizer, result)
-    resumed = result.steps
+    resumed = saved_step = result.steps
     save_here = checkpoint is not None and accelerator.is_main_process
 
     def check_validation() -> bool:
@@ -268,7 +264,7 @@ def train_lora(
             mean_loss = accelerator.reduce(loss.detach(), "mean") if world > 1 else loss.detach()
             if not torch.isfinite(mean_loss):
                 names = ", ".join(train[i].example_id for i in batch_ids)
-                kept = f"; the last good checkpoint (step {_checkpoint_step(checkpoint)}) is kept" if checkpoint else ""
+                kept = f"; the last good checkpoint (step {saved_step}) is kept" if saved_step else ""
                 raise RagftError(f"loss became {mean_loss.item()} at step {step} (batch: {names}){kept}")
             accelerator.backward(loss)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -291,6 +287,7 @@ def train_lora(
             if save_here and step % cfg.checkpoint_every == 0 and step < total and not stop:
                 result.seconds = time.perf_counter() - start
                 save_checkpoint(Path(checkpoint), fingerprint, named, optimizer, result, best)
+                saved_step = step
             accelerator.wait_for_everyone()
     bar.close()
     if held_out and result.validation[-1][0] != result.steps:
@@ -314,15 +311,6 @@ def stash_base_weights(model: Any) -> None:
     """Keep a CPU copy of the weights, so `detach_adapter` can put the base back."""
     if not hasattr(model, BASE_STASH):
         setattr(model, BASE_STASH, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
-
-
-def _checkpoint_step(checkpoint: str | Path | None) -> int:
-    """The step of the checkpoint on disk (0 when there is none)."""
-    import json
-
-    if checkpoint is None or not (Path(checkpoint) / "progress.json").is_file():
-        return 0
-    return int(json.loads((Path(checkpoint) / "progress.json").read_text())["steps"])
 
 
 ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")

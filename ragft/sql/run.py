@@ -144,14 +144,14 @@ class SqlRun:
 
         k = self.config.retrieval.k
         embed = self.resources.embedder.embed
-        train_q = embed([e.question for e in self.train])
-        by_question = np.argsort(-(embed([e.question for e in self.test]) @ train_q.T), axis=1)[:, : k * 4]
+        by_question = np.argsort(-(embed([e.question for e in self.test]) @ self._train_questions.T), axis=1)[
+            :, : k * 4
+        ]
         rankings = [[list(row)] for row in by_question]
         if self.config.retrieval.hyde:
             generator = self.resources.generator
             drafts = generator.generate([generator.render(self.messages(e, [])) for e in self.test], "HyDE SQL drafts")
-            train_sql = embed([normal_sql(e.query) for e in self.train])
-            by_sql = np.argsort(-(embed([extract_sql(d.text) for d in drafts]) @ train_sql.T), axis=1)[:, : k * 4]
+            by_sql = np.argsort(-(embed([extract_sql(d.text) for d in drafts]) @ self._train_sql.T), axis=1)[:, : k * 4]
             for ranking, row in zip(rankings, by_sql):
                 ranking.append(list(row))
         ids = []
@@ -162,14 +162,22 @@ class SqlRun:
         return ids
 
     @cached_property
+    def _train_questions(self) -> Any:
+        """Embeddings of the training questions (shared by retrieval and the rag+ft neighbours)."""
+        return self.resources.embedder.embed([e.question for e in self.train])
+
+    @cached_property
+    def _train_sql(self) -> Any:
+        """Embeddings of the training queries (shared by HyDE retrieval and the oracle view)."""
+        return self.resources.embedder.embed([normal_sql(e.query) for e in self.train])
+
+    @cached_property
     def oracle_ids(self) -> list[list[str]]:
         """For each test question, the k training examples whose SQL is most similar to its gold SQL."""
         import numpy as np
 
-        embed = self.resources.embedder.embed
-        gold = embed([normal_sql(e.query) for e in self.test])
-        train = embed([normal_sql(e.query) for e in self.train])
-        order = np.argsort(-(gold @ train.T), axis=1)[:, : self.config.retrieval.k]
+        gold = self.resources.embedder.embed([normal_sql(e.query) for e in self.test])
+        order = np.argsort(-(gold @ self._train_sql.T), axis=1)[:, : self.config.retrieval.k]
         return [[self.train[int(j)].id for j in row] for row in order]
 
     def _train_neighbours(self) -> list[list[SqlExample]]:
@@ -177,7 +185,7 @@ class SqlRun:
         import numpy as np
 
         k = self.config.retrieval.k
-        vectors = self.resources.embedder.embed([e.question for e in self.train])
+        vectors = self._train_questions
         sims = vectors @ vectors.T
         np.fill_diagonal(sims, -np.inf)
         order = np.argsort(-sims, axis=1)[:, :k]
