@@ -133,7 +133,7 @@ def compare(
 
 def adapter_fingerprint(variant: str, arm: Arm, config: Config, task: TaskRun) -> str:
     """Everything a variant's adapter depends on (not decoding, not the context it is scored with)."""
-    ft = {k: v for k, v in asdict(config.finetune).items() if k != "checkpoint_every"}
+    ft = {k: v for k, v in asdict(config.finetune).items() if k not in ("checkpoint_every", "gradient_checkpointing")}
     return sha256_json(
         {
             "variant": variant,

@@ -65,3 +65,20 @@ def test_finetune_command_under_two_processes_leaves_an_adapter_compare_reuses(t
     report = compare(load_config(config, settings), tmp_path, generator=generator, embedder=embedder)
     assert manifest.stat().st_mtime_ns == stamp  # the adapter was reused, not trained again
     assert report["variants"]["rag+ft"]["costs"]["training"]["steps"] == 2
+
+
+@pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED"])
+def test_sharded_launch_is_refused_by_name(kind, monkeypatch, tiny_model, tokenizer):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    from ragft.config import FinetuneConfig
+    from ragft.errors import RagftError
+    from ragft.finetune.data import make_record
+    from ragft.finetune.lora import train_lora
+
+    # On CPUs accelerate falls back to DDP whatever the launch flags; on GPUs these are what it reports.
+    monkeypatch.setattr(Accelerator, "distributed_type", property(lambda self: DistributedType[kind]))
+    records = [make_record("a", [5, 6, 7], [8], tokenizer.eos_token_id, 64)]
+    with pytest.raises(RagftError, match=f"asked for {kind}.*--multi_gpu"):
+        train_lora(tiny_model, records, FinetuneConfig(rank=4), tokenizer.pad_token_id)

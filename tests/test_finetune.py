@@ -74,6 +74,38 @@ def test_lora_training_lowers_the_loss(tiny_model, tokenizer):
     assert trainable and all("lora_" in n for n in trainable)
 
 
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_gradient_checkpointing_recomputes_layers_and_trains_the_same_weights(method, tiny_model, tokenizer):
+    import copy
+
+    import torch
+
+    records = _records(tokenizer)
+    calls = {"plain": 0, "checkpointed": 0}
+    results = {}
+    for name, on in (("plain", False), ("checkpointed", True)):
+        model = copy.deepcopy(tiny_model)
+        mlp = model.model.layers[0].mlp
+        counted = mlp.forward  # counted here: module hooks do not fire when the backward pass recomputes
+
+        def forward(*args, _name=name, _counted=counted, **kwargs):
+            calls[_name] += 1
+            return _counted(*args, **kwargs)
+
+        mlp.forward = forward
+        cfg = FinetuneConfig(method=method, rank=4, learning_rate=1e-2, epochs=2, batch_size=4, gradient_checkpointing=on)
+        trained, result = train_lora(model, records, cfg, tokenizer.pad_token_id, seed=0)
+        weights = {n: p.detach().clone() for n, p in trained.named_parameters() if "lora_" in n or method == "full"}
+        results[name] = (result.losses, weights)
+        assert not any(getattr(m, "gradient_checkpointing", False) for m in trained.modules())  # off again
+    # Each of the 4 steps runs the layer once forward; checkpointing runs it again in backward.
+    assert calls == {"plain": 4, "checkpointed": 8}
+    assert results["checkpointed"][0] == pytest.approx(results["plain"][0], rel=1e-5)
+    plain, checkpointed = results["plain"][1], results["checkpointed"][1]
+    assert plain.keys() == checkpointed.keys() and plain
+    assert all(torch.allclose(plain[n], checkpointed[n], atol=1e-6) for n in plain)
+
+
 def test_answer_loss_matches_the_full_model_loss(tiny_model, tokenizer):
     batch = collate(_records(tokenizer, 4), tokenizer.pad_token_id)
     full = tiny_model(**batch).loss

@@ -107,7 +107,7 @@ def answer_loss(model: Any, input_ids: Any, attention_mask: Any, labels: Any) ->
     if is_prompt_learning(model):  # the virtual tokens are added in the peft model's own forward
         return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     targets = labels[:, 1:]
     keep = targets != IGNORE
     logits = base.get_output_embeddings()(hidden[:, :-1][keep]).float()
@@ -149,6 +149,17 @@ def _loss_module(model: Any) -> Any:
             return answer_loss(self.inner, input_ids, attention_mask, labels)
 
     return AnswerLoss(model)
+
+
+def refuse_sharding(accelerator: Any) -> None:
+    """Stop under FSDP or DeepSpeed: the loop keeps its own handles on the whole adapter weights
+    (optimiser, checkpoints, best adapter), which sharding would leave pointing at the wrong tensors."""
+    kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
+    if kind in ("FSDP", "DEEPSPEED"):
+        raise RagftError(
+            f"`accelerate launch` asked for {kind}, which ragft's training loop does not support; "
+            "launch with --multi_gpu (DDP) instead: each process holds the whole model and trains on its share of every batch"
+        )
 
 
 def validation_loss(model: Any, records: Sequence[SFTRecord], pad_id: int, batch_size: int, device: Any) -> float:
@@ -205,9 +216,12 @@ def train_lora(
     torch.manual_seed(seed)
     rng = random.Random(seed)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())  # without CUDA, processes talk over gloo
+    refuse_sharding(accelerator)
     world, rank = accelerator.num_processes, accelerator.process_index
     train, held_out = split_validation(records, cfg.validation_fraction, seed)
     loaded_dtype = next(model.parameters()).dtype
+    if cfg.gradient_checkpointing:  # non-reentrant: frozen inputs need no requires_grad trick
+        model.activation_checkpointing_enable({"use_reentrant": False})
     if cfg.method == "full":  # every weight trains, in fp32; the base is kept to restore later
         stash_base_weights(model)
         model = model.float().requires_grad_(True)
@@ -299,6 +313,8 @@ def train_lora(
     result.seconds = time.perf_counter() - start
     if cfg.method == "full":
         model = model.to(loaded_dtype).requires_grad_(False)  # scored in the same dtype as every arm
+    if cfg.gradient_checkpointing:
+        model.activation_checkpointing_disable()
     model.eval()
     return model, result
 
