@@ -47,6 +47,10 @@ def environment() -> dict[str, Any]:
 
         env["threads"] = torch.get_num_threads()
         env["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        env["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        from ragft.generation import pick_dtype
+
+        env["auto_dtype"] = str(pick_dtype("auto")).removeprefix("torch.")  # what models.dtype=auto ran in
     except ImportError:
         pass
     try:

@@ -96,6 +96,7 @@ def test_compare_runs_every_variant_end_to_end_and_resumes(tmp_path, capsys):
     ]
     assert len(report["comparisons"]) == 2 * 10 and len(report["steps"]) == 4
     assert report["environment"]["versions"]["torch"]
+    assert report["environment"]["auto_dtype"] in ("bfloat16", "float32")
     assert (run / "report.md").read_text().startswith("# handbook")
     assert json.loads((run / "config.json").read_text())["data"]["test_limit"] == 6
 
