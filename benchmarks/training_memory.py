@@ -47,7 +47,13 @@ def child(args: argparse.Namespace) -> None:
     rng = random.Random(0)
     vocab = range(100, len(tokenizer) - 1)
     records = [
-        make_record(str(i), rng.choices(vocab, k=args.length - 33), rng.choices(vocab, k=32), tokenizer.eos_token_id, args.length)
+        make_record(
+            str(i),
+            rng.choices(vocab, k=args.length - 33),
+            rng.choices(vocab, k=32),
+            tokenizer.eos_token_id,
+            args.length,
+        )
         for i in range(args.batch * args.steps)
     ]
     cfg = FinetuneConfig(

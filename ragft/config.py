@@ -166,8 +166,8 @@ class FinetuneConfig:
     max_length: int = 768
     """Longest training record in tokens; longer contexts are cut, answers never."""
     gradient_checkpointing: bool = False
-    """Recompute each layer's activations in the backward pass instead of keeping them: less
-    memory for long records, about a third more compute; the trained weights are the same."""
+    """Recompute each layer's activations in the backward pass instead of keeping them: much less
+    memory for long records for one extra forward pass a step; the trained weights are the same."""
     virtual_tokens: int = 20
     """Prompt tuning: trained input embeddings put before every prompt."""
     quote: bool = False

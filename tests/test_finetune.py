@@ -93,7 +93,9 @@ def test_gradient_checkpointing_recomputes_layers_and_trains_the_same_weights(me
             return _counted(*args, **kwargs)
 
         mlp.forward = forward
-        cfg = FinetuneConfig(method=method, rank=4, learning_rate=1e-2, epochs=2, batch_size=4, gradient_checkpointing=on)
+        cfg = FinetuneConfig(
+            method=method, rank=4, learning_rate=1e-2, epochs=2, batch_size=4, gradient_checkpointing=on
+        )
         trained, result = train_lora(model, records, cfg, tokenizer.pad_token_id, seed=0)
         weights = {n: p.detach().clone() for n, p in trained.named_parameters() if "lora_" in n or method == "full"}
         results[name] = (result.losses, weights)

@@ -158,7 +158,8 @@ def refuse_sharding(accelerator: Any) -> None:
     if kind in ("FSDP", "DEEPSPEED"):
         raise RagftError(
             f"`accelerate launch` asked for {kind}, which ragft's training loop does not support; "
-            "launch with --multi_gpu (DDP) instead: each process holds the whole model and trains on its share of every batch"
+            "launch with --multi_gpu (DDP) instead: each process holds the whole model and trains on its share "
+            "of every batch"
         )
 
 
