@@ -20,6 +20,8 @@ SETTINGS = [
     "generation.batch_size=4",
     "generation.max_new_tokens=12",
     "experiment.bootstrap_samples=200",
+    "experiment.context_views=false",  # views and the forgetting check resume alike; they have their own tests
+    'experiment.general_examples=""',
 ]
 
 
