@@ -1,9 +1,10 @@
 """Training memory with and without gradient checkpointing (`finetune.gradient_checkpointing`).
 
 Each setting trains the offline 135M generator with LoRA for a few steps in its own fresh
-process (Linux: it reads /proc), on records of one length (random tokens, the last 32 as the answer, the shape of
-text-to-SQL `rag+ft` records), and reports that process's peak resident memory, the part
-of it above the loaded model, and training tokens/s. Settings alternate over `--rounds`.
+process (Linux: it reads /proc), on records of one length (random tokens, the last 32 as
+the answer, the shape of text-to-SQL `rag+ft` records), and reports that process's peak
+resident memory, the part of it above the loaded model, and training tokens/s. Settings
+alternate over `--rounds`.
 
 Run: .venv/bin/python benchmarks/training_memory.py [--length 1024 --batch 8 --steps 3 --rounds 1]
 """

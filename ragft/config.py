@@ -179,6 +179,11 @@ class FinetuneConfig:
     """Fraction of `rag+ft` training prompts whose gold passage is left out (RAFT)."""
 
 
+FINETUNE_RUN_ONLY = ("checkpoint_every", "gradient_checkpointing")
+"""finetune keys that change how training runs, not the weights it ends with: left out of
+the adapter fingerprint, so changing them reuses a trained adapter."""
+
+
 @dataclass
 class SqlConfig:
     database: str = ""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ragft.arms import ARMS, CONTEXTS, Arm, with_context
-from ragft.config import Config
+from ragft.config import FINETUNE_RUN_ONLY, Config
 from ragft.errors import ArtifactError, ConfigError
 from ragft.finetune.adapter import adapter_manifest, detach_adapter, load_adapter, save_adapter
 from ragft.generation import Generator
@@ -133,7 +133,7 @@ def compare(
 
 def adapter_fingerprint(variant: str, arm: Arm, config: Config, task: TaskRun) -> str:
     """Everything a variant's adapter depends on (not decoding, not the context it is scored with)."""
-    ft = {k: v for k, v in asdict(config.finetune).items() if k not in ("checkpoint_every", "gradient_checkpointing")}
+    ft = {k: v for k, v in asdict(config.finetune).items() if k not in FINETUNE_RUN_ONLY}
     return sha256_json(
         {
             "variant": variant,

@@ -154,10 +154,12 @@ def _loss_module(model: Any) -> Any:
 def refuse_sharding(accelerator: Any) -> None:
     """Stop under FSDP or DeepSpeed: the loop keeps its own handles on the whole adapter weights
     (optimiser, checkpoints, best adapter), which sharding would leave pointing at the wrong tensors."""
-    kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
-    if kind in ("FSDP", "DEEPSPEED"):
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    if kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         raise RagftError(
-            f"`accelerate launch` asked for {kind}, which ragft's training loop does not support; "
+            f"`accelerate launch` asked for {kind.value}, which ragft's training loop does not support; "
             "launch with --multi_gpu (DDP) instead: each process holds the whole model and trains on its share "
             "of every batch"
         )
