@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     f.add_argument("config", help="TOML experiment config")
     f.add_argument("overrides", nargs="*", help="key.sub=value settings that win over the file")
-    f.add_argument("--variant", default="rag+ft", choices=("ft", "rag+ft"), help="fine-tuned arm to train")
+    f.add_argument("--variant", default="rag+ft", help="trained pipeline to train (ft, rag+ft or a [[pipelines]] name)")
     f.add_argument("--out", help="run folder (default: experiment.output_dir/experiment.name)")
 
     w = sub.add_parser("sweep", help="tune fine-tuning settings on validation loss (a grid or a random sample of it)")
@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--grid", action="append", required=True, metavar="KEY=V1,V2", help="finetune.<key> and values to try"
     )
-    w.add_argument("--variant", default="rag+ft", choices=("ft", "rag+ft"), help="fine-tuned arm to tune")
+    w.add_argument("--variant", default="rag+ft", help="trained pipeline to tune (ft, rag+ft or a [[pipelines]] name)")
     w.add_argument("--sample", type=int, default=0, help="try only N settings drawn at random (0 = the whole grid)")
     w.add_argument("--out", help="run folder (default: experiment.output_dir/experiment.name)")
 
@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--out", help="with several runs: folder to write compare.md into")
 
-    c = sub.add_parser("compare", help="run the variants of an experiment config and report")
+    c = sub.add_parser("compare", help="run the pipelines of an experiment config and report")
     c.add_argument("config", nargs="?", help="TOML experiment config")
     c.add_argument("overrides", nargs="*", help="key.sub=value settings that win over the file")
     c.add_argument("--out", help="run folder (default: experiment.output_dir/experiment.name)")

@@ -58,6 +58,9 @@ class ModelsConfig:
     """Generator weights: auto (bf16 where the CPU or GPU supports it), bfloat16 or float32."""
     embedder_dtype: str = "float32"
     """Embedder: float32, or bfloat16 autocast (2.2x faster on this CPU, cosine 0.99997 to fp32)."""
+    device: str = "auto"
+    """Where the generator, the embedder and a cross-encoder run: auto (CUDA when present, else CPU),
+    cpu, cuda or cuda:N."""
 
 
 @dataclass
@@ -177,11 +180,25 @@ class FinetuneConfig:
     """Retrieved non-gold passages put beside the gold one in `rag+ft` training prompts."""
     p_no_gold: float = 0.2
     """Fraction of `rag+ft` training prompts whose gold passage is left out (RAFT)."""
+    records: str = "auto"
+    """Where training records come from: sft (the train split, prompts as at test time: retrieved
+    top-k context where the pipeline retrieves), raft (the gold passage among distractors from the
+    pipeline's own retriever; needs a retriever), or auto (raft where the pipeline retrieves, else sft)."""
 
 
 FINETUNE_RUN_ONLY = ("checkpoint_every", "gradient_checkpointing")
 """finetune keys that change how training runs, not the weights it ends with: left out of
-the adapter fingerprint, so changing them reuses a trained adapter."""
+the adapter's cache key, so changing them reuses a trained adapter."""
+FINETUNE_METHOD_KEYS = {
+    "lora": ("rank", "alpha", "dropout", "target_modules"),
+    "ia3": (),
+    "prompt_tuning": ("virtual_tokens",),
+    "full": (),
+}
+"""finetune keys each method reads; another method's keys are not part of its adapter's key."""
+RAFT_KEYS = ("distractors", "p_no_gold", "quote")
+"""finetune keys only RAFT records read."""
+RECORDS = ("auto", "sft", "raft")
 
 
 @dataclass
@@ -204,6 +221,27 @@ class TrackingConfig:
     """MLflow experiment name the runs are logged under."""
 
 
+PIPELINE_SECTIONS = ("models", "chunking", "retrieval", "generation", "finetune", "sql")
+"""Sections a `[[pipelines]]` table may override; data and experiment settings are the
+experiment's own, so every pipeline answers the same test examples."""
+
+
+@dataclass
+class PipelineConfig:
+    """One `[[pipelines]]` table: a named arm built from a ladder preset with its own settings."""
+
+    name: str
+    base: str
+    """The ladder preset it starts from: prompt, fewshot, rag, ft or rag+ft."""
+    template: str | dict[str, str] = ""
+    """A named prompt template, or a table with system and user (user holds {question}, and {context}
+    where passages are shown); empty: the preset's."""
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per section, the settings that differ from the experiment's."""
+    line: int | None = None
+    """Line of its `[[pipelines]]` header in the config file, for errors."""
+
+
 @dataclass
 class Config:
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
@@ -215,6 +253,10 @@ class Config:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     sql: SqlConfig = field(default_factory=SqlConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    pipelines: list[PipelineConfig] = field(default_factory=list, metadata={"internal": True})
+    """`[[pipelines]]` tables: arms beyond the ladder presets named in experiment.variants."""
+    source: str = field(default="", metadata={"internal": True})
+    """The config file, for errors."""
     base_dir: str = field(default=".", metadata={"internal": True})
     """Folder that relative paths are resolved against (the config file's folder)."""
 
@@ -231,6 +273,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Build a Config from defaults, an optional TOML file, then `key.sub=value` overrides."""
     data: dict[str, Any] = {}
     base_dir = Path.cwd()
+    pipelines: list[PipelineConfig] = []
     if path is not None:
         path = Path(path)
         try:
@@ -241,6 +284,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"invalid TOML: {e}", path) from None
         base_dir = path.resolve().parent
+        pipelines = _pipeline_tables(data, path, text)
         try:
             _check_keys(Config, data, source=str(path))
         except ConfigError as e:
@@ -252,8 +296,83 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         _deep_set(data, key.split("."), value)
     config = _build(Config, data, prefix="")
     config.base_dir = str(base_dir)
+    config.source = str(path) if path is not None else ""
+    config.pipelines = pipelines
     _validate(config)
     return config
+
+
+def _pipeline_tables(data: dict[str, Any], path: Path, text: str) -> list[PipelineConfig]:
+    """Take the `[[pipelines]]` tables out of a parsed file, checking every key they hold.
+
+    Without `experiment.variants` in the file, a file with pipelines runs only those.
+    """
+    tables = data.pop("pipelines", [])
+    if not tables:
+        return []
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError("'pipelines' must be [[pipelines]] tables", path)
+    if "variants" not in data.get("experiment", {}):
+        data.setdefault("experiment", {})["variants"] = []
+    headers = [n for n, line in enumerate(text.splitlines(), start=1) if line.strip().startswith("[[pipelines")]
+    out = []
+    for i, table in enumerate(tables):
+        line = headers[i] if i < len(headers) else None
+        name = table.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError("a [[pipelines]] table needs a name", path, line)
+        who = f"pipeline {name!r}"
+        if "base" not in table:
+            raise ConfigError(f"{who}: needs a base preset ({', '.join(VARIANTS)})", path, line)
+        base = table["base"]
+        if base not in VARIANTS:
+            close = difflib.get_close_matches(str(base), VARIANTS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{who}: unknown base {base!r}{hint} (known: {', '.join(VARIANTS)})", path, line)
+        template = table.get("template", "")
+        if isinstance(template, dict):
+            unknown = sorted(set(template) - {"name", "system", "user"})
+            if unknown or "user" not in template:
+                raise ConfigError(f"{who}: a template table holds system and user (and a name)", path, line)
+        elif not isinstance(template, str):
+            raise ConfigError(f"{who}: template must be a name or a table with system and user", path, line)
+        overrides: dict[str, dict[str, Any]] = {}
+        for key, value in table.items():
+            if key in ("name", "base", "template"):
+                continue
+            valid = ["name", "base", "template", *PIPELINE_SECTIONS]
+            if key not in PIPELINE_SECTIONS:
+                nested = [f"{s}.{f.name}" for s in PIPELINE_SECTIONS for f in _public_fields(_SECTIONS[s])]
+                close = difflib.get_close_matches(key, valid + nested, n=1, cutoff=0.5)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
+                raise ConfigError(f"{who}: unknown key {key!r}{hint}", path, line)
+            if not isinstance(value, dict):
+                raise ConfigError(f"{who}: {key!r} must be a table of settings", path, line)
+            try:
+                _check_keys(_SECTIONS[key], value, source=who, prefix=key + ".")
+            except ConfigError as e:
+                raise ConfigError(str(e), path, line) from None
+            overrides[key] = value
+        out.append(PipelineConfig(name, base, template, overrides, line))
+    return out
+
+
+def pipeline_settings(config: Config, pipeline: PipelineConfig) -> Config:
+    """The experiment's settings with one pipeline's overrides applied, checked like a file's."""
+    where = dict(path=config.source or None, line=pipeline.line)
+    sections = {}
+    for section, values in pipeline.overrides.items():
+        merged = {**dataclasses.asdict(getattr(config, section)), **values}
+        try:
+            sections[section] = _build(_SECTIONS[section], merged, prefix=section + ".")
+        except ConfigError as e:
+            raise ConfigError(f"pipeline {pipeline.name!r}: {e}", **where) from None
+    resolved = dataclasses.replace(config, pipelines=[], **sections)
+    try:
+        _validate(resolved)
+    except ConfigError as e:
+        raise ConfigError(f"pipeline {pipeline.name!r}: {e}", **where) from None
+    return resolved
 
 
 def field_help(cls: type) -> dict[str, str]:
@@ -387,6 +506,16 @@ def _deep_set(data: dict[str, Any], parts: list[str], value: Any) -> None:
     data[parts[-1]] = value
 
 
+_SECTIONS = {
+    "models": ModelsConfig,
+    "chunking": ChunkingConfig,
+    "retrieval": RetrievalConfig,
+    "generation": GenerationConfig,
+    "finetune": FinetuneConfig,
+    "sql": SqlConfig,
+}
+
+
 def _validate(config: Config) -> None:
     for v in config.experiment.variants:
         if v not in VARIANTS:
@@ -402,6 +531,10 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"finetune.p_no_gold must be within [0, 1], got {config.finetune.p_no_gold}")
     _choice("data.kind", config.data.kind, ("qa", "sql"))
     _choice("finetune.method", config.finetune.method, METHODS)
+    _choice("finetune.records", config.finetune.records, RECORDS)
+    device = config.models.device
+    if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise ConfigError(f"models.device must be auto, cpu, cuda or cuda:N, got {device!r}")
     _choice("models.embedder_dtype", config.models.embedder_dtype, ("float32", "bfloat16"))
     _choice("chunking.unit", config.chunking.unit, ("characters", "tokens"))
     _choice("retrieval.method", config.retrieval.method, ("dense", "bm25", "hybrid"))

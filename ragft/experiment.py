@@ -1,76 +1,119 @@
-"""Runs the ladder's variants over one task as a controlled experiment.
+"""Runs an experiment's pipelines over one task as a controlled experiment.
 
-Every variant sees the same test examples, base model, decoding and machine. Finished
-predictions are appended to `predictions/<variant>.jsonl` batch by batch, and an
-interrupted run picks up where it stopped; adapters and the index are reused when their
-manifests match what this run would build.
+Every pipeline sees the same test examples and machine. Finished predictions are appended
+to `predictions/<pipeline>.jsonl` batch by batch, and an interrupted run picks up where it
+stopped; indexes, retrieved passages, adapters and predictions are reused when the key
+`ragft.keys` derives for them is the one this run would build.
+
+This is the TOML runner: the one place that reads a whole `Config`. Each pipeline carries
+its own settings, and each part is handed the sections it reads.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, replace
-from functools import cached_property
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ragft.arms import ARMS, CONTEXTS, Arm, with_context
-from ragft.config import FINETUNE_RUN_ONLY, Config
-from ragft.errors import ArtifactError, ConfigError
-from ragft.finetune.adapter import adapter_manifest, detach_adapter, load_adapter, save_adapter
-from ragft.generation import Generator
-from ragft.io import (
-    append_jsonl,
-    read_json,
-    read_jsonl,
-    sha256_json,
-    write_json_atomic,
-    write_text_atomic,
-)
-from ragft.models import model_id
+from ragft.config import Config
+from ragft.errors import ConfigError
+from ragft.io import read_json, sha256_json, write_json_atomic
+from ragft.keys import StageKeys, adapter_key, stage_keys
 from ragft.monitor import PeakMemory
-from ragft.progress import progress
-from ragft.report import build_report, environment, seed_spread, view_table, write_report
-from ragft.retrieval import Embedder
-from ragft.runs import prediction_from_row
+from ragft.pipeline import CONTEXTS, Pipeline, base_models, resolve_pipelines, settings_summary
+from ragft.predict import load_predictions, predict
+from ragft.report import build_report, environment, seed_spread, view_table
+from ragft.report_files import write_report
+from ragft.resources import Resources
 from ragft.tasks.base import TaskRun
+from ragft.training import adapted, adapter_dir, is_main_process, train_or_load_adapter
 from ragft.types import Prediction
+
+if TYPE_CHECKING:
+    from ragft.generation import Generator
+    from ragft.retrieval import Embedder
 
 
 def run_dir_for(config: Config) -> Path:
     return (config.path(config.experiment.output_dir) / config.experiment.name).resolve()
 
 
-class Resources:
-    """The models a run shares, loaded on first use: a re-run with everything cached
-    loads neither. Passing them in (tests, notebooks) skips loading altogether."""
+class Run:
+    """One experiment in its run folder: a task per retrieval setup, the shared models,
+    and every pipeline's predictions by label."""
 
-    def __init__(self, config: Config, generator: Generator | None = None, embedder: Embedder | None = None):
+    def __init__(self, folder: Path, config: Config, resources: Resources):
+        self.folder = folder
         self.config = config
-        if generator is not None:
-            self.generator = generator
-        if embedder is not None:
-            self.embedder = embedder
+        self.resources = resources
+        self._tasks: dict[str, TaskRun] = {}
+        self._by_key: dict[str, tuple[list[Prediction], dict[str, Any]]] = {}
 
-    @cached_property
-    def generator(self) -> Generator:
-        c = self.config
-        return Generator.load(
-            c.models.generator,
-            c.models.dtype,
-            batch_size=c.generation.batch_size,
-            max_new_tokens=c.generation.max_new_tokens,
-            seed=c.experiment.seed,
-        )
+    def task(self, pipeline: Pipeline) -> TaskRun:
+        """The task prepared with this pipeline's settings; pipelines whose settings agree share one."""
+        c = pipeline.config
+        setup = sha256_json([asdict(c.models), asdict(c.chunking), asdict(c.retrieval), asdict(c.sql)])
+        if setup not in self._tasks:
+            self._tasks[setup] = load_task(self.folder, c, self.resources)
+        return self._tasks[setup]
 
-    @cached_property
-    def embedder(self) -> Embedder:
-        return Embedder(self.config.models.embedder, dtype=self.config.models.embedder_dtype)
+    def keys(self, pipeline: Pipeline, trained: Pipeline | None = None) -> StageKeys:
+        """Every stage key of a pipeline (or of another context view of `trained`)."""
+        owner = trained or pipeline
+        return stage_keys(pipeline, self.task(owner), self.generator_identity(owner), trained)
+
+    def generator_identity(self, pipeline: Pipeline) -> dict[str, Any]:
+        return self.resources.generator_identity(pipeline.config.models)
+
+    def generator(self, pipeline: Pipeline) -> Generator:
+        return self.resources.generator(pipeline.config)
+
+    def predictions(
+        self, pipeline: Pipeline, label: str | None = None, trained: Pipeline | None = None
+    ) -> tuple[list[Prediction], dict[str, Any]]:
+        """Predictions and costs of a pipeline: read back when finished, else made now.
+
+        `label` names its files when it is not the pipeline's own name (another context
+        view, another seed); `trained` is the pipeline whose adapter a context view uses.
+        Predictions with the same key are made once, whatever their label.
+        """
+        owner = trained or pipeline
+        label = label or pipeline.name
+        keys = self.keys(pipeline, trained)
+        if keys.predictions in self._by_key:
+            return self._by_key[keys.predictions]
+        task = self.task(owner)
+        path = self.folder / "predictions" / f"{label}.jsonl"
+        costs_path = path.with_suffix(".costs.json")
+        done = load_predictions(path, keys.predictions)
+        if all(i in done for i in task.test_ids) and costs_path.is_file():
+            saved = read_json(costs_path)
+            if saved.get("fingerprint") == keys.predictions:
+                result = [done[i] for i in task.test_ids], saved["costs"]
+                self._by_key[keys.predictions] = result
+                return result
+
+        costs: dict[str, Any] = {"resumed_predictions": len(done)} if done else {}
+        generator = self.generator(owner)
+        with PeakMemory() as memory:
+            if owner.trained:
+                folder = adapter_dir(self.folder, owner.name)
+                assert keys.adapter is not None
+                with adapted(folder, owner, generator, task, keys.adapter) as training:
+                    costs["training"] = training
+                    costs["adapter_bytes"] = sum(f.stat().st_size for f in folder.iterdir())
+                    predict(path, label, pipeline, generator, task, done, keys.predictions)
+            else:
+                predict(path, label, pipeline, generator, task, done, keys.predictions)
+        costs["peak_rss_bytes"] = memory.peak
+        if memory.gpu_peak is not None:
+            costs["peak_gpu_bytes"] = memory.gpu_peak
+        costs["wall_seconds"] = memory.seconds
+        write_json_atomic(costs_path, {"fingerprint": keys.predictions, "costs": costs})
+        result = [done[i] for i in task.test_ids], costs
+        self._by_key[keys.predictions] = result
+        return result
 
 
 def compare(
@@ -79,297 +122,91 @@ def compare(
     generator: Generator | None = None,
     embedder: Embedder | None = None,
 ) -> dict[str, Any]:
-    """Run every configured variant and return the report (also written to the run folder).
+    """Run every pipeline of the config (the `experiment.variants` presets, then each
+    `[[pipelines]]` table) and return the report (also written to the run folder).
 
     Whatever a previous run of the same settings finished (index, retrieval, adapters,
-    predictions) is reused; an interrupted run continues where it stopped.
+    predictions) is reused; an interrupted run continues where it stopped. A `generator`
+    or `embedder` passed in is used by the pipelines whose settings name it.
     """
-    run = Path(run_dir) if run_dir is not None else run_dir_for(config)
-    run.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run / "config.json", config.to_dict())
-    write_json_atomic(run / "environment.json", environment())
-    resources = Resources(config, generator, embedder)
-    task = load_task(run, config, resources)
+    pipelines = resolve_pipelines(config)
+    folder = Path(run_dir) if run_dir is not None else run_dir_for(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / "config.json", config.to_dict())
+    write_json_atomic(folder / "environment.json", environment())
+    run = Run(folder, config, Resources(generator, embedder))
 
     costs: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[Prediction]] = {}
     spread: dict[str, dict[int, list[Prediction]]] = {}
-    for variant in config.experiment.variants:
-        predictions[variant], costs[variant] = _variant(run, variant, config, resources, task)
+    for p in pipelines:
+        predictions[p.name], costs[p.name] = run.predictions(p)
         extra = [s for s in dict.fromkeys(config.experiment.seeds) if s != config.experiment.seed]
-        if ARMS[variant].trained and extra:
-            spread[variant] = {config.experiment.seed: predictions[variant]}
+        if p.trained and extra:
+            spread[p.name] = {config.experiment.seed: predictions[p.name]}
             for seed in extra:
-                seeded = replace(config, experiment=replace(config.experiment, seed=seed))
-                spread[variant][seed], _ = _variant(
-                    run, variant, seeded, resources, task, label=f"{variant}@seed{seed}"
-                )
+                spread[p.name][seed], _ = run.predictions(p.with_seed(seed))
 
-    retrieval = task.summary(run)
-    report = build_report(config, predictions, costs, retrieval, task.metrics)
-    if config.experiment.context_views and any(ARMS[v].trained for v in config.experiment.variants):
-        views = context_views(run, config, resources, task, predictions)
-        e = config.experiment
+    first = next((p for p in pipelines if p.context), pipelines[0])
+    task = run.task(first)
+    report = build_report(config, predictions, costs, task.summary(), task.metrics)
+    for p in pipelines:
+        report["variants"][p.name]["pipeline"] = settings_summary(p)
+    trained = [p for p in pipelines if p.trained]
+    e = config.experiment
+    if e.context_views and trained:
+        views = context_views(run, pipelines)
         report["context_views"] = view_table(views, task.metrics, e.bootstrap_samples, e.seed, task.oracle)
-    if config.experiment.general_examples and any(ARMS[v].trained for v in config.experiment.variants):
+    if e.general_examples and trained:
         from ragft.forgetting import GeneralSet, forgetting
 
-        general = GeneralSet(config.path(config.experiment.general_examples))
-        report["forgetting"] = forgetting(run, config, resources, task, general)
+        general = GeneralSet(config.path(e.general_examples))
+        report["forgetting"] = forgetting(run, trained, general, e.bootstrap_samples, e.seed)
     errors = {v: dict(Counter(p.error for p in preds if p.error)) for v, preds in predictions.items()}
     if any(errors.values()):
         report["errors"] = errors
     if spread:
         report["seed_spread"] = seed_spread(spread, task.metrics)
-    write_report(run, report, predictions, task.passages())
+    passages: dict[str, str] = {}
+    for p in pipelines:
+        passages.update(run.task(p).passages())
+    write_report(folder, report, predictions, passages)
     if config.tracking.mlflow_uri:
         from ragft.tracking import log_to_mlflow
 
         uri = config.tracking.mlflow_uri
-        report["mlflow_run_id"] = log_to_mlflow(uri, config.tracking.mlflow_experiment, run, config, report)
-        write_json_atomic(run / "report.json", report)
+        report["mlflow_run_id"] = log_to_mlflow(uri, config.tracking.mlflow_experiment, folder, config, report)
+        write_json_atomic(folder / "report.json", report)
     return report
 
 
-def adapter_fingerprint(variant: str, arm: Arm, config: Config, task: TaskRun) -> str:
-    """Everything a variant's adapter depends on (not decoding, not the context it is scored with)."""
-    ft = {k: v for k, v in asdict(config.finetune).items() if k not in FINETUNE_RUN_ONLY}
-    return sha256_json(
-        {
-            "variant": variant,
-            "arm": asdict(arm),
-            "generator": model_id(config.models.generator),
-            "dtype": config.models.dtype,
-            "finetune": ft,
-            "train_limit": config.data.train_limit,
-            "seed": config.experiment.seed,
-            "task": task.training_identity(arm),
-        }
-    )
+def context_views(run: Run, pipelines: list[Pipeline]) -> dict[str, dict[str, list[Prediction]]]:
+    """The base model and every fine-tuned pipeline, each shown no context, the oracle
+    context and retrieved context: whether retrieval helps or hurts a tuned model.
 
-
-def predictions_fingerprint(arm: Arm, adapter: str | None, config: Config, task: TaskRun) -> str:
-    """Everything a variant's predictions depend on; a change re-runs only that variant."""
-    return sha256_json(
-        {
-            "arm": asdict(arm),
-            "task": task.identity(arm),
-            "generator": model_id(config.models.generator),
-            "dtype": config.models.dtype,
-            "generation": asdict(config.generation),
-            "adapter": adapter,
-        }
-    )
-
-
-def _variant(
-    run: Path,
-    variant: str,
-    config: Config,
-    resources: Resources,
-    task: TaskRun,
-    label: str | None = None,
-    context: str | None = None,
-) -> tuple[list[Prediction], dict[str, Any]]:
-    """Predictions and costs of one variant: read back when finished, else made now.
-
-    `label` names its files when one variant runs more than once (another training seed);
-    `context` shows the variant's model another context than its own (none, oracle,
-    retrieved) for the three-way view, with the same adapter.
+    A view with the same key as a pipeline already run (`prompt` is the base with no
+    context) reuses its predictions; the others are made and cached like any pipeline.
     """
-    trained_arm = ARMS[variant]
-    arm = with_context(trained_arm, context) if context else trained_arm
-    label = label or variant
-    adapter_fp = adapter_fingerprint(variant, trained_arm, config, task) if arm.trained else None
-    fingerprint = predictions_fingerprint(arm, adapter_fp, config, task)
-    path = run / "predictions" / f"{label}@{context}.jsonl" if context else run / "predictions" / f"{label}.jsonl"
-    costs_path = path.with_suffix(".costs.json")
-    done = load_predictions(path, fingerprint)
-    if all(i in done for i in task.test_ids) and costs_path.is_file():
-        saved = read_json(costs_path)
-        if saved.get("fingerprint") == fingerprint:
-            return [done[i] for i in task.test_ids], saved["costs"]
-
-    costs: dict[str, Any] = {"resumed_predictions": len(done)} if done else {}
-    generator = resources.generator
-    with PeakMemory() as memory:
-        if arm.trained:
-            with adapted(run, label, trained_arm, config, resources, task, adapter_fp) as training:
-                costs["training"] = training
-                costs["adapter_bytes"] = sum(f.stat().st_size for f in adapter_dir(run, label).iterdir())
-                predict(path, variant, arm, generator, task, done, fingerprint)
-        else:
-            predict(path, variant, arm, generator, task, done, fingerprint)
-    costs["peak_rss_bytes"] = memory.peak
-    if memory.gpu_peak is not None:
-        costs["peak_gpu_bytes"] = memory.gpu_peak
-    costs["wall_seconds"] = memory.seconds
-    write_json_atomic(costs_path, {"fingerprint": fingerprint, "costs": costs})
-    return [done[i] for i in task.test_ids], costs
-
-
-def context_views(
-    run: Path,
-    config: Config,
-    resources: Resources,
-    task: TaskRun,
-    predictions: dict[str, list[Prediction]],
-) -> dict[str, dict[str, list[Prediction]]]:
-    """The base model and every fine-tuned variant, each shown no context, the oracle context
-    and retrieved context: whether retrieval helps or hurts a tuned model.
-
-    Views that a configured variant already is (`prompt` is the base with no context) reuse
-    its predictions; the others are made and cached like any variant.
-    """
-    models = {"base": ("prompt", "rag")}  # the base model's views come from untrained arms
-    models.update({v: (v,) for v in config.experiment.variants if ARMS[v].trained})
+    models = {**base_models(pipelines, run.config.models.generator), **{p.name: p for p in pipelines if p.trained}}
     views: dict[str, dict[str, list[Prediction]]] = {}
-    for model, variants in models.items():
-        views[model] = {}
+    for name, model in models.items():
+        views[name] = {}
+        trained = model if model.trained else None
         for context in CONTEXTS:
-            own = next((v for v in variants if ARMS[v].view == context), None)
-            if own is not None and own in predictions:
-                views[model][context] = predictions[own]
-            elif own is not None:
-                views[model][context], _ = _variant(run, own, config, resources, task)
-            else:
-                views[model][context], _ = _variant(run, variants[-1], config, resources, task, context=context)
+            views[name][context], _ = run.predictions(model.with_context(context), f"{name}@{context}", trained)
     return views
 
 
-def predict(
-    path: Path,
-    variant: str,
-    arm: Arm,
-    generator: Generator,
-    task: TaskRun,
-    done: dict[str, Prediction],
-    fingerprint: str,
-) -> None:
-    """Generate the batches not yet in `path`, appending each batch when it finishes.
-
-    Batches are planned over the whole test set, so a resumed run regenerates exactly the
-    batches an uninterrupted one would have; `done` is filled in place.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ids = task.test_ids
-    prompts = task.prompts(arm, generator)
-    plan = generator.plan(prompts)
-    todo = [batch for batch in plan if not all(ids[i] in done for i in batch)]
-    bar = progress(total=len(ids), initial=len(ids) - sum(map(len, todo)), desc=f"{variant}: answering", unit="q")
-    for batch in todo:
-        rows = []
-        for i, g in zip(batch, generator.generate_batch([prompts[i] for i in batch])):
-            scores, error = task.score(i, g.text)
-            p = Prediction(
-                ids[i],
-                variant,
-                prompts[i],
-                g.text,
-                task.answers(i),
-                task.retrieved(arm, i),
-                scores,
-                g.prompt_tokens,
-                g.completion_tokens,
-                g.seconds,
-                error,
-            )
-            done[ids[i]] = p
-            rows.append({"fingerprint": fingerprint, **asdict(p)})
-        append_jsonl(path, rows)
-        bar.update(len(batch))
-    bar.close()
-
-
-def load_predictions(path: Path, fingerprint: str) -> dict[str, Prediction]:
-    """Predictions already made with the same fingerprint; stale files are set aside.
-
-    A line cut short by a kill mid-write is dropped (its batch is generated again).
-    """
-    if not path.exists():
-        return {}
-    rows = [row for _, row in read_jsonl(path, torn_tail_ok=True)]
-    if any(row.get("fingerprint") != fingerprint for row in rows):
-        path.replace(path.with_suffix(".stale.jsonl"))
-        return {}
-    if not path.read_bytes().endswith(b"\n"):  # drop the torn line before appending again
-        write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    return {row["example_id"]: prediction_from_row(row) for row in rows}
-
-
-def adapter_dir(run: Path, label: str) -> Path:
-    """Where a fine-tuned variant's adapter lives in the run folder (`rag+ft@seed1` -> adapters/rag_ft_seed1)."""
-    return run / "adapters" / label.replace("+", "_").replace("@", "_")
-
-
-@contextmanager
-def adapted(
-    run: Path, label: str, arm: Arm, config: Config, resources: Resources, task: TaskRun, fingerprint: str
-) -> Iterator[dict[str, Any]]:
-    """The generator's model with the variant's adapter on (trained first where needed) inside
-    the block, and taken off after it; yields what the training recorded."""
-    generator = resources.generator
-    folder = adapter_dir(run, label)
-    generator.model, training = train_or_load_adapter(folder, arm, config, resources, task, fingerprint)
-    try:
-        yield training
-    finally:
-        generator.model = detach_adapter(generator.model)
-
-
-def train_or_load_adapter(
-    folder: Path, arm: Arm, config: Config, resources: Resources, task: TaskRun, fingerprint: str
-) -> tuple[Any, dict[str, Any]]:
-    """Load the variant's adapter if one was trained with this fingerprint, else train it
-    (resuming from its checkpoint after an interruption)."""
-    generator = resources.generator
-    base_id = model_id(config.models.generator)
-    try:
-        manifest = adapter_manifest(folder)
-        if manifest.get("fingerprint") == fingerprint:
-            return load_adapter(generator.model, folder, base_id), manifest["training"]
-    except ArtifactError:
-        pass
-    from ragft.finetune.lora import train_lora
-
-    records = task.train_records(arm, generator, config)
-    checkpoint = folder.with_name(folder.name + ".checkpoint")
-    peft_model, result = train_lora(
-        generator.model,
-        records,
-        config.finetune,
-        generator.tokenizer.pad_token_id,
-        config.experiment.seed,
-        checkpoint=checkpoint,
-        fingerprint=fingerprint,
-    )
-    training = {
-        "records": len(records),
-        "steps": result.steps,
-        "seconds": result.seconds,
-        "tokens": result.tokens,
-        "padding_fraction": 1 - result.tokens / max(1, result.padded_tokens),
-        "first_loss": result.losses[0],
-        "last_loss": sum(result.losses[-5:]) / len(result.losses[-5:]),
-        "truncated_records": result.truncated,
-    }
-    if result.validation:
-        training.update(validation=result.validation, best_step=result.best_step, stopped_early=result.stopped_early)
-    if is_main_process():
-        extra = {"method": config.finetune.method, "fingerprint": fingerprint, "training": training}
-        extra["losses"] = result.losses
-        save_adapter(peft_model, folder, base_id, extra)
-        shutil.rmtree(checkpoint, ignore_errors=True)
-    return peft_model, training
-
-
-def is_main_process() -> bool:
-    """False in the other processes of an `accelerate launch` / torchrun job (they save nothing)."""
-    return int(os.environ.get("RANK", "0")) == 0
+def plan(config: Config, run_dir: str | Path | None = None, resources: Resources | None = None) -> dict[str, Any]:
+    """Every pipeline's stage keys (`ragft.keys.StageKeys`), computed without loading a model:
+    what a run of this config would build or reuse."""
+    folder = Path(run_dir) if run_dir is not None else run_dir_for(config)
+    run = Run(folder, config, resources or Resources())
+    return {p.name: run.keys(p).as_dict() for p in resolve_pipelines(config)}
 
 
 def finetune(config: Config, variant: str, run_dir: str | Path | None = None) -> dict[str, Any]:
-    """Train (or find already trained) one fine-tuned variant's adapter in the run folder,
+    """Train (or find already trained) one trained pipeline's adapter in the run folder,
     where `compare` then reuses it; return what the training recorded.
 
     Safe under `accelerate launch` with several processes: the main process prepares the
@@ -379,25 +216,39 @@ def finetune(config: Config, variant: str, run_dir: str | Path | None = None) ->
     import torch
     from accelerate import PartialState
 
-    if variant not in ARMS or not ARMS[variant].trained:
-        raise ConfigError(f"variant must be a fine-tuned arm (ft or rag+ft), got {variant!r}")
-    run = Path(run_dir) if run_dir is not None else run_dir_for(config)
+    pipeline = trained_pipeline(config, variant)
+    folder = Path(run_dir) if run_dir is not None else run_dir_for(config)
     state = PartialState(cpu=not torch.cuda.is_available())
-    resources = Resources(config)
+    run = Run(folder, config, Resources())
     with state.main_process_first():
-        run.mkdir(parents=True, exist_ok=True)
-        task = load_task(run, config, resources)
+        folder.mkdir(parents=True, exist_ok=True)
+        task = run.task(pipeline)
+        if pipeline.context:
+            task.retriever  # noqa: B018 (the index is built and saved by the main process first)
     if state.is_main_process:
-        write_json_atomic(run / "config.json", config.to_dict())
-    arm = ARMS[variant]
-    fingerprint = adapter_fingerprint(variant, arm, config, task)
-    _, training = train_or_load_adapter(adapter_dir(run, variant), arm, config, resources, task, fingerprint)
+        write_json_atomic(folder / "config.json", config.to_dict())
+    key = adapter_key(pipeline, task, run.generator_identity(pipeline))
+    generator = run.generator(pipeline)
+    _, training = train_or_load_adapter(adapter_dir(folder, pipeline.name), pipeline, generator, task, key)
     state.wait_for_everyone()
     return training
 
 
+def trained_pipeline(config: Config, name: str) -> Pipeline:
+    """The config's pipeline of that name, which must train an adapter."""
+    pipelines = {p.name: p for p in resolve_pipelines(config)}
+    if name in pipelines and pipelines[name].trained:
+        return pipelines[name]
+    from ragft.pipeline import ladder
+
+    if name in ("ft", "rag+ft"):
+        return ladder(config, [name])[0]
+    trained = [n for n, p in pipelines.items() if p.trained] or ["ft", "rag+ft"]
+    raise ConfigError(f"{name!r} is not a trained pipeline of this config (trained: {', '.join(trained)})")
+
+
 def load_task(run: Path, config: Config, resources: Resources) -> TaskRun:
-    """The task `data.kind` names, prepared in the run folder."""
+    """The task `data.kind` names, prepared in the run folder with these settings."""
     if config.data.kind == "sql":
         from ragft.sql.run import SqlRun
 
@@ -405,3 +256,6 @@ def load_task(run: Path, config: Config, resources: Resources) -> TaskRun:
     from ragft.tasks.qa_run import QaRun
 
     return QaRun(run, config, resources)
+
+
+__all__ = ["Run", "compare", "finetune", "is_main_process", "plan", "run_dir_for"]

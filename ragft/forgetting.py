@@ -1,7 +1,7 @@
-"""The forgetting check: the base model and every fine-tuned arm answer a small set of
+"""The forgetting check: the base model and every fine-tuned pipeline answer a small set of
 general questions outside the task, without context, and the report shows the change.
 
-Predictions are cached in `predictions/general/` by what made them, like any variant's.
+Predictions are cached in `predictions/general/` by their key, like any pipeline's.
 """
 
 from __future__ import annotations
@@ -10,21 +10,23 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragft.arms import ARMS, Arm, build_prompt
 from ragft.io import sha256_file
+from ragft.keys import adapter_key, predictions_key
+from ragft.pipeline import Pipeline, base_models, base_name, build_prompt
+from ragft.predict import load_predictions, predict
 from ragft.stats import bootstrap, paired_difference
 from ragft.tasks.qa import load_examples, score
+from ragft.training import adapted, adapter_dir
 
 if TYPE_CHECKING:
-    from ragft.config import Config
-    from ragft.experiment import Resources
+    from ragft.experiment import Run
     from ragft.generation import Generator
-    from ragft.tasks.base import TaskRun
     from ragft.types import Prediction
 
 
 class GeneralSet:
-    """General questions scored by F1/EM: the part of a task the prediction loop needs."""
+    """General questions scored by F1/EM: the part of a task the prediction loop and the
+    prediction key need."""
 
     metrics = ("f1", "em")
 
@@ -34,44 +36,53 @@ class GeneralSet:
         self.test_ids = [e.id for e in self.examples]
         self.sha256 = sha256_file(path)
 
-    def identity(self, arm: Arm) -> Any:
+    def prompt_identity(self, pipeline: Pipeline) -> Any:
         return {"general": self.sha256}
 
-    def prompts(self, arm: Arm, generator: Generator) -> list[str]:
-        return [build_prompt(generator, arm, e, [], []) for e in self.examples]
+    def oracle_identity(self) -> Any:
+        return None
+
+    def scoring_identity(self) -> Any:
+        return {"score": "squad em/f1 of the final answer"}
+
+    def prompts(self, pipeline: Pipeline, generator: Generator) -> list[str]:
+        return [build_prompt(generator, pipeline, e, [], []) for e in self.examples]
 
     def answers(self, i: int) -> tuple[str, ...]:
         return self.examples[i].answers
 
-    def retrieved(self, arm: Arm, i: int) -> tuple[str, ...]:
+    def retrieved(self, pipeline: Pipeline, i: int) -> tuple[str, ...]:
         return ()
 
     def score(self, i: int, output: str) -> tuple[dict[str, float], str]:
         return score(output, self.examples[i].answers), ""
 
 
-def forgetting(run: Path, config: Config, resources: Resources, task: TaskRun, general: GeneralSet) -> dict[str, Any]:
-    """Scores of the base model and each fine-tuned variant on the general set, and each
-    tuned model's paired difference to the base (negative: it forgot)."""
-    from ragft.experiment import adapted, adapter_fingerprint, load_predictions, predict, predictions_fingerprint
-
-    arm = ARMS["prompt"]
+def forgetting(run: Run, trained: list[Pipeline], general: GeneralSet, samples: int, seed: int) -> dict[str, Any]:
+    """Scores of each base model and each fine-tuned pipeline on the general set, and each
+    tuned model's paired difference to its base (negative: it forgot)."""
+    generator_name = run.config.models.generator
+    bases = base_models(trained, generator_name)
     scores: dict[str, list[Prediction]] = {}
-    for model in ["base", *(v for v in config.experiment.variants if ARMS[v].trained)]:
-        adapter = adapter_fingerprint(model, ARMS[model], config, task) if model != "base" else None
-        fingerprint = predictions_fingerprint(arm, adapter, config, general)
-        path = run / "predictions" / "general" / f"{model}.jsonl"
-        done = load_predictions(path, fingerprint)
+    base_of: dict[str, str] = {}
+    for name, model in [*bases.items(), *((p.name, p) for p in trained)]:
+        view = model.with_context("none")
+        task = run.task(model)
+        generator_id = run.generator_identity(model)
+        adapter = adapter_key(model, task, generator_id) if model.trained else None
+        key = predictions_key(view, general, generator_id, adapter, None)
+        path = run.folder / "predictions" / "general" / f"{name}.jsonl"
+        done = load_predictions(path, key)
         if not all(i in done for i in general.test_ids):
-            generator = resources.generator  # loaded only when something is missing
+            generator = run.generator(model)  # loaded only when something is missing
             if adapter is None:
-                predict(path, "general/base", arm, generator, general, done, fingerprint)
+                predict(path, f"general/{name}", view, generator, general, done, key)
             else:
-                with adapted(run, model, ARMS[model], config, resources, task, adapter):
-                    predict(path, f"general/{model}", arm, generator, general, done, fingerprint)
-        scores[model] = [done[i] for i in general.test_ids]
-    samples, seed = config.experiment.bootstrap_samples, config.experiment.seed
-    base = scores["base"]
+                with adapted(adapter_dir(run.folder, name), model, generator, task, adapter):
+                    predict(path, f"general/{name}", view, generator, general, done, key)
+        scores[name] = [done[i] for i in general.test_ids]
+        if model.trained:
+            base_of[name] = base_name(model, generator_name)
     return {
         "examples": str(general.path),
         "n": len(general.test_ids),
@@ -81,10 +92,14 @@ def forgetting(run: Path, config: Config, resources: Resources, task: TaskRun, g
         },
         "changes": {
             m: {
-                k: asdict(paired_difference([p.scores[k] for p in base], [p.scores[k] for p in preds], samples, seed))
+                k: asdict(
+                    paired_difference(
+                        [p.scores[k] for p in scores[base_of[m]]], [p.scores[k] for p in preds], samples, seed
+                    )
+                )
                 for k in GeneralSet.metrics
             }
             for m, preds in scores.items()
-            if m != "base"
+            if m in base_of
         },
     }

@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ragft.models import resolve
+from ragft.models import resolve, resolve_device
 from ragft.progress import progress
 from ragft.types import Generation
 
@@ -14,36 +14,59 @@ if TYPE_CHECKING:
     import torch
 
 
-def pick_dtype(name: str = "auto") -> torch.dtype:
-    """bf16 where the hardware runs it natively (on CPUs it decodes ~2x faster), else fp32."""
+def pick_dtype(name: str = "auto", device: str = "auto") -> torch.dtype:
+    """bf16 where the device runs it natively (on CPUs it decodes ~2x faster), else fp32."""
     import torch
 
     if name == "float32":
         return torch.float32
     if name == "bfloat16":
         return torch.bfloat16
-    if torch.cuda.is_available():
+    if resolve_device(device).startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
 
 
-def device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def load_causal_lm(name: str, dtype: str = "auto") -> tuple[Any, Any]:
+def load_causal_lm(name: str, dtype: str = "auto", device: str = "auto") -> tuple[Any, Any]:
     """Load (model, tokenizer) for a generator name, offline where it is an alias."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
+    tokenizer = load_tokenizer(name)
     path = resolve(name, "generator")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype)).to(device())
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, device)).to(resolve_device(device))
     model.eval()
     return model, tokenizer
+
+
+def load_tokenizer(name: str) -> Any:
+    """A generator's tokenizer alone (no weights), with a pad token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve(name, "generator"))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def generator_identity(name: str, dtype: str = "auto", device: str = "auto") -> dict[str, Any]:
+    """What a generator's outputs depend on, known without loading it: the model, the hash
+    of its weight files, and the dtype and device `auto` resolves to on this machine."""
+    from ragft.models import model_id, weights_digest
+
+    resolved = str(pick_dtype(dtype, device)).removeprefix("torch.")
+    return {
+        "model": model_id(name),
+        "weights": weights_digest(name),
+        "dtype": resolved,
+        "device": resolve_device(device),
+    }
+
+
+def _device_name(device: Any) -> str:
+    """`cpu`, `cuda` for the first GPU, `cuda:N` for another (as `models.device` spells them)."""
+    if device.type == "cuda" and device.index not in (None, 0):
+        return f"cuda:{device.index}"
+    return device.type
 
 
 class Generator:
@@ -64,9 +87,26 @@ class Generator:
         self.max_new_tokens = max_new_tokens
 
     @classmethod
-    def load(cls, name: str, dtype: str = "auto", **kwargs: Any) -> Generator:
-        model, tokenizer = load_causal_lm(name, dtype)
+    def load(cls, name: str, dtype: str = "auto", device: str = "auto", **kwargs: Any) -> Generator:
+        model, tokenizer = load_causal_lm(name, dtype, device)
         return cls(model, tokenizer, name, **kwargs)
+
+    def identity(self) -> dict[str, Any]:
+        """`generator_identity` of the loaded model: its name, weights, dtype and device."""
+        from ragft.models import model_id, weights_digest
+
+        param = next(self.model.parameters())
+        dtype = str(param.dtype).removeprefix("torch.")
+        return {
+            "model": model_id(self.name),
+            "weights": weights_digest(self.name),
+            "dtype": dtype,
+            "device": _device_name(param.device),
+        }
+
+    def with_decoding(self, batch_size: int, max_new_tokens: int, seed: int) -> Generator:
+        """A generator sharing this one's model and tokenizer, with other decoding settings."""
+        return Generator(self.model, self.tokenizer, self.name, batch_size, max_new_tokens, seed)
 
     def render(self, messages: list[dict[str, str]]) -> str:
         """The prompt text the model sees, through the tokenizer's own chat template."""

@@ -96,6 +96,15 @@ def resolve(name: str, kind: str) -> str:
     return name
 
 
+def resolve_device(name: str = "auto") -> str:
+    """`auto`: CUDA when present, else the CPU; any other name (cpu, cuda, cuda:1) as given."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def model_id(name: str) -> str:
     """A stable identity for manifests: the alias, a local folder's absolute path, or the hub id."""
     alias = ALIASES.get(name)

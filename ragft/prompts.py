@@ -16,6 +16,23 @@ class PromptTemplate:
     user: str
     """Format string with {question}, and {context} where passages are shown."""
 
+    @property
+    def shows_context(self) -> bool:
+        return "{context}" in self.user
+
+    def checked(self) -> PromptTemplate:
+        """This template, after checking that its user text formats with {question} (and {context})."""
+        if "{question}" not in self.user:
+            raise InputError(f"template {self.name!r}: the user text needs a {{question}} placeholder")
+        try:
+            self.user.format(question="", context="")
+        except (KeyError, IndexError, ValueError) as e:
+            raise InputError(
+                f"template {self.name!r}: only {{question}} and {{context}} can be filled in ({e!r}); "
+                "write other braces doubled"
+            ) from None
+        return self
+
     def messages(
         self,
         question: str,
@@ -53,4 +70,8 @@ def get_template(name: str) -> PromptTemplate:
     try:
         return TEMPLATES[name]
     except KeyError:
-        raise InputError(f"unknown prompt template {name!r}; known: {', '.join(TEMPLATES)}") from None
+        import difflib
+
+        close = difflib.get_close_matches(name, TEMPLATES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise InputError(f"unknown prompt template {name!r}{hint} (known: {', '.join(TEMPLATES)})") from None

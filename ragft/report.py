@@ -10,8 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragft.arms import CONTEXTS
-from ragft.io import library_versions, write_json_atomic, write_text_atomic
+from ragft.io import library_versions
 from ragft.stats import bootstrap, mcnemar, paired_difference
 
 if TYPE_CHECKING:
@@ -340,12 +339,13 @@ def _views_table(report: dict[str, Any]) -> list[Table]:
     if not views:
         return []
     primary = metric_names(report)[0]
-    rows = [[model, *(_ci(by[c][primary]) for c in CONTEXTS)] for model, by in views["models"].items()]
+    contexts = list(next(iter(views["models"].values())))
+    rows = [[model, *(_ci(by[c][primary]) for c in contexts)] for model, by in views["models"].items()]
     caption = (
         f"Each model shown no context, oracle context ({views['oracle']}) and retrieved context: "
         f"{label(primary)} (95% CI)"
     )
-    return [(caption, ["model", *CONTEXTS], rows)]
+    return [(caption, ["model", *contexts], rows)]
 
 
 def _forgetting_table(report: dict[str, Any]) -> list[Table]:
@@ -406,19 +406,3 @@ def markdown_table(caption: str, header: list[str], rows: list[list[str]]) -> st
     lines = [f"{caption}:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n\n"
-
-
-def write_report(
-    run_dir: str | Path,
-    report: dict[str, Any],
-    predictions: dict[str, list[Prediction]],
-    passages: dict[str, str],
-    pair: tuple[str, str] | None = None,
-) -> None:
-    """Write report.json, report.md and the self-contained report.html into the run folder."""
-    from ragft.html_report import render_html
-
-    run_dir = Path(run_dir)
-    write_json_atomic(run_dir / "report.json", report)
-    write_text_atomic(run_dir / "report.md", markdown(report))
-    write_text_atomic(run_dir / "report.html", render_html(report, predictions, passages, pair))

@@ -9,14 +9,10 @@ from typing import Any
 from ragft.config import ExperimentConfig
 from ragft.errors import InputError
 from ragft.io import read_json, read_jsonl, write_text_atomic
-from ragft.report import aggregate, label, markdown, metric_names, write_report
+from ragft.predict import prediction_from_row
+from ragft.report import aggregate, label, markdown, metric_names
+from ragft.report_files import write_report
 from ragft.types import Prediction
-
-
-def prediction_from_row(row: dict[str, Any]) -> Prediction:
-    row = {k: v for k, v in row.items() if k != "fingerprint"}
-    row["answers"], row["retrieved"] = tuple(row["answers"]), tuple(row["retrieved"])
-    return Prediction(**row)
 
 
 def load_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, list[Prediction]], dict[str, str]]:
@@ -32,8 +28,8 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, list[Predic
             latest[row["example_id"]] = prediction_from_row(row)
         predictions[variant] = [latest[k] for k in sorted(latest)]
     passages = {}
-    if (run / "index" / "chunks.jsonl").is_file():
-        passages = {row["id"]: row["text"] for _, row in read_jsonl(run / "index" / "chunks.jsonl")}
+    for chunks in sorted((run / "index").rglob("chunks.jsonl")) if (run / "index").is_dir() else []:
+        passages.update({row["id"]: row["text"] for _, row in read_jsonl(chunks)})
     return report, predictions, passages
 
 

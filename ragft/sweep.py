@@ -12,13 +12,13 @@ import random
 from pathlib import Path
 from typing import Any
 
-from ragft.arms import ARMS
-from ragft.config import Config, load_config
+from ragft.config import load_config
 from ragft.errors import ConfigError
-from ragft.experiment import Resources, adapter_fingerprint, load_task, train_or_load_adapter
-from ragft.finetune.adapter import detach_adapter
 from ragft.io import sha256_json, write_json_atomic, write_text_atomic
+from ragft.keys import adapter_key
 from ragft.report import markdown_table
+from ragft.resources import Resources
+from ragft.training import adapted
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
@@ -68,32 +68,30 @@ def sweep(
     Without `finetune.validation_fraction`, a tenth of the training records is held out.
     Writes sweep.json and sweep.md into the run folder and returns the sweep.
     """
-    from ragft.experiment import run_dir_for
+    from ragft.experiment import Run, run_dir_for, trained_pipeline
 
-    if variant not in ARMS or not ARMS[variant].trained:
-        raise ConfigError(f"--variant must be a fine-tuned arm (ft or rag+ft), got {variant!r}")
     base = load_config(config_path, overrides)
+    trained_pipeline(base, variant)  # a trained pipeline of this config, or an error naming them
     if base.finetune.validation_fraction <= 0:
         overrides = [*overrides, "finetune.validation_fraction=0.1"]
         base = load_config(config_path, overrides)
-    run = Path(run_dir) if run_dir is not None else run_dir_for(base)
-    run.mkdir(parents=True, exist_ok=True)
-    resources = resources or Resources(base)
-    task = load_task(run, base, resources)
-    arm = ARMS[variant]
+    folder = Path(run_dir) if run_dir is not None else run_dir_for(base)
+    folder.mkdir(parents=True, exist_ok=True)
+    run = Run(folder, base, resources or Resources())
     rows = []
     for combo in settings_to_try(grid, sample, base.experiment.seed):
-        config: Config = load_config(config_path, [*overrides, *combo])
-        fingerprint = adapter_fingerprint(variant, arm, config, task)
-        folder = run / "sweep" / sha256_json(combo)[:12]
-        peft_model, training = train_or_load_adapter(folder, arm, config, resources, task, fingerprint)
-        resources.generator.model = detach_adapter(peft_model)
+        pipeline = trained_pipeline(load_config(config_path, [*overrides, *combo]), variant)
+        task = run.task(pipeline)
+        key = adapter_key(pipeline, task, run.generator_identity(pipeline))
+        adapter = folder / "sweep" / sha256_json(combo)[:12]
+        with adapted(adapter, pipeline, run.generator(pipeline), task, key) as training:
+            pass  # trained (or found trained) and taken off again
         best = min(loss for _, loss in training["validation"])
-        rows.append({"settings": combo, "validation_loss": best, "adapter": str(folder), **_summary(training)})
+        rows.append({"settings": combo, "validation_loss": best, "adapter": str(adapter), **_summary(training)})
     rows.sort(key=lambda r: r["validation_loss"])
     result = {"variant": variant, "grid": grid, "validation_fraction": base.finetune.validation_fraction, "rows": rows}
-    write_json_atomic(run / "sweep.json", result)
-    write_text_atomic(run / "sweep.md", sweep_markdown(result))
+    write_json_atomic(folder / "sweep.json", result)
+    write_text_atomic(folder / "sweep.md", sweep_markdown(result))
     return result
 
 

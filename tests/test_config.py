@@ -68,22 +68,3 @@ def test_sweep_grid_keeps_list_values_whole_and_refuses_other_settings():
     assert len(settings_to_try(grid, 0, 0)) == 4 and len(settings_to_try(grid, 3, 0)) == 3
     with pytest.raises(ConfigError, match="finetune"):
         parse_grid(["retrieval.k=2,3"])
-
-
-def test_run_only_finetune_settings_keep_the_adapter_fingerprint():
-    from ragft.arms import ARMS
-    from ragft.config import Config
-    from ragft.experiment import adapter_fingerprint
-
-    class Task:  # the fingerprint only asks the task what training data it holds
-        def training_identity(self, arm):
-            return ["corpus"]
-
-    def fingerprint(**finetune):
-        config = Config()
-        for key, value in finetune.items():
-            setattr(config.finetune, key, value)
-        return adapter_fingerprint("rag+ft", ARMS["rag+ft"], config, Task())
-
-    assert fingerprint(gradient_checkpointing=True, checkpoint_every=3) == fingerprint()
-    assert fingerprint(rank=8) != fingerprint()

@@ -76,12 +76,12 @@ def test_fine_tuned_arms_are_scored_with_no_oracle_and_retrieved_context(tmp_pat
     def rows(name):
         return [json.loads(line) for line in (tmp_path / "predictions" / f"{name}.jsonl").read_text().splitlines()]
 
-    for name in ("rag@oracle", "rag+ft@oracle"):  # the gold passage, which holds an answer
+    for name in ("base@oracle", "rag+ft@oracle"):  # the gold passage, which holds an answer
         for row in rows(name):
             assert len(row["retrieved"]) == 1
             assert any(a.lower() in row["prompt"].lower() for a in row["answers"])
     assert all(row["retrieved"] == [] and "Context:" not in row["prompt"] for row in rows("rag+ft@none"))
-    assert [r["retrieved"] for r in rows("rag")] == [r["retrieved"] for r in rows("rag+ft")]
+    assert [r["retrieved"] for r in rows("base@retrieved")] == [r["retrieved"] for r in rows("rag+ft")]
     assert "oracle context" in markdown(report)
     # The views reuse the variant's adapter: one trained, none for the views.
     assert sorted(p.name for p in (tmp_path / "adapters").iterdir()) == ["rag_ft"]
@@ -106,6 +106,7 @@ def test_sweep_ranks_settings_by_validation_loss_and_reuses_adapters(tmp_path, c
 
 def test_forgetting_check_scores_base_and_tuned_models_on_general_questions(tmp_path, generator, embedder, monkeypatch):
     settings = [*TINY, 'experiment.variants=["rag+ft"]', 'experiment.general_examples="../corpora/general/qa.jsonl"']
+    settings.append('models.dtype="float32"')  # the fixture's dtype: the re-run below loads nothing
     config = load_config(ROOT / "configs" / "handbook.toml", settings)
     report = compare(config, tmp_path, generator=generator, embedder=embedder)
     f = report["forgetting"]
@@ -129,3 +130,76 @@ def test_forgetting_check_scores_base_and_tuned_models_on_general_questions(tmp_
     monkeypatch.setattr(Embedder, "__init__", refuse)
     again = compare(config, tmp_path)
     assert again["forgetting"] == f
+
+
+def _handbook_copy(tmp_path):
+    """The handbook's examples file, copied so a test can edit it."""
+    path = tmp_path / "qa.jsonl"
+    path.write_text((ROOT / "corpora" / "handbook" / "qa.jsonl").read_text())
+    return path
+
+
+def _adapter_key(run):
+    return json.loads((run / "adapters" / "rag_ft" / "manifest.json").read_text())["fingerprint"]
+
+
+def test_edited_training_answers_and_another_test_slice_retrain_the_adapter(tmp_path, generator, embedder):
+    examples = _handbook_copy(tmp_path)
+    settings = [*TINY, 'experiment.variants=["rag+ft"]', "experiment.context_views=false"]
+    settings.append(f"data.examples={json.dumps(str(examples))}")
+    run = tmp_path / "run"
+
+    def go(*extra):
+        config = load_config(ROOT / "configs" / "handbook.toml", [*settings, *extra])
+        compare(config, run, generator=generator, embedder=embedder)
+        return _adapter_key(run)
+
+    first = go()
+    assert go() == first  # unchanged: reused
+    rows = [json.loads(line) for line in examples.read_text().splitlines()]
+    first_train = next(r for r in rows if r["split"] == "train")
+    first_train["answers"] = ["a corrected answer"]
+    examples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    edited = go()
+    assert edited != first  # the training data changed: trained again
+    # More test questions keep more documents out of RAFT prompts: other training data.
+    tests = [r for r in rows if r["split"] == "test"]
+    assert {r["doc_id"] for r in tests[:12]} != {r["doc_id"] for r in tests[:6]}
+    assert go("data.test_limit=12") != edited
+
+
+def test_index_and_embedder_settings_reach_the_retrieved_passages(tmp_path, generator, embedder):
+    settings = [*TINY, 'experiment.variants=["rag"]', 'retrieval.index="hnsw"']
+    run = tmp_path / "run"
+
+    def go(*extra):
+        compare(load_config(ROOT / "configs" / "handbook.toml", [*settings, *extra]), run, generator, embedder)
+        rows = [json.loads(line) for line in (run / "retrieval" / "test_hits.jsonl").read_text().splitlines()]
+        return {r["key"] for r in rows}, (run / "predictions" / "rag.jsonl").stat().st_mtime_ns
+
+    keys, stamp = go()
+    assert go() == (keys, stamp)
+    more_keys, _ = go("retrieval.ef_search=64")
+    assert more_keys > keys  # searched again
+    bf16_keys, _ = go("retrieval.ef_search=64", 'models.embedder_dtype="bfloat16"')
+    assert bf16_keys > more_keys
+    manifests = [json.loads(p.read_text()) for p in (run / "index").glob("*/manifest.json")]
+    assert sorted(m["embedder_dtype"] for m in manifests) == ["bfloat16", "float32"]  # one index each
+
+
+def test_dtype_auto_reuses_predictions_made_in_the_dtype_it_resolves_to(tmp_path, embedder, monkeypatch):
+    from ragft.generation import Generator, pick_dtype
+
+    settings = [*TINY, 'experiment.variants=["prompt"]', "experiment.context_views=false"]
+    run = tmp_path / "run"
+    compare(load_config(ROOT / "configs" / "handbook.toml", settings), run, embedder=embedder)  # loads `auto`
+    stamp = (run / "predictions" / "prompt.jsonl").stat().st_mtime_ns
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(Generator, "load", refuse)
+    resolved = str(pick_dtype("auto")).removeprefix("torch.")
+    named = [*settings, f"models.dtype={json.dumps(resolved)}"]
+    compare(load_config(ROOT / "configs" / "handbook.toml", named), run, embedder=embedder)
+    assert (run / "predictions" / "prompt.jsonl").stat().st_mtime_ns == stamp

@@ -157,6 +157,57 @@ def test_nan_loss_stops_training_naming_step_and_batch(tiny_model, tokenizer):
         train_lora(tiny_model, _records(tokenizer, 4), cfg, tokenizer.pad_token_id)
 
 
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_a_failed_training_leaves_the_callers_model_as_it_was(method, tiny_model, tokenizer):
+    import torch
+
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        before = tiny_model(input_ids=ids).logits.clone()
+    dtype = next(tiny_model.parameters()).dtype
+    names = [n for n, _ in tiny_model.named_modules()]
+
+    def fail(result):
+        raise KeyboardInterrupt  # Ctrl-C in the middle of training
+
+    cfg = FinetuneConfig(method=method, rank=4, learning_rate=1e-1, epochs=1, batch_size=2)
+    with pytest.raises(KeyboardInterrupt):
+        train_lora(tiny_model, _records(tokenizer, 8), cfg, tokenizer.pad_token_id, on_step=fail)
+    with torch.no_grad():
+        after = tiny_model(input_ids=ids).logits
+    assert torch.equal(before, after)  # a step was taken, and undone
+    assert [n for n, _ in tiny_model.named_modules()] == names  # no adapter layers left behind
+    assert next(tiny_model.parameters()).dtype == dtype and not tiny_model.training
+
+
+def test_a_failed_training_inside_a_run_gives_the_generator_its_model_back(tmp_path, tiny_model, tokenizer):
+    import torch
+
+    from ragft.config import Config
+    from ragft.generation import Generator
+    from ragft.pipeline import ladder
+    from ragft.training import adapted
+
+    class Task:  # training records only; the failure comes from the loop
+        def train_records(self, pipeline, generator):
+            return _records(tokenizer, 8)
+
+    config = Config()
+    config.finetune.learning_rate = float("inf")  # the first step's update makes the loss NaN
+    config.finetune.batch_size = 2
+    generator = Generator(tiny_model, tokenizer, "tiny")
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        before = tiny_model(input_ids=ids).logits.clone()
+    with pytest.raises(RagftError, match="loss became nan"):
+        with adapted(tmp_path / "adapter", ladder(config, ["ft"])[0], generator, Task(), "key"):
+            pass
+    assert generator.model is tiny_model
+    with torch.no_grad():
+        assert torch.equal(tiny_model(input_ids=ids).logits, before)
+    assert not any("lora_" in n for n, _ in tiny_model.named_parameters())
+
+
 def test_interrupted_training_resumes_to_identical_weights(tmp_path, tiny_model, tokenizer):
     import copy
 
@@ -320,7 +371,8 @@ def test_other_peft_methods_train_save_reload_and_generate(method, lr, tmp_path,
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ragft.finetune.adapter import detach_adapter, merge_adapter
+    from ragft.finetune.adapter import merge_adapter
+    from ragft.finetune.detach import detach_adapter
     from ragft.generation import Generator
 
     tiny_model.save_pretrained(tmp_path / "base")
@@ -388,13 +440,14 @@ def test_quote_setting_puts_the_gold_sentence_into_rag_ft_targets(tmp_path, gene
     from conftest import ROOT
     from test_cli import TINY
 
-    from ragft.arms import ARMS
     from ragft.config import load_config
-    from ragft.experiment import Resources, load_task
+    from ragft.experiment import load_task
+    from ragft.pipeline import ladder
+    from ragft.resources import Resources
 
     config = load_config(ROOT / "configs" / "handbook.toml", [*TINY, "finetune.quote=true"])
-    task = load_task(tmp_path, config, Resources(config, generator, embedder))
-    records = task.train_records(ARMS["rag+ft"], generator, config)
+    task = load_task(tmp_path, config, Resources(generator, embedder))
+    records = task.train_records(ladder(config, ["rag+ft"])[0], generator)
     targets = [generator.tokenizer.decode([t for t in r.labels if t != IGNORE]) for r in records]
     quoted = [t for t in targets if t.startswith('Quote: "')]
     assert quoted and len(quoted) < len(targets)  # RAFT leaves the gold passage out of some prompts
@@ -411,7 +464,8 @@ def test_full_fine_tuning_trains_every_weight_saves_reloads_and_restores_the_bas
 
     import torch
 
-    from ragft.finetune.adapter import detach_adapter, merge_adapter
+    from ragft.finetune.adapter import merge_adapter
+    from ragft.finetune.detach import detach_adapter
 
     base = copy.deepcopy(tiny_model)
     records = _records(tokenizer)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ragft.errors import ArtifactError
+from ragft.finetune.detach import is_prompt_learning, stash_base_weights
 from ragft.io import atomic_dir, library_versions, read_manifest, write_manifest
 
 KIND = "lora-adapter"
@@ -56,8 +57,6 @@ def load_adapter(model: Any, folder: str | Path, base_model: str) -> Any:
     if manifest.get("method") == "full":
         from safetensors.torch import load_file
 
-        from ragft.finetune.lora import stash_base_weights
-
         stash_base_weights(model)
         state = {}
         for f in sorted(Path(folder).glob("*.safetensors")):
@@ -73,23 +72,6 @@ def load_adapter(model: Any, folder: str | Path, base_model: str) -> Any:
     peft_model = PeftModel.from_pretrained(model, str(folder))
     peft_model.eval()
     return peft_model
-
-
-def detach_adapter(peft_model: Any) -> Any:
-    """The base model with the adapter taken off (not merged), in eval mode; a fully
-    fine-tuned model gets its stashed base weights back."""
-    from ragft.finetune.lora import BASE_STASH, is_prompt_learning
-
-    if hasattr(peft_model, BASE_STASH):
-        peft_model.load_state_dict(getattr(peft_model, BASE_STASH))
-        delattr(peft_model, BASE_STASH)
-        base = peft_model
-    elif is_prompt_learning(peft_model):
-        base = peft_model.get_base_model()
-    else:
-        base = peft_model.unload()
-    base.eval()
-    return base
 
 
 def list_adapters(root: str | Path) -> list[dict[str, Any]]:
@@ -130,8 +112,6 @@ def merge_adapter(peft_model: Any, input_ids: Any) -> tuple[Any, float]:
     between the adapter and the merged model on `input_ids`). A quantized base is refused:
     merging into rounded weights would silently change the model."""
     import torch
-
-    from ragft.finetune.lora import is_prompt_learning
 
     if is_prompt_learning(peft_model):
         raise ArtifactError("a prompt-tuning adapter adds input embeddings; there are no weights to merge it into")

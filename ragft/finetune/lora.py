@@ -18,6 +18,7 @@ from typing import Any
 from ragft.config import FinetuneConfig
 from ragft.errors import RagftError
 from ragft.finetune.data import IGNORE, SFTRecord
+from ragft.finetune.detach import detach_adapter, is_prompt_learning, stash_base_weights
 from ragft.io import atomic_dir, write_json_atomic
 from ragft.progress import progress
 
@@ -59,12 +60,6 @@ def peft_config(cfg: FinetuneConfig) -> Any:
         lora_dropout=cfg.dropout,
         target_modules=list(cfg.target_modules),
     )
-
-
-def is_prompt_learning(model: Any) -> bool:
-    """True for a peft model whose adapter is trained input embeddings (prompt tuning)."""
-    config = getattr(model, "active_peft_config", None)
-    return bool(getattr(config, "is_prompt_learning", False))
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -230,106 +225,112 @@ def train_lora(
         model = model.float().requires_grad_(True)
     else:
         model = get_peft_model(model, peft_config(cfg))
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    params = [p for _, p in named]
-    step_loss = accelerator.prepare(_loss_module(model))
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
-    lengths = [len(r.input_ids) for r in train]
-    total = math.ceil(len(train) / cfg.batch_size) * cfg.epochs
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
-    device = accelerator.device
-    eval_every = cfg.eval_every or math.ceil(len(train) / cfg.batch_size)
-    result = TrainResult(0, 0.0, 0, 0, truncated=sum(r.truncated for r in records))
-    best: dict[str, Any] = {}
-    if checkpoint is not None:
-        best = resume_checkpoint(Path(checkpoint), fingerprint, named, optimizer, result)
-    resumed = saved_step = result.steps
-    save_here = checkpoint is not None and accelerator.is_main_process
+    try:
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        params = [p for _, p in named]
+        step_loss = accelerator.prepare(_loss_module(model))
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+        lengths = [len(r.input_ids) for r in train]
+        total = math.ceil(len(train) / cfg.batch_size) * cfg.epochs
+        if cfg.max_steps:
+            total = min(total, cfg.max_steps)
+        device = accelerator.device
+        eval_every = cfg.eval_every or math.ceil(len(train) / cfg.batch_size)
+        result = TrainResult(0, 0.0, 0, 0, truncated=sum(r.truncated for r in records))
+        best: dict[str, Any] = {}
+        if checkpoint is not None:
+            best = resume_checkpoint(Path(checkpoint), fingerprint, named, optimizer, result)
+        resumed = saved_step = result.steps
+        save_here = checkpoint is not None and accelerator.is_main_process
 
-    def check_validation() -> bool:
-        """Measure validation loss, remember the best adapter; True when patience has run out."""
-        model.eval()
-        loss = validation_loss(model, held_out, pad_id, cfg.batch_size, device)
+        def check_validation() -> bool:
+            """Measure validation loss, remember the best adapter; True when patience has run out."""
+            model.eval()
+            loss = validation_loss(model, held_out, pad_id, cfg.batch_size, device)
+            model.train()
+            result.validation.append((result.steps, loss))
+            if result.best_step == 0 or loss < min(v for s, v in result.validation if s != result.steps):
+                result.best_step = result.steps
+                best.update({n: p.detach().cpu().clone() for n, p in named})
+            checks_since_best = sum(1 for s, _ in result.validation if s > result.best_step)
+            return bool(cfg.patience) and checks_since_best >= cfg.patience
+
+        # Train.
         model.train()
-        result.validation.append((result.steps, loss))
-        if result.best_step == 0 or loss < min(v for s, v in result.validation if s != result.steps):
-            result.best_step = result.steps
-            best.update({n: p.detach().cpu().clone() for n, p in named})
-        checks_since_best = sum(1 for s, _ in result.validation if s > result.best_step)
-        return bool(cfg.patience) and checks_since_best >= cfg.patience
-
-    # Train.
-    model.train()
-    start = time.perf_counter() - result.seconds
-    quiet = not accelerator.is_main_process
-    bar = progress(total=total, initial=resumed, desc="fine-tuning", unit="step", disable=quiet)
-    step = 0
-    stop = result.stopped_early
-    for _epoch in range(cfg.epochs):
-        for batch_ids in length_grouped_batches(lengths, cfg.batch_size, rng):
-            if step >= total or stop:
-                break
-            step += 1
-            if step <= resumed:
-                continue  # done before the interruption; the order above is replayed
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step - 1, total, cfg.learning_rate)
-            mine = batch_ids[rank::world] or batch_ids[:1]  # this process's share of the batch
-            batch = collate([train[i] for i in mine], pad_id)
-            loss = step_loss(**{k: v.to(device) for k, v in batch.items()})
-            mean_loss = accelerator.reduce(loss.detach(), "mean") if world > 1 else loss.detach()
-            if not torch.isfinite(mean_loss):
-                names = ", ".join(train[i].example_id for i in batch_ids)
-                kept = f"; the last good checkpoint (step {saved_step}) is kept" if saved_step else ""
-                raise RagftError(f"loss became {mean_loss.item()} at step {step} (batch: {names}){kept}")
-            accelerator.backward(loss)
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            result.steps = step
-            result.losses.append(mean_loss.item())
-            counts = torch.tensor([int(batch["attention_mask"].sum()), batch["attention_mask"].numel()], device=device)
-            if world > 1:
-                counts = accelerator.reduce(counts, "sum")
-            result.tokens += int(counts[0])
-            result.padded_tokens += int(counts[1])
-            bar.update(1)
-            bar.set_postfix(loss=f"{mean_loss.item():.3f}")
-            if on_step is not None:
-                on_step(result)
-            if held_out and (step % eval_every == 0 or step == total):
-                stop = check_validation()
-                result.stopped_early = stop and step < total
-            if save_here and step % cfg.checkpoint_every == 0 and step < total and not stop:
-                result.seconds = time.perf_counter() - start
-                save_checkpoint(Path(checkpoint), fingerprint, named, optimizer, result, best)
-                saved_step = step
-            accelerator.wait_for_everyone()
-    bar.close()
-    if held_out and result.validation[-1][0] != result.steps:
-        check_validation()  # the last step had no check yet (training ended by max_steps)
-    if best and result.best_step != result.steps:
-        with torch.no_grad():  # keep the adapter of the best validation check
-            for n, p in named:
-                p.copy_(best[n].to(p.device))
-    result.seconds = time.perf_counter() - start
-    if cfg.method == "full":
-        model = model.to(loaded_dtype).requires_grad_(False)  # scored in the same dtype as every arm
-    if cfg.gradient_checkpointing:
-        model.activation_checkpointing_disable()
-    model.eval()
-    return model, result
+        start = time.perf_counter() - result.seconds
+        quiet = not accelerator.is_main_process
+        bar = progress(total=total, initial=resumed, desc="fine-tuning", unit="step", disable=quiet)
+        step = 0
+        stop = result.stopped_early
+        for _epoch in range(cfg.epochs):
+            for batch_ids in length_grouped_batches(lengths, cfg.batch_size, rng):
+                if step >= total or stop:
+                    break
+                step += 1
+                if step <= resumed:
+                    continue  # done before the interruption; the order above is replayed
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(step - 1, total, cfg.learning_rate)
+                mine = batch_ids[rank::world] or batch_ids[:1]  # this process's share of the batch
+                batch = collate([train[i] for i in mine], pad_id)
+                loss = step_loss(**{k: v.to(device) for k, v in batch.items()})
+                mean_loss = accelerator.reduce(loss.detach(), "mean") if world > 1 else loss.detach()
+                if not torch.isfinite(mean_loss):
+                    names = ", ".join(train[i].example_id for i in batch_ids)
+                    kept = f"; the last good checkpoint (step {saved_step}) is kept" if saved_step else ""
+                    raise RagftError(f"loss became {mean_loss.item()} at step {step} (batch: {names}){kept}")
+                accelerator.backward(loss)
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                result.steps = step
+                result.losses.append(mean_loss.item())
+                counts = torch.tensor(
+                    [int(batch["attention_mask"].sum()), batch["attention_mask"].numel()], device=device
+                )
+                if world > 1:
+                    counts = accelerator.reduce(counts, "sum")
+                result.tokens += int(counts[0])
+                result.padded_tokens += int(counts[1])
+                bar.update(1)
+                bar.set_postfix(loss=f"{mean_loss.item():.3f}")
+                if on_step is not None:
+                    on_step(result)
+                if held_out and (step % eval_every == 0 or step == total):
+                    stop = check_validation()
+                    result.stopped_early = stop and step < total
+                if save_here and step % cfg.checkpoint_every == 0 and step < total and not stop:
+                    result.seconds = time.perf_counter() - start
+                    save_checkpoint(Path(checkpoint), fingerprint, named, optimizer, result, best)
+                    saved_step = step
+                accelerator.wait_for_everyone()
+        bar.close()
+        if held_out and result.validation[-1][0] != result.steps:
+            check_validation()  # the last step had no check yet (training ended by max_steps)
+        if best and result.best_step != result.steps:
+            with torch.no_grad():  # keep the adapter of the best validation check
+                for n, p in named:
+                    p.copy_(best[n].to(p.device))
+        result.seconds = time.perf_counter() - start
+        if cfg.method == "full":
+            model = model.to(loaded_dtype).requires_grad_(False)  # scored in the same dtype as every arm
+        if cfg.gradient_checkpointing:
+            model.activation_checkpointing_disable()
+        model.eval()
+        return model, result
+    except BaseException:  # NaN, Ctrl-C, a peft error: the caller's model goes back as it came
+        base = _undo(model, loaded_dtype)
+        if cfg.gradient_checkpointing:
+            base.activation_checkpointing_disable()
+        raise
 
 
-BASE_STASH = "_ragft_base_weights"
-"""Attribute of a fully fine-tuned model holding the base weights it replaced."""
-
-
-def stash_base_weights(model: Any) -> None:
-    """Keep a CPU copy of the weights, so `detach_adapter` can put the base back."""
-    if not hasattr(model, BASE_STASH):
-        setattr(model, BASE_STASH, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+def _undo(model: Any, loaded_dtype: Any) -> Any:
+    """The base model of a training that failed: adapter layers taken out (or, for full
+    fine-tuning, the stashed base weights put back) in the loaded dtype, in eval mode."""
+    base = detach_adapter(model)
+    base.to(loaded_dtype).requires_grad_(False)
+    return base
 
 
 ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")

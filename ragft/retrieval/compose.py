@@ -34,9 +34,11 @@ def make_retriever(
     generator: Any = None,
     query_side: QuerySide | None = None,
     weights: tuple[float, float] = (1.0, 1.0),
+    device: str = "auto",
 ) -> Retriever:
     """Compose a retriever: dense, bm25 or hybrid (RRF with (dense, bm25) weights), then
-    HyDE on the dense part, multi-query expansion, reranking, as `query_side` asks."""
+    HyDE on the dense part, multi-query expansion, reranking, as `query_side` asks; a
+    cross-encoder reranker runs on `device`."""
     from ragft.retrieval.bm25 import BM25Retriever
     from ragft.retrieval.hybrid import HybridRetriever
     from ragft.retrieval.query import HydeRetriever, MultiQueryRetriever
@@ -55,5 +57,5 @@ def make_retriever(
     if qs.multi_query:
         first = MultiQueryRetriever(first, generator, qs.multi_query)
     if qs.rerank:
-        first = RerankingRetriever(first, make_scorer(qs.rerank, generator), qs.rerank_depth)
+        first = RerankingRetriever(first, make_scorer(qs.rerank, generator, device), qs.rerank_depth)
     return first

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from ragft.models import model_id, resolve
+from ragft.models import model_id, resolve, resolve_device
 
 
 class Embedder:
@@ -30,7 +30,7 @@ class Embedder:
 
         self.name = model_id(name)
         self.batch_size = batch_size
-        self.model = model or SentenceTransformer(resolve(name, "embedder"), device=device or "cpu")
+        self.model = model or SentenceTransformer(resolve(name, "embedder"), device=resolve_device(device or "auto"))
         if dtype not in ("float32", "bfloat16"):
             raise ValueError(f"embedder dtype must be float32 or bfloat16, got {dtype!r}")
         self.dtype = dtype

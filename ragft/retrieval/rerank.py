@@ -27,12 +27,12 @@ class Scorer(Protocol):
 class CrossEncoderScorer:
     """Relevance from a cross-encoder reading query and passage together."""
 
-    def __init__(self, name: str, batch_size: int = 32):
+    def __init__(self, name: str, batch_size: int = 32, device: str = "auto"):
         from sentence_transformers import CrossEncoder
 
-        from ragft.models import resolve
+        from ragft.models import resolve, resolve_device
 
-        self.model = CrossEncoder(resolve(name, "reranker"), device="cpu")
+        self.model = CrossEncoder(resolve(name, "reranker"), device=resolve_device(device))
         self.batch_size = batch_size
 
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
@@ -95,10 +95,10 @@ class RerankingRetriever:
         return out
 
 
-def make_scorer(rerank: str, generator: Any = None) -> Scorer:
-    """`generator` for the pointwise judge, else a cross-encoder name or folder."""
+def make_scorer(rerank: str, generator: Any = None, device: str = "auto") -> Scorer:
+    """`generator` for the pointwise judge, else a cross-encoder name or folder (on `device`)."""
     if rerank == "generator":
         if generator is None:
             raise ValueError("the generator reranker needs a generator")
         return GeneratorScorer(generator)
-    return CrossEncoderScorer(rerank)
+    return CrossEncoderScorer(rerank, device=device)

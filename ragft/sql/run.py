@@ -14,19 +14,20 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragft.arms import FEWSHOT, Arm
 from ragft.errors import InputError
 from ragft.finetune.data import SFTRecord, make_record
-from ragft.io import read_json, sha256_file, sha256_json, write_json_atomic
+from ragft.io import read_json, sha256_file, write_json_atomic
+from ragft.keys import hits_key
 from ragft.models import model_id
+from ragft.pipeline import Pipeline
 from ragft.sql.data import SqlExample, load_spider, load_sqlite_task, sample_rows
 from ragft.sql.sandbox import Sandbox
 from ragft.sql.score import execution_match, extract_sql
 
 if TYPE_CHECKING:
     from ragft.config import Config
-    from ragft.experiment import Resources
     from ragft.generation import Generator
+    from ragft.resources import Resources
 
 SYSTEM = "You write SQLite queries. Answer with one SQL query and nothing else."
 
@@ -89,11 +90,37 @@ class SqlRun:
             config.sql.sample_rows,
         ]
         self._sandboxes: dict[str, Sandbox] = {}
-        r = config.retrieval
-        self.retrieval_identity = [model_id(config.models.embedder), r.k, r.hyde]
-        if r.hyde:
-            self.retrieval_identity.append(model_id(config.models.generator))
-        self.cache = run / "retrieval" / "sql_examples.json"
+        self.run = run
+
+    # Identities: what each stage's key is made of (see ragft.keys).
+
+    def _embedding(self) -> dict[str, Any]:
+        m = self.config.models
+        return {"embedder": model_id(m.embedder), "embedder_dtype": m.embedder_dtype}
+
+    def index_identity(self) -> Any:
+        return None  # solved examples are ranked by exact similarity, no saved index
+
+    def retriever_identity(self) -> Any:
+        out = {"data": self.data_identity, **self._embedding()}
+        if self.config.retrieval.hyde:
+            out["hyde"] = self.resources.generator_identity(self.config.models)
+        return out
+
+    def oracle_identity(self) -> Any:
+        return {"data": self.data_identity, "k": self.config.retrieval.k, **self._embedding()}
+
+    def training_identity(self, pipeline: Pipeline) -> Any:
+        out: dict[str, Any] = {"data": self.data_identity, "system": SYSTEM, "context": pipeline.context}
+        if pipeline.context:  # each training question is shown its k nearest other training pairs
+            out.update(k=self.config.retrieval.k, **self._embedding())
+        return out
+
+    def prompt_identity(self, pipeline: Pipeline) -> Any:
+        return {"data": self.data_identity, "system": SYSTEM, "shots": pipeline.shots}
+
+    def scoring_identity(self) -> Any:
+        return {"timeout_s": self.config.sql.timeout_s, "max_rows": self.config.sql.max_rows}
 
     # Prompts.
 
@@ -112,16 +139,16 @@ class SqlRun:
         user += f"Question: {e.question}\nSQL:"
         return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
-    def shots(self, arm: Arm, i: int) -> list[SqlExample]:
-        if arm.context:
-            return [self._train_by_id[t] for t in self.context_ids(arm)[i]]
-        return self.train[:FEWSHOT] if arm.shots else []
+    def shots(self, pipeline: Pipeline, i: int) -> list[SqlExample]:
+        if pipeline.context:
+            return [self._train_by_id[t] for t in self.context_ids(pipeline)[i]]
+        return self.train[: pipeline.shots]
 
-    def context_ids(self, arm: Arm) -> list[list[str]]:
-        return self.oracle_ids if arm.oracle else self.retrieved_ids
+    def context_ids(self, pipeline: Pipeline) -> list[list[str]]:
+        return self.oracle_ids if pipeline.oracle else self.retrieved_ids
 
-    def prompts(self, arm: Arm, generator: Generator) -> list[str]:
-        return [generator.render(self.messages(e, self.shots(arm, i))) for i, e in enumerate(self.test)]
+    def prompts(self, pipeline: Pipeline, generator: Generator) -> list[str]:
+        return [generator.render(self.messages(e, self.shots(pipeline, i))) for i, e in enumerate(self.test)]
 
     # Retrieval of solved examples.
 
@@ -132,9 +159,10 @@ class SqlRun:
     @cached_property
     def retrieved_ids(self) -> list[list[str]]:
         """The k training examples shown to each test question, cached by what chose them."""
-        key = sha256_json([self.retrieval_identity, self.data_identity])
-        if self.cache.is_file():
-            saved = read_json(self.cache)
+        key = hits_key(self, self.config.retrieval.k)
+        cache = self.run / "retrieval" / f"sql_examples-{key[:12]}.json"
+        if cache.is_file():
+            saved = read_json(cache)
             if saved.get("key") == key:
                 return saved["ids"]
         import numpy as np
@@ -143,13 +171,13 @@ class SqlRun:
         from ragft.types import Chunk, Hit
 
         k = self.config.retrieval.k
-        embed = self.resources.embedder.embed
+        embed = self.resources.embedder(self.config.models).embed
         by_question = np.argsort(-(embed([e.question for e in self.test]) @ self._train_questions.T), axis=1)[
             :, : k * 4
         ]
         rankings = [[list(row)] for row in by_question]
         if self.config.retrieval.hyde:
-            generator = self.resources.generator
+            generator = self.resources.generator(self.config)
             drafts = generator.generate([generator.render(self.messages(e, [])) for e in self.test], "HyDE SQL drafts")
             by_sql = np.argsort(-(embed([extract_sql(d.text) for d in drafts]) @ self._train_sql.T), axis=1)[:, : k * 4]
             for ranking, row in zip(rankings, by_sql):
@@ -158,25 +186,25 @@ class SqlRun:
         for ranking in rankings:
             hits = [[Hit(Chunk(str(j), "", "", 0), 0.0, r) for r, j in enumerate(row)] for row in ranking]
             ids.append([self.train[int(h.chunk.id)].id for h in rrf(hits, [1.0] * len(hits))[:k]])
-        write_json_atomic(self.cache, {"key": key, "ids": ids})
+        write_json_atomic(cache, {"key": key, "ids": ids})
         return ids
 
     @cached_property
     def _train_questions(self) -> Any:
         """Embeddings of the training questions (shared by retrieval and the rag+ft neighbours)."""
-        return self.resources.embedder.embed([e.question for e in self.train])
+        return self.resources.embedder(self.config.models).embed([e.question for e in self.train])
 
     @cached_property
     def _train_sql(self) -> Any:
         """Embeddings of the training queries (shared by HyDE retrieval and the oracle view)."""
-        return self.resources.embedder.embed([normal_sql(e.query) for e in self.train])
+        return self.resources.embedder(self.config.models).embed([normal_sql(e.query) for e in self.train])
 
     @cached_property
     def oracle_ids(self) -> list[list[str]]:
         """For each test question, the k training examples whose SQL is most similar to its gold SQL."""
         import numpy as np
 
-        gold = self.resources.embedder.embed([normal_sql(e.query) for e in self.test])
+        gold = self.resources.embedder(self.config.models).embed([normal_sql(e.query) for e in self.test])
         order = np.argsort(-(gold @ self._train_sql.T), axis=1)[:, : self.config.retrieval.k]
         return [[self.train[int(j)].id for j in row] for row in order]
 
@@ -193,21 +221,11 @@ class SqlRun:
 
     # What the runner asks for.
 
-    def identity(self, arm: Arm) -> Any:
-        return {
-            "system": SYSTEM,
-            "data": self.data_identity,
-            "retrieval": self.retrieval_identity if arm.context else None,
-        }
-
-    def training_identity(self, arm: Arm) -> Any:
-        return [self.data_identity, self.retrieval_identity if arm.context else None]
-
     def answers(self, i: int) -> tuple[str, ...]:
         return (self.test[i].query,)
 
-    def retrieved(self, arm: Arm, i: int) -> tuple[str, ...]:
-        return tuple(self.context_ids(arm)[i]) if arm.context else ()
+    def retrieved(self, pipeline: Pipeline, i: int) -> tuple[str, ...]:
+        return tuple(self.context_ids(pipeline)[i]) if pipeline.context else ()
 
     def sandbox(self, db_id: str) -> Sandbox:
         if db_id not in self._sandboxes:
@@ -221,17 +239,19 @@ class SqlRun:
         error = result.error_kind or ("" if right else "wrong_result")
         return {"ex": float(right), "valid": float(result.ok)}, error
 
-    def train_records(self, arm: Arm, generator: Generator, config: Config) -> list[SFTRecord]:
-        neighbours = self._train_neighbours() if arm.context else [[] for _ in self.train]
+    def train_records(self, pipeline: Pipeline, generator: Generator) -> list[SFTRecord]:
+        neighbours = self._train_neighbours() if pipeline.context else [[] for _ in self.train]
         eos = generator.tokenizer.eos_token_id
         records = []
         for e, shots in zip(self.train, neighbours):
             prompt = generator.render(self.messages(e, shots))
             answer = generator.encode(normal_sql(e.query))
-            records.append(make_record(e.id, generator.encode(prompt), answer, eos, config.finetune.max_length))
+            records.append(
+                make_record(e.id, generator.encode(prompt), answer, eos, pipeline.config.finetune.max_length)
+            )
         return records
 
-    def summary(self, run: Path) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
         databases = sorted({e.db_id for e in self.test})
         how = "by question similarity" + (" and HyDE draft-SQL similarity" if self.config.retrieval.hyde else "")
         return {

@@ -1,43 +1,36 @@
 """What the experiment runner needs from a task, whatever its kind (QA over a corpus, text-to-SQL).
 
-A task run holds its train and test examples and whatever retrieval it does; the runner
-asks it for prompts, scores, training records and the identity its predictions depend on.
+A task run holds its train and test examples and the retrieval of one setup (a pipeline's
+retrieval settings); the runner asks it for prompts, scores, training records and the
+identities its stages' cache keys are made of (`ragft.keys.KeyedTask`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ragft.keys import KeyedTask
+
 if TYPE_CHECKING:
-    from ragft.arms import Arm
-    from ragft.config import Config
     from ragft.finetune.data import SFTRecord
     from ragft.generation import Generator
+    from ragft.pipeline import Pipeline
 
 
-class TaskRun(Protocol):
+class TaskRun(KeyedTask, Protocol):
     metrics: tuple[str, ...]
     """Metric names, primary first; each prediction gets a score for every one."""
     test_ids: list[str]
     oracle: str
-    """What an arm with oracle context is shown, in words for the report."""
+    """What a pipeline with oracle context is shown, in words for the report."""
 
-    def identity(self, arm: Arm) -> Any:
-        """What an arm's predictions depend on besides the model and decoding (examples, retrieval)."""
-        ...
-
-    def training_identity(self, arm: Arm) -> Any:
-        """What an arm's training records depend on besides the fine-tuning settings."""
-        ...
-
-    def prompts(self, arm: Arm, generator: Generator) -> list[str]:
-        """The rendered prompt of every test example for this arm."""
+    def prompts(self, pipeline: Pipeline, generator: Generator) -> list[str]:
+        """The rendered prompt of every test example for this pipeline."""
         ...
 
     def answers(self, i: int) -> tuple[str, ...]: ...
 
-    def retrieved(self, arm: Arm, i: int) -> tuple[str, ...]:
+    def retrieved(self, pipeline: Pipeline, i: int) -> tuple[str, ...]:
         """Ids of what retrieval put into test example i's prompt (empty without context)."""
         ...
 
@@ -45,9 +38,9 @@ class TaskRun(Protocol):
         """(a score per metric, the kind of failure or '') for test example i's output."""
         ...
 
-    def train_records(self, arm: Arm, generator: Generator, config: Config) -> list[SFTRecord]: ...
+    def train_records(self, pipeline: Pipeline, generator: Generator) -> list[SFTRecord]: ...
 
-    def summary(self, run: Path) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
         """The report's retrieval block."""
         ...
 

@@ -1,5 +1,5 @@
 """Question answering over a corpus as an experiment task: corpus, index, retriever,
-examples; prompts with retrieved passages; SQuAD EM and F1; RAFT training records."""
+examples; prompts with retrieved passages; SQuAD EM and F1; SFT and RAFT training records."""
 
 from __future__ import annotations
 
@@ -10,79 +10,169 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragft.arms import FEWSHOT, Arm, build_prompt
 from ragft.corpus import load_corpus
 from ragft.corpus.chunking import chunk_for_embedder
 from ragft.corpus.loaders import JsonlFields
 from ragft.errors import RagftError
 from ragft.finetune.data import SFTRecord, gold_chunk, make_record, quoted_answer, raft_passages
-from ragft.io import append_jsonl, read_jsonl, sha256_file, sha256_json
+from ragft.io import append_jsonl, read_jsonl, sha256_json
+from ragft.keys import hits_key
 from ragft.metrics import recall_at_k
 from ragft.models import model_id
-from ragft.prompts import get_template
+from ragft.pipeline import Pipeline, build_prompt
 from ragft.retrieval import DenseRetriever, Retriever, VectorIndex
 from ragft.retrieval.build import sync_index
 from ragft.retrieval.compose import QuerySide, make_retriever
+from ragft.retrieval.index import choose_kind, corpus_hash
 from ragft.tasks.qa import load_examples, score
 from ragft.types import Chunk, Example, Hit
 
 if TYPE_CHECKING:
     from ragft.config import Config
-    from ragft.experiment import Resources
     from ragft.generation import Generator
+    from ragft.resources import Resources
 
 
 class QaRun:
-    """A QA task prepared for one run folder: the index is synced and test passages cached there."""
+    """A QA task prepared for one run folder and one retrieval setup (a pipeline's chunking,
+    embedder and retrieval settings): the index and test passages are built on first use
+    and cached there, so planning a run's keys loads no model."""
 
     metrics = ("f1", "em")
     oracle = "the passage of the question's document that holds its answer"
 
     def __init__(self, run: Path, config: Config, resources: Resources):
         data, c = config.data, config.chunking
+        self.run = run
         self.config = config
+        self.resources = resources
         self.corpus = load_corpus(
             config.path(data.corpus), fields=JsonlFields(data.text_field, data.id_field), skip_bad=data.skip_bad
         )
         self.chunks = chunk_for_embedder(self.corpus, config.models.embedder, c.unit, c.chunk_size, c.chunk_overlap)
-        self.index, _ = sync_index(
-            run / "index",
-            self.chunks,
-            model_id(config.models.embedder),
-            lambda: resources.embedder,
-            {"chunking": asdict(config.chunking)},
-            config.retrieval.index,
-            config.retrieval.index_settings(),
-        )
         examples_path = config.path(data.examples)
         examples = load_examples(examples_path)
-        self.examples_sha256 = sha256_file(examples_path)
         self.train = _limit([e for e in examples if e.split == "train"], data.train_limit)
         self.test = _limit([e for e in examples if e.split == "test"], data.test_limit)
         if not self.test:
             raise RagftError(f"{examples_path}: no test examples")
         self.test_ids = [e.id for e in self.test]
-        self.retriever = _retriever(config, self.chunks, self.index, resources)
-        self.retrieval_identity = [self.index.embedder, self.index.corpus_sha256, _retrieval_key(config)]
-        key = sha256_json(self.retrieval_identity)
-        hits_path = run / "retrieval" / "test_hits.jsonl"
-        self.test_hits = _test_hits(hits_path, self.test, self.index, self.retriever, key, config.retrieval.k)
 
-    def identity(self, arm: Arm) -> Any:
+    # Identities: what each stage's key is made of (see ragft.keys).
+
+    @cached_property
+    def chunks_sha256(self) -> str:
+        return corpus_hash(self.chunks)
+
+    def _index_settings(self) -> dict[str, Any]:
+        """The embedder and index settings a dense search reads (the index kind resolved by size)."""
+        m, r = self.config.models, self.config.retrieval
+        kind = choose_kind(r.index, len(self.chunks))
+        settings = {"hnsw": ("hnsw_m", "ef_construction", "ef_search"), "ivf": ("nprobe",), "ivfpq": ("nprobe",)}
         return {
-            "template": asdict(get_template(arm.template)),
-            "examples": self.examples_sha256,
-            "retrieval": self.retrieval_identity if arm.context else None,
+            "embedder": model_id(m.embedder),
+            "embedder_dtype": m.embedder_dtype,
+            "index": kind,
+            **{name: getattr(r, name) for name in settings.get(kind, ())},
         }
 
-    def training_identity(self, arm: Arm) -> Any:
-        return [self.index.corpus_sha256, _retrieval_key(self.config)]
+    def index_identity(self) -> Any:
+        if self.config.retrieval.method == "bm25":
+            return None  # BM25 alone searches no vector index
+        return {"chunks": self.chunks_sha256, **self._index_settings()}
 
-    def context(self, arm: Arm, i: int) -> list[Chunk]:
+    def retriever_identity(self) -> Any:
+        r = self.config.retrieval
+        out: dict[str, Any] = {"chunks": self.chunks_sha256, "method": r.method}
+        index = self.index_identity()
+        if index is not None:
+            out["index"] = index
+        if r.method == "hybrid":
+            out["hybrid_weights"] = r.hybrid_weights
+        if r.hyde and r.method != "bm25":
+            out["hyde"] = True
+        if r.multi_query:
+            out["multi_query"] = r.multi_query
+        if r.rerank:
+            out["rerank"] = r.rerank if r.rerank == "generator" else model_id(r.rerank)
+            out["rerank_depth"] = r.rerank_depth
+        if out.get("hyde") or r.multi_query or r.rerank == "generator":
+            out["generator"] = self.resources.generator_identity(self.config.models)
+        return out
+
+    def oracle_identity(self) -> Any:
+        return {"chunks": self.chunks_sha256}  # the gold chunk of each test question's document
+
+    def training_identity(self, pipeline: Pipeline) -> Any:
+        out: dict[str, Any] = {"train": _content(self.train), "context": pipeline.context}
+        if pipeline.context:
+            out["held_out"] = sorted({e.doc_id for e in self.test if e.doc_id})
+            out["retriever"] = self.retriever_identity()
+            if not pipeline.raft:
+                out["k"] = self.config.retrieval.k
+        return out
+
+    def prompt_identity(self, pipeline: Pipeline) -> Any:
+        return {"test": _content(self.test), "shots": _content(self.train[: pipeline.shots])}
+
+    def scoring_identity(self) -> Any:
+        return {"score": "squad em/f1 of the final answer"}
+
+    # Retrieval, built on first use.
+
+    @property
+    def index_folder(self) -> Path:
+        """One folder per embedder, embedder dtype and index kind: what the stored vectors and
+        the index structure depend on (other settings are applied to it in place, no embedding)."""
+        s = self._index_settings()
+        return self.run / "index" / sha256_json([s["embedder"], s["embedder_dtype"], s["index"]])[:12]
+
+    @cached_property
+    def index(self) -> VectorIndex:
+        """The vector index, synced in `index/<settings>` of the run folder (one folder per
+        embedder and index settings; a changed corpus re-embeds only its changed chunks)."""
+        settings = self._index_settings()
+        c = self.config
+        index, _ = sync_index(
+            self.index_folder,
+            self.chunks,
+            settings["embedder"],
+            lambda: self.resources.embedder(c.models),
+            {"chunking": asdict(c.chunking), "embedder_dtype": c.models.embedder_dtype},
+            c.retrieval.index,
+            c.retrieval.index_settings(),
+        )
+        return index
+
+    @cached_property
+    def retriever(self) -> Retriever:
+        """The retriever `retrieval.*` describes, shared by test questions and training contexts."""
+        c = self.config
+        r = c.retrieval
+        query_side = QuerySide(r.hyde, r.multi_query, r.rerank, r.rerank_depth)
+        needs_generator = r.hyde or r.multi_query or r.rerank == "generator"
+        return make_retriever(
+            r.method,
+            self.chunks,
+            DenseRetriever(self.resources.embedder(c.models), self.index) if r.method != "bm25" else None,
+            self.resources.generator(c) if needs_generator else None,
+            query_side,
+            (r.hybrid_weights[0], r.hybrid_weights[1]),
+            device=c.models.device,
+        )
+
+    @cached_property
+    def test_hits(self) -> list[list[Hit]]:
+        key = hits_key(self, self.config.retrieval.k)
+        path = self.run / "retrieval" / "test_hits.jsonl"
+        by_id = {c.id: c for c in self.chunks}
+        return _test_hits(path, self.test, by_id, lambda: self.retriever, key, self.config.retrieval.k)
+
+    def context(self, pipeline: Pipeline, i: int) -> list[Chunk]:
         """The passages test example i is shown: retrieved, the gold one (oracle), or none."""
-        if not arm.context:
+        if not pipeline.context:
             return []
-        if arm.oracle:
+        if pipeline.oracle:
             gold = self.gold_chunks[i]
             return [gold] if gold is not None else []
         return [h.chunk for h in self.test_hits[i]]
@@ -99,107 +189,77 @@ class QaRun:
         """Each test example's gold passage (None where no chunk of its document holds an answer)."""
         return [gold_chunk(e, self.chunks_by_doc) for e in self.test]
 
-    def prompts(self, arm: Arm, generator: Generator) -> list[str]:
-        shots = self.train[:FEWSHOT]
+    def prompts(self, pipeline: Pipeline, generator: Generator) -> list[str]:
+        shots = self.train[: pipeline.shots]
         return [
-            build_prompt(generator, arm, e, [c.text for c in self.context(arm, i)], shots)
+            build_prompt(generator, pipeline, e, [c.text for c in self.context(pipeline, i)], shots)
             for i, e in enumerate(self.test)
         ]
 
     def answers(self, i: int) -> tuple[str, ...]:
         return self.test[i].answers
 
-    def retrieved(self, arm: Arm, i: int) -> tuple[str, ...]:
-        return tuple(c.id for c in self.context(arm, i))
+    def retrieved(self, pipeline: Pipeline, i: int) -> tuple[str, ...]:
+        return tuple(c.id for c in self.context(pipeline, i))
 
     def score(self, i: int, output: str) -> tuple[dict[str, float], str]:
         return score(output, self.test[i].answers), ""
 
-    def train_records(self, arm: Arm, generator: Generator, config: Config) -> list[SFTRecord]:
-        """SFT records; `rag+ft` prompts carry RAFT context from the same retriever.
+    def train_records(self, pipeline: Pipeline, generator: Generator) -> list[SFTRecord]:
+        """SFT records. A retrieving pipeline's prompts carry context from its own retriever:
+        RAFT (the gold passage among distractors, sometimes left out) or, with
+        `finetune.records = "sft"`, the top k as at test time.
 
         Passages from the test examples' documents are kept out of training prompts.
         """
-        ft = config.finetune
-        rng = random.Random(config.experiment.seed)
-        by_doc = self.chunks_by_doc
+        ft = pipeline.config.finetune
+        rng = random.Random(pipeline.config.experiment.seed)
         held_out = {e.doc_id for e in self.test if e.doc_id}
-        n_passages = ft.distractors + 1
+        n_passages = ft.distractors + 1 if pipeline.raft else self.config.retrieval.k
         hits: list[list[Hit]] = [[] for _ in self.train]
-        if arm.context:
+        if pipeline.context:
             raw = self.retriever.retrieve([e.question for e in self.train], n_passages + 8)
             hits = [[h for h in row if h.chunk.doc_id not in held_out] for row in raw]
         records = []
         eos = generator.tokenizer.eos_token_id
         for e, row in zip(self.train, hits):
-            passages, target = [], e.answers[0]
-            if arm.context:
-                gold = gold_chunk(e, by_doc)
+            passages, target = [h.chunk.text for h in row[:n_passages]], e.answers[0]
+            if pipeline.raft:
+                gold = gold_chunk(e, self.chunks_by_doc)
                 shown = raft_passages(e, row, gold, n_passages, ft.p_no_gold, rng)
                 passages = [c.text for c in shown]
                 if ft.quote:
                     target = quoted_answer(gold.text if gold in shown else None, e.answers[0])
-            prompt = build_prompt(generator, arm, e, passages, [])
+            prompt = build_prompt(generator, pipeline, e, passages, [])
             answer = generator.encode(target)
             records.append(make_record(e.id, generator.encode(prompt), answer, eos, ft.max_length))
         return records
 
-    def summary(self, run: Path) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
         k = self.config.retrieval.k
-        scored = [(e, hits) for e, hits in zip(self.test, self.test_hits) if e.doc_id]
-        recall = sum(recall_at_k([h.chunk.doc_id for h in hits], {e.doc_id}, k) for e, hits in scored)
-        return {
-            f"recall@{k}": recall / max(1, len(scored)),
-            "chunks": len(self.chunks),
-            "documents": len(self.corpus),
-            "empty_documents": len(self.corpus.empty),
-            "unreadable_skipped": self.corpus.skipped,
-            "index_bytes": sum(f.stat().st_size for f in (run / "index").iterdir()),
-        }
+        out: dict[str, Any] = {}
+        if self.config.retrieval.method != "bm25" or "test_hits" in self.__dict__:
+            scored = [(e, hits) for e, hits in zip(self.test, self.test_hits) if e.doc_id]
+            recall = sum(recall_at_k([h.chunk.doc_id for h in hits], {e.doc_id}, k) for e, hits in scored)
+            out[f"recall@{k}"] = recall / max(1, len(scored))
+        out.update(
+            chunks=len(self.chunks),
+            documents=len(self.corpus),
+            empty_documents=len(self.corpus.empty),
+            unreadable_skipped=self.corpus.skipped,
+        )
+        if self.index_identity() is not None:
+            self.index  # noqa: B018 (built and saved if it was not yet)
+            out["index_bytes"] = sum(f.stat().st_size for f in self.index_folder.iterdir())
+        return out
 
     def passages(self) -> dict[str, str]:
         return {c.id: c.text for c in self.chunks}
 
 
-class _Lazy:
-    """A retriever built on first use, so a fully cached re-run loads no model."""
-
-    def __init__(self, build: Callable[[], Retriever]):
-        self.build = build
-
-    @cached_property
-    def inner(self) -> Retriever:
-        return self.build()
-
-    def retrieve(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
-        return self.inner.retrieve(queries, k)
-
-
-def _retriever(config: Config, chunks: list[Chunk], index: VectorIndex, resources: Resources) -> Retriever:
-    """The retriever `retrieval.*` describes, shared by test questions and RAFT training contexts."""
-    r = config.retrieval
-    query_side = QuerySide(r.hyde, r.multi_query, r.rerank, r.rerank_depth)
-    needs_generator = r.hyde or r.multi_query or r.rerank == "generator"
-    return _Lazy(
-        lambda: make_retriever(
-            r.method,
-            chunks,
-            DenseRetriever(resources.embedder, index) if r.method != "bm25" else None,
-            resources.generator if needs_generator else None,
-            query_side,
-            (r.hybrid_weights[0], r.hybrid_weights[1]),
-        )
-    )
-
-
-def _retrieval_key(config: Config) -> dict[str, Any]:
-    """Retrieval settings that change which passages come back."""
-    r = asdict(config.retrieval)
-    for name in ("index", "hnsw_m", "ef_construction", "ef_search", "nprobe"):
-        r.pop(name)  # approximate-search settings: part of the index's own identity below
-    if config.retrieval.hyde or config.retrieval.multi_query or config.retrieval.rerank == "generator":
-        r["generator"] = model_id(config.models.generator)
-    return r
+def _content(examples: Sequence[Example]) -> str:
+    """Content hash of examples: what a stage reading them sees (ids, questions, answers, documents)."""
+    return sha256_json([[e.id, e.question, list(e.answers), e.split, e.doc_id] for e in examples])
 
 
 def _limit(items: list[Example], n: int) -> list[Example]:
@@ -207,10 +267,15 @@ def _limit(items: list[Example], n: int) -> list[Example]:
 
 
 def _test_hits(
-    path: Path, test: list[Example], index: VectorIndex, retriever: Retriever, key: str, k: int
+    path: Path,
+    test: list[Example],
+    by_id: dict[str, Chunk],
+    retriever: Callable[[], Retriever],
+    key: str,
+    k: int,
 ) -> list[list[Hit]]:
-    """Top-k passages for every test question, cached beside the run by what made them (`key`)."""
-    by_id = {c.id: c for c in index.chunks}
+    """Top-k passages for every test question, cached beside the run by what made them (`key`);
+    the retriever is built only when some question is missing."""
     cached: dict[str, list[Hit]] = {}
     if path.is_file():
         for _, row in read_jsonl(path):
@@ -220,7 +285,7 @@ def _test_hits(
                 ]
     missing = sorted({e.question for e in test} - cached.keys())
     if missing:
-        fresh = dict(zip(missing, retriever.retrieve(missing, k)))
+        fresh = dict(zip(missing, retriever().retrieve(missing, k)))
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = [
             {"key": key, "question": q, "chunks": [h.chunk.id for h in hits], "scores": [h.score for h in hits]}

@@ -1,0 +1,127 @@
+"""Cache keys of a pipeline's stages, derived in one place from what each stage reads.
+
+A stage's key hashes the identities of its inputs: content hashes of the data it reads
+(supplied by the task, which knows its data), the settings it reads and no others, the
+resolved model identity, dtype and device, and the keys of the stages it consumes. The
+runner names and checks its artifacts by these keys and builds none itself, and
+`tests/test_keys.py` changes every config key to check which artifacts it reaches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ragft.config import FINETUNE_METHOD_KEYS, FINETUNE_RUN_ONLY, RAFT_KEYS, FinetuneConfig
+from ragft.io import sha256_json
+
+if TYPE_CHECKING:
+    from ragft.pipeline import Pipeline
+
+STAGES = ("index", "hits", "adapter", "predictions")
+
+
+class KeyedTask(Protocol):
+    """The identities a task gives of its data, for the keys of the stages that read it."""
+
+    def index_identity(self) -> Any:
+        """What the vector index is built from (None: the task searches no vector index)."""
+        ...
+
+    def retriever_identity(self) -> Any:
+        """What decides which context comes back for a query, apart from how many."""
+        ...
+
+    def oracle_identity(self) -> Any:
+        """What decides the oracle context of each test example."""
+        ...
+
+    def training_identity(self, pipeline: Pipeline) -> Any:
+        """What a pipeline's training records are made from, apart from the fine-tuning settings."""
+        ...
+
+    def prompt_identity(self, pipeline: Pipeline) -> Any:
+        """The test examples and solved examples a pipeline's prompts are built from."""
+        ...
+
+    def scoring_identity(self) -> Any:
+        """What decides an output's scores."""
+        ...
+
+
+@dataclass(frozen=True)
+class StageKeys:
+    """The key of every artifact a pipeline makes or reads (None: it has no such stage)."""
+
+    index: str | None
+    hits: str | None
+    """Retrieved context of the test questions."""
+    adapter: str | None
+    predictions: str
+
+    def as_dict(self) -> dict[str, str | None]:
+        return asdict(self)
+
+
+def key(*parts: Any) -> str:
+    return sha256_json(parts)
+
+
+def finetune_identity(ft: FinetuneConfig, raft: bool) -> dict[str, Any]:
+    """The fine-tuning settings an adapter's weights depend on: not run-only ones, not
+    another method's, and RAFT's only for RAFT records."""
+    other_methods = {k for m, keys in FINETUNE_METHOD_KEYS.items() if m != ft.method for k in keys}
+    skip = {*FINETUNE_RUN_ONLY, "records", *(other_methods - set(FINETUNE_METHOD_KEYS[ft.method]))}
+    if not raft:
+        skip |= set(RAFT_KEYS)
+    return {k: v for k, v in asdict(ft).items() if k not in skip}
+
+
+def hits_key(task: KeyedTask, k: int) -> str:
+    """The key of the top-k context retrieved for each test question."""
+    return key("hits", task.retriever_identity(), k)
+
+
+def adapter_key(trained: Pipeline, task: KeyedTask, generator: dict[str, Any]) -> str:
+    """The key of a trained pipeline's adapter. `generator` is the base model's identity
+    (`Resources.generator_identity`)."""
+    return key(
+        "adapter",
+        generator,
+        finetune_identity(trained.config.finetune, trained.raft),
+        trained.config.experiment.seed,
+        asdict(trained.template),
+        task.training_identity(trained),
+    )
+
+
+def predictions_key(
+    pipeline: Pipeline, task: KeyedTask, generator: dict[str, Any], adapter: str | None, hits: str | None
+) -> str:
+    """The key of a pipeline's predictions on a task's test examples."""
+    p = pipeline
+    context: Any = hits if p.view == "retrieved" else task.oracle_identity() if p.view == "oracle" else None
+    return key(
+        "predictions",
+        generator,
+        asdict(p.config.generation),
+        adapter,
+        asdict(p.template),
+        context,
+        task.prompt_identity(p),
+        task.scoring_identity(),
+    )
+
+
+def stage_keys(
+    pipeline: Pipeline, task: KeyedTask, generator: dict[str, Any], trained: Pipeline | None = None
+) -> StageKeys:
+    """The keys of one pipeline's stages. `trained` is the pipeline whose adapter this one
+    uses, when it is another context view of it."""
+    p, trained = pipeline, trained or pipeline
+    reads_context = p.context or trained.context
+    index_identity = task.index_identity() if reads_context else None
+    index = key("index", index_identity) if index_identity is not None else None
+    hits = hits_key(task, p.config.retrieval.k) if reads_context else None
+    adapter = adapter_key(trained, task, generator) if trained.trained else None
+    return StageKeys(index, hits, adapter, predictions_key(p, task, generator, adapter, hits))
