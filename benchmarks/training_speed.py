@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
+from ragft.arms import ladder
 from ragft.config import FinetuneConfig, load_config
 from ragft.experiment import load_task
 from ragft.finetune.lora import peft_config, train_lora
 from ragft.generation import Generator
-from ragft.pipeline import ladder
 from ragft.resources import Resources
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,7 +116,7 @@ def main() -> None:
     config = load_config(ROOT / "configs" / "handbook.toml", [f"data.train_limit={args.records}"])
     generator = Generator.load(config.models.generator, args.dtype)
     with tempfile.TemporaryDirectory() as tmp:
-        task = load_task(Path(tmp), config, Resources(generator=generator))
+        task = load_task(Path(tmp), config, Resources([generator]))
         records = task.train_records(ladder(config, ["rag+ft"])[0], generator)
         base = generator.model
         cfg = FinetuneConfig(max_steps=args.warmup + args.steps, epochs=100)

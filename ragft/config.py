@@ -46,6 +46,8 @@ class ExperimentConfig:
     fine-tuned arm answer them without context and the report shows the change; empty: off."""
     context_views: bool = True
     """Also score the base model and every fine-tuned arm with no context, oracle context and retrieved context."""
+    pairs: list[str] = field(default_factory=list)
+    """Pipelines to test against each other, as "from:to" (e.g. "rag:rag-hybrid"); empty: every pair."""
 
 
 @dataclass
@@ -357,6 +359,18 @@ def _pipeline_tables(data: dict[str, Any], path: Path, text: str) -> list[Pipeli
     return out
 
 
+def check_settings(cls: type, values: dict[str, Any], section: str, source: str) -> Any:
+    """One section's settings dataclass from keyword values, checked like a config file's
+    section: unknown keys named with the closest valid one, types and choices checked."""
+    _check_keys(cls, values, source=source, prefix=section + ".")
+    built = _build(cls, values, prefix=section + ".")
+    try:
+        _validate(dataclasses.replace(Config(), **{section: built}))
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return built
+
+
 def pipeline_settings(config: Config, pipeline: PipelineConfig) -> Config:
     """The experiment's settings with one pipeline's overrides applied, checked like a file's."""
     where = dict(path=config.source or None, line=pipeline.line)
@@ -543,6 +557,22 @@ def _validate(config: Config) -> None:
     _choice("retrieval.index", config.retrieval.index, ("auto", "flat", "hnsw", "ivf", "ivfpq"))
     if config.chunking.chunk_overlap >= config.chunking.chunk_size:
         raise ConfigError("chunking.chunk_overlap must be smaller than chunking.chunk_size")
+
+
+def check_pairs(pairs: list[str], names: list[str], source: str | None = None) -> list[tuple[str, str]]:
+    """experiment.pairs as (from, to) names of pipelines the experiment runs."""
+    out = []
+    for pair in pairs:
+        a, sep, b = pair.partition(":")
+        if not sep:
+            raise ConfigError(f"experiment.pairs: {pair!r} is not of the form 'from:to'", source)
+        for name in (a, b):
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f" (pipelines: {', '.join(names)})"
+                raise ConfigError(f"experiment.pairs: no pipeline named {name!r}{hint}", source)
+        out.append((a, b))
+    return out
 
 
 def _choice(key: str, value: str, options: tuple[str, ...]) -> None:

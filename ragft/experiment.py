@@ -16,18 +16,19 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragft.config import Config
+from ragft.arms import CONTEXTS, Arm, arm_settings, base_models, ladder, resolve_arms, settings_summary
+from ragft.config import Config, check_pairs
 from ragft.errors import ConfigError
 from ragft.io import read_json, sha256_json, write_json_atomic
 from ragft.keys import StageKeys, adapter_key, stage_keys
 from ragft.monitor import PeakMemory
-from ragft.pipeline import CONTEXTS, Pipeline, base_models, resolve_pipelines, settings_summary
 from ragft.predict import load_predictions, predict
 from ragft.report import build_report, environment, seed_spread, view_table
 from ragft.report_files import write_report
 from ragft.resources import Resources
 from ragft.tasks.base import TaskRun
-from ragft.training import adapted, adapter_dir, is_main_process, train_or_load_adapter
+from ragft.tasks.qa import QATask
+from ragft.training import adapted, adapter_dir, train_or_load_adapter
 from ragft.types import Prediction
 
 if TYPE_CHECKING:
@@ -43,34 +44,49 @@ class Run:
     """One experiment in its run folder: a task per retrieval setup, the shared models,
     and every pipeline's predictions by label."""
 
-    def __init__(self, folder: Path, config: Config, resources: Resources):
+    def __init__(self, folder: Path, config: Config, resources: Resources, data: QATask | None = None):
         self.folder = folder
         self.config = config
         self.resources = resources
+        self._data = data
         self._tasks: dict[str, TaskRun] = {}
         self._by_key: dict[str, tuple[list[Prediction], dict[str, Any]]] = {}
 
-    def task(self, pipeline: Pipeline) -> TaskRun:
+    def task(self, pipeline: Arm) -> TaskRun:
         """The task prepared with this pipeline's settings; pipelines whose settings agree share one."""
         c = pipeline.config
         setup = sha256_json([asdict(c.models), asdict(c.chunking), asdict(c.retrieval), asdict(c.sql)])
         if setup not in self._tasks:
-            self._tasks[setup] = load_task(self.folder, c, self.resources)
+            if c.data.kind == "sql":
+                from ragft.sql.run import SqlRun
+
+                self._tasks[setup] = SqlRun(self.folder, c, self.resources)
+            else:
+                from ragft.tasks.qa_run import QaRun
+
+                self._tasks[setup] = QaRun(self.folder, c, self.resources, self.data)
         return self._tasks[setup]
 
-    def keys(self, pipeline: Pipeline, trained: Pipeline | None = None) -> StageKeys:
+    @property
+    def data(self) -> QATask:
+        """The QA task's documents and examples, loaded once for every pipeline."""
+        if self._data is None:
+            self._data = qa_task(self.config)
+        return self._data
+
+    def keys(self, pipeline: Arm, trained: Arm | None = None) -> StageKeys:
         """Every stage key of a pipeline (or of another context view of `trained`)."""
         owner = trained or pipeline
         return stage_keys(pipeline, self.task(owner), self.generator_identity(owner), trained)
 
-    def generator_identity(self, pipeline: Pipeline) -> dict[str, Any]:
+    def generator_identity(self, pipeline: Arm) -> dict[str, Any]:
         return self.resources.generator_identity(pipeline.config.models)
 
-    def generator(self, pipeline: Pipeline) -> Generator:
+    def generator(self, pipeline: Arm) -> Generator:
         return self.resources.generator(pipeline.config)
 
     def predictions(
-        self, pipeline: Pipeline, label: str | None = None, trained: Pipeline | None = None
+        self, pipeline: Arm, label: str | None = None, trained: Arm | None = None
     ) -> tuple[list[Prediction], dict[str, Any]]:
         """Predictions and costs of a pipeline: read back when finished, else made now.
 
@@ -129,12 +145,20 @@ def compare(
     predictions) is reused; an interrupted run continues where it stopped. A `generator`
     or `embedder` passed in is used by the pipelines whose settings name it.
     """
-    pipelines = resolve_pipelines(config)
+    arms = resolve_arms(config)
     folder = Path(run_dir) if run_dir is not None else run_dir_for(config)
+    resources = Resources([generator] if generator else [], [embedder] if embedder else [])
+    return run_arms(Run(folder, config, resources), arms)
+
+
+def run_arms(run: Run, arms: list[Arm]) -> dict[str, Any]:
+    """Run the arms on the run's task and return the report (also written to the run folder)."""
+    config, folder, pipelines = run.config, run.folder, arms
+    pairs = check_pairs(config.experiment.pairs, [a.name for a in arms], config.source or None)
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / "config.json", config.to_dict())
     write_json_atomic(folder / "environment.json", environment())
-    run = Run(folder, config, Resources(generator, embedder))
+    write_json_atomic(folder / "pipelines.json", {a.name: arm_settings(a) for a in arms})
 
     costs: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[Prediction]] = {}
@@ -149,7 +173,7 @@ def compare(
 
     first = next((p for p in pipelines if p.context), pipelines[0])
     task = run.task(first)
-    report = build_report(config, predictions, costs, task.summary(), task.metrics)
+    report = build_report(config, predictions, costs, task.summary(), task.metrics, pairs)
     for p in pipelines:
         report["variants"][p.name]["pipeline"] = settings_summary(p)
     trained = [p for p in pipelines if p.trained]
@@ -180,7 +204,7 @@ def compare(
     return report
 
 
-def context_views(run: Run, pipelines: list[Pipeline]) -> dict[str, dict[str, list[Prediction]]]:
+def context_views(run: Run, pipelines: list[Arm]) -> dict[str, dict[str, list[Prediction]]]:
     """The base model and every fine-tuned pipeline, each shown no context, the oracle
     context and retrieved context: whether retrieval helps or hurts a tuned model.
 
@@ -202,7 +226,7 @@ def plan(config: Config, run_dir: str | Path | None = None, resources: Resources
     what a run of this config would build or reuse."""
     folder = Path(run_dir) if run_dir is not None else run_dir_for(config)
     run = Run(folder, config, resources or Resources())
-    return {p.name: run.keys(p).as_dict() for p in resolve_pipelines(config)}
+    return {p.name: run.keys(p).as_dict() for p in resolve_arms(config)}
 
 
 def finetune(config: Config, variant: str, run_dir: str | Path | None = None) -> dict[str, Any]:
@@ -234,12 +258,12 @@ def finetune(config: Config, variant: str, run_dir: str | Path | None = None) ->
     return training
 
 
-def trained_pipeline(config: Config, name: str) -> Pipeline:
+def trained_pipeline(config: Config, name: str) -> Arm:
     """The config's pipeline of that name, which must train an adapter."""
-    pipelines = {p.name: p for p in resolve_pipelines(config)}
+    pipelines = {p.name: p for p in resolve_arms(config)}
     if name in pipelines and pipelines[name].trained:
         return pipelines[name]
-    from ragft.pipeline import ladder
+    from ragft.arms import ladder
 
     if name in ("ft", "rag+ft"):
         return ladder(config, [name])[0]
@@ -247,15 +271,15 @@ def trained_pipeline(config: Config, name: str) -> Pipeline:
     raise ConfigError(f"{name!r} is not a trained pipeline of this config (trained: {', '.join(trained)})")
 
 
+def qa_task(config: Config) -> QATask:
+    """The QA task `config.data` describes."""
+    from ragft.corpus.loaders import JsonlFields, load_corpus
+
+    d = config.data
+    corpus = load_corpus(config.path(d.corpus), fields=JsonlFields(d.text_field, d.id_field), skip_bad=d.skip_bad)
+    return QATask.from_jsonl(config.path(d.examples), corpus, d.test_limit, d.train_limit)
+
+
 def load_task(run: Path, config: Config, resources: Resources) -> TaskRun:
     """The task `data.kind` names, prepared in the run folder with these settings."""
-    if config.data.kind == "sql":
-        from ragft.sql.run import SqlRun
-
-        return SqlRun(run, config, resources)
-    from ragft.tasks.qa_run import QaRun
-
-    return QaRun(run, config, resources)
-
-
-__all__ = ["Run", "compare", "finetune", "is_main_process", "plan", "run_dir_for"]
+    return Run(run, config, resources).task(ladder(config, ["prompt"])[0])

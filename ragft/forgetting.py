@@ -10,9 +10,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ragft.arms import Arm, base_models, base_name, build_prompt
 from ragft.io import sha256_file
 from ragft.keys import adapter_key, predictions_key
-from ragft.pipeline import Pipeline, base_models, base_name, build_prompt
 from ragft.predict import load_predictions, predict
 from ragft.stats import bootstrap, paired_difference
 from ragft.tasks.qa import load_examples, score
@@ -36,7 +36,7 @@ class GeneralSet:
         self.test_ids = [e.id for e in self.examples]
         self.sha256 = sha256_file(path)
 
-    def prompt_identity(self, pipeline: Pipeline) -> Any:
+    def prompt_identity(self, pipeline: Arm) -> Any:
         return {"general": self.sha256}
 
     def oracle_identity(self) -> Any:
@@ -45,20 +45,20 @@ class GeneralSet:
     def scoring_identity(self) -> Any:
         return {"score": "squad em/f1 of the final answer"}
 
-    def prompts(self, pipeline: Pipeline, generator: Generator) -> list[str]:
+    def prompts(self, pipeline: Arm, generator: Generator) -> list[str]:
         return [build_prompt(generator, pipeline, e, [], []) for e in self.examples]
 
     def answers(self, i: int) -> tuple[str, ...]:
         return self.examples[i].answers
 
-    def retrieved(self, pipeline: Pipeline, i: int) -> tuple[str, ...]:
+    def retrieved(self, pipeline: Arm, i: int) -> tuple[str, ...]:
         return ()
 
     def score(self, i: int, output: str) -> tuple[dict[str, float], str]:
         return score(output, self.examples[i].answers), ""
 
 
-def forgetting(run: Run, trained: list[Pipeline], general: GeneralSet, samples: int, seed: int) -> dict[str, Any]:
+def forgetting(run: Run, trained: list[Arm], general: GeneralSet, samples: int, seed: int) -> dict[str, Any]:
     """Scores of each base model and each fine-tuned pipeline on the general set, and each
     tuned model's paired difference to its base (negative: it forgot)."""
     generator_name = run.config.models.generator

@@ -16,7 +16,7 @@ from ragft.config import FINETUNE_METHOD_KEYS, FINETUNE_RUN_ONLY, RAFT_KEYS, Fin
 from ragft.io import sha256_json
 
 if TYPE_CHECKING:
-    from ragft.pipeline import Pipeline
+    from ragft.arms import Arm
 
 STAGES = ("index", "hits", "adapter", "predictions")
 
@@ -36,11 +36,11 @@ class KeyedTask(Protocol):
         """What decides the oracle context of each test example."""
         ...
 
-    def training_identity(self, pipeline: Pipeline) -> Any:
+    def training_identity(self, pipeline: Arm) -> Any:
         """What a pipeline's training records are made from, apart from the fine-tuning settings."""
         ...
 
-    def prompt_identity(self, pipeline: Pipeline) -> Any:
+    def prompt_identity(self, pipeline: Arm) -> Any:
         """The test examples and solved examples a pipeline's prompts are built from."""
         ...
 
@@ -82,7 +82,7 @@ def hits_key(task: KeyedTask, k: int) -> str:
     return key("hits", task.retriever_identity(), k)
 
 
-def adapter_key(trained: Pipeline, task: KeyedTask, generator: dict[str, Any]) -> str:
+def adapter_key(trained: Arm, task: KeyedTask, generator: dict[str, Any]) -> str:
     """The key of a trained pipeline's adapter. `generator` is the base model's identity
     (`Resources.generator_identity`)."""
     return key(
@@ -96,7 +96,7 @@ def adapter_key(trained: Pipeline, task: KeyedTask, generator: dict[str, Any]) -
 
 
 def predictions_key(
-    pipeline: Pipeline, task: KeyedTask, generator: dict[str, Any], adapter: str | None, hits: str | None
+    pipeline: Arm, task: KeyedTask, generator: dict[str, Any], adapter: str | None, hits: str | None
 ) -> str:
     """The key of a pipeline's predictions on a task's test examples."""
     p = pipeline
@@ -113,9 +113,7 @@ def predictions_key(
     )
 
 
-def stage_keys(
-    pipeline: Pipeline, task: KeyedTask, generator: dict[str, Any], trained: Pipeline | None = None
-) -> StageKeys:
+def stage_keys(pipeline: Arm, task: KeyedTask, generator: dict[str, Any], trained: Arm | None = None) -> StageKeys:
     """The keys of one pipeline's stages. `trained` is the pipeline whose adapter this one
     uses, when it is another context view of it."""
     p, trained = pipeline, trained or pipeline

@@ -1,200 +1,200 @@
-"""Pipelines: the arms of an experiment.
+"""Pipelines built in Python, and the experiment that compares them.
 
-A pipeline is a name, a prompt template, whether retrieved context and solved examples
-are shown, whether it trains an adapter (and on which records), and its own settings:
-the experiment's, with what that pipeline overrides (another retriever, base model,
-decoding or fine-tuning recipe). The ladder (`prompt`, `fewshot`, `rag`, `ft`, `rag+ft`)
-is a preset of five pipelines; `[[pipelines]]` tables add others.
+    pipelines = [
+        ragft.Pipeline("prompt", gen, template="qa"),
+        ragft.Pipeline("rag", gen, template="qa-context", retriever=index.dense(k=3)),
+        ragft.Pipeline("rag+ft", gen, template="qa-context", retriever=index.dense(k=3),
+                       finetune=ragft.LoRA(rank=16, records=ragft.RAFT())),
+    ]
+    report = ragft.Experiment(task, pipelines, run_dir="runs/mine").run()
+
+A `Pipeline` is its parts (a generator, a template, optionally a retriever and a
+fine-tuning spec) and two verbs: `fit` trains its adapter (nothing for an untrained one)
+and `predict` answers a task's test examples. An `Experiment` runs pipelines through the
+same runner as `ragft compare`: the same cache keys, resume, context views and report.
+Nothing a pipeline is given is changed: an adapter is attached to a generator only while
+its pipeline trains or predicts, and always taken off again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ragft.config import Config, PipelineConfig, pipeline_settings
+from ragft.arms import Arm, check_names
+from ragft.config import (
+    Config,
+    DataConfig,
+    ExperimentConfig,
+    FinetuneConfig,
+    GenerationConfig,
+    check_pairs,
+)
 from ragft.errors import ConfigError, InputError
 from ragft.prompts import PromptTemplate, get_template
-from ragft.types import Example
 
 if TYPE_CHECKING:
+    from ragft.experiment import Run
     from ragft.generation import Generator
-
-FEWSHOT = 3
-"""Solved training examples shown by the `fewshot` preset."""
-
-CONTEXTS = ("none", "oracle", "retrieved")
-"""The three ways a model is shown context in the three-way view."""
+    from ragft.parts import Retrieval
+    from ragft.results import Report
+    from ragft.tasks.qa import QATask
+    from ragft.types import Prediction
 
 
-@dataclass(frozen=True)
-class Preset:
-    """The shape of a ladder arm: its template, what it shows, whether it trains."""
-
-    template: str
-    context: bool
-    shots: int
-    trained: bool
-
-
-LADDER = {
-    "prompt": Preset("qa", context=False, shots=0, trained=False),
-    "fewshot": Preset("qa", context=False, shots=FEWSHOT, trained=False),
-    "rag": Preset("qa-context", context=True, shots=0, trained=False),
-    "ft": Preset("qa", context=False, shots=0, trained=True),
-    "rag+ft": Preset("qa-context", context=True, shots=0, trained=True),
-}
-
-
-@dataclass(frozen=True)
 class Pipeline:
-    """One arm: how its prompts are built, whether it trains, and the settings it runs with."""
+    """A named pipeline: a generator, a prompt template, optionally a retriever (whose top
+    k passages go into the prompt), a fine-tuning spec and `shots` solved training examples."""
 
-    name: str
-    template: PromptTemplate
-    context: bool
-    """Retrieved context goes into the prompt (passages; for SQL, similar solved examples)."""
-    shots: int
-    """Fixed solved training examples shown before the question."""
-    trained: bool
-    config: Config
-    """The experiment's settings with this pipeline's overrides; its parts read their own sections."""
-    oracle: bool = False
-    """Context is the gold passage (for SQL, the solved examples closest to the gold query)
-    instead of what the retriever found; only the three-way context view uses it."""
-
-    @property
-    def view(self) -> str:
-        """Which context the model sees: none, oracle or retrieved."""
-        return "oracle" if self.oracle else "retrieved" if self.context else "none"
-
-    @property
-    def raft(self) -> bool:
-        """Training prompts carry the gold passage among retrieved distractors (RAFT)."""
-        return self.trained and self.context and self.config.finetune.records in ("auto", "raft")
-
-    def with_context(self, context: str) -> Pipeline:
-        """The same pipeline (same adapter, if trained) shown no context, the oracle context or
-        retrieved context; a template that cannot show the context is swapped for the named one."""
-        if context not in CONTEXTS:
-            raise ValueError(f"unknown context {context!r}; known: {', '.join(CONTEXTS)}")
-        shown = context != "none"
-        template = self.template
-        if shown != template.shows_context:
-            template = get_template("qa-context" if shown else "qa")
-        return replace(self, template=template, context=shown, oracle=context == "oracle")
-
-    def with_seed(self, seed: int) -> Pipeline:
-        """The same pipeline trained with another seed."""
-        experiment = replace(self.config.experiment, seed=seed)
-        return replace(self, name=f"{self.name}@seed{seed}", config=replace(self.config, experiment=experiment))
-
-    def untrained(self, name: str) -> Pipeline:
-        """The same prompts on the base model (the three-way view's and forgetting check's baseline)."""
-        return replace(self, name=name, trained=False)
-
-
-def base_name(pipeline: Pipeline, generator: str) -> str:
-    """The row name of a pipeline's base model: `base` for the experiment's `generator`,
-    `base (<generator>)` for another."""
-    own = pipeline.config.models.generator
-    return "base" if own == generator else f"base ({own})"
-
-
-def base_models(pipelines: Sequence[Pipeline], generator: str) -> dict[str, Pipeline]:
-    """The untrained counterpart of every trained pipeline's base model, by row name
-    (`base_name`): its prompts on the base model, with no adapter."""
-    out: dict[str, Pipeline] = {}
-    for p in pipelines:
-        if p.trained:
-            name = base_name(p, generator)
-            out.setdefault(name, p.untrained(name))
-    return out
-
-
-def ladder(config: Config, variants: Sequence[str]) -> list[Pipeline]:
-    """The ladder preset: one pipeline per named variant, all with the experiment's settings."""
-    out = []
-    for v in variants:
-        preset = LADDER[v]
-        out.append(Pipeline(v, get_template(preset.template), preset.context, preset.shots, preset.trained, config))
-    return out
-
-
-def resolve_pipelines(config: Config) -> list[Pipeline]:
-    """The experiment's pipelines: the ladder presets of `experiment.variants`, then every
-    `[[pipelines]]` table with its overrides applied. Errors name the pipeline."""
-    pipelines = ladder(config, config.experiment.variants)
-    for table in config.pipelines:
-        pipelines.append(_from_table(config, table))
-    seen: dict[str, Pipeline] = {}
-    for p in pipelines:
-        if p.name in seen:
-            raise ConfigError(f"two pipelines are named {p.name!r}; each needs its own name", config.source or None)
-        if not p.name or any(ch in p.name for ch in '/\\:*?"<>|') or p.name.startswith("."):
-            raise ConfigError(f"pipeline name {p.name!r} cannot be a file name", config.source or None)
-        seen[p.name] = p
-    if not pipelines:
-        raise ConfigError("no pipelines to run: name experiment.variants or add [[pipelines]]", config.source or None)
-    return pipelines
-
-
-def _from_table(config: Config, table: PipelineConfig) -> Pipeline:
-    preset = LADDER[table.base]
-    settings = pipeline_settings(config, table)
-    where = dict(path=config.source or None, line=table.line)
-    who = f"pipeline {table.name!r}"
-    if settings.finetune.records == "raft" and not preset.context:
-        raise ConfigError(
-            f"{who}: finetune.records = 'raft' trains on retrieved passages, but base {table.base!r} "
-            "has no retriever (use base 'rag+ft', or records 'sft')",
-            **where,
-        )
-    template = get_template(preset.template)
-    if table.template:
-        if config.data.kind != "qa":
-            raise ConfigError(f"{who}: templates apply to qa tasks; {config.data.kind} prompts are the task's", **where)
+    def __init__(
+        self,
+        name: str,
+        generator: Generator,
+        template: str | PromptTemplate = "qa",
+        retriever: Retrieval | None = None,
+        finetune: FinetuneConfig | None = None,
+        shots: int = 0,
+    ):
+        check_names([name])
+        who = f"pipeline {name!r}"
         try:
-            template = custom_template(table.template, table.name)
+            template = get_template(template) if isinstance(template, str) else template.checked()
         except InputError as e:
-            raise ConfigError(f"{who}: {e}", **where) from None
-        if template.shows_context != preset.context:
+            raise ConfigError(f"{who}: {e}") from None
+        if template.shows_context != (retriever is not None):
             shows = "shows {context}" if template.shows_context else "has no {context}"
-            raise ConfigError(
-                f"{who}: template {template.name!r} {shows}, but base {table.base!r} "
-                f"{'retrieves' if preset.context else 'does not retrieve'}",
-                **where,
-            )
-    return Pipeline(table.name, template, preset.context, preset.shots, preset.trained, settings)
+            has = "has a retriever" if retriever is not None else "has no retriever"
+            raise ConfigError(f"{who}: template {template.name!r} {shows}, but the pipeline {has}")
+        if finetune is not None and finetune.records == "raft" and retriever is None:
+            raise ConfigError(f"{who}: RAFT records come from the pipeline's own retriever, and it has none")
+        if shots < 0:
+            raise ConfigError(f"{who}: shots must be 0 or more, got {shots}")
+        self.name = name
+        self.generator = generator
+        self.template = template
+        self.retriever = retriever
+        self.finetune = finetune
+        self.shots = shots
+
+    def __repr__(self) -> str:
+        parts = [repr(self.name), self.generator.name, self.template.name]
+        if self.retriever is not None:
+            parts.append(f"{self.retriever.settings.method} k={self.retriever.k}")
+        if self.finetune is not None:
+            parts.append(self.finetune.method)
+        return f"Pipeline({', '.join(parts)})"
+
+    def arm(self, config: Config) -> Arm:
+        """This pipeline resolved against an experiment's settings (what the runner runs)."""
+        g = self.generator
+        identity = g.identity()
+        models = dataclasses.replace(
+            config.models, generator=g.name, dtype=identity["dtype"], device=identity["device"]
+        )
+        sections: dict[str, object] = {"generation": GenerationConfig(g.batch_size, g.max_new_tokens)}
+        if self.retriever is not None:
+            index = self.retriever.index
+            models = dataclasses.replace(models, embedder=index.embedder.name, embedder_dtype=index.embedder.dtype)
+            sections.update(chunking=index.chunking, retrieval=self.retriever.settings)
+        if self.finetune is not None:
+            sections["finetune"] = self.finetune
+        settings = dataclasses.replace(config, models=models, pipelines=[], **sections)
+        context, trained = self.retriever is not None, self.finetune is not None
+        return Arm(self.name, self.template, context, self.shots, trained, settings)
+
+    def fit(self, task: QATask, run_dir: str | Path = "runs/pipelines") -> Pipeline:
+        """Train this pipeline's adapter on the task's train split into `run_dir` (reused when
+        already trained there with the same inputs); nothing for an untrained pipeline."""
+        if self.finetune is not None:
+            Experiment(task, [self], run_dir, context_views=False).fit(self.name)
+        return self
+
+    def predict(self, task: QATask, run_dir: str | Path = "runs/pipelines") -> list[Prediction]:
+        """Scored predictions for the task's test examples (training first if needed); cached
+        in `run_dir`, so a second call reads them back."""
+        predictions, _ = Experiment(task, [self], run_dir, context_views=False).predictions(self.name)
+        return predictions
 
 
-def custom_template(spec: str | dict[str, str], pipeline: str) -> PromptTemplate:
-    """A named template, or one written in the config (system, user; name defaults to the pipeline's)."""
-    if isinstance(spec, str):
-        return get_template(spec)
-    return PromptTemplate(spec.get("name", pipeline), spec.get("system", ""), spec["user"]).checked()
+class Experiment:
+    """Pipelines compared on one task: the same test examples, scored with bootstrap
+    intervals and paired tests between every pair (or the `pairs` named), beside what each
+    costs; with `context_views`, every fine-tuned pipeline and its base model are also shown
+    no, oracle and retrieved context, and `general_examples` adds the forgetting check."""
 
+    def __init__(
+        self,
+        task: QATask,
+        pipelines: Sequence[Pipeline],
+        run_dir: str | Path = "runs/experiment",
+        *,
+        pairs: Sequence[tuple[str, str]] = (),
+        seed: int = 0,
+        seeds: Sequence[int] = (),
+        bootstrap_samples: int = 2000,
+        context_views: bool = True,
+        general_examples: str | Path | None = None,
+        name: str | None = None,
+    ):
+        check_names([p.name for p in pipelines])
+        self.task = task
+        self.pipelines = list(pipelines)
+        self.folder = Path(run_dir)
+        pair_names = [f"{a}:{b}" for a, b in pairs]
+        check_pairs(pair_names, [p.name for p in pipelines])
+        experiment = ExperimentConfig(
+            name=name or self.folder.name,
+            variants=[],
+            output_dir=str(self.folder.parent),
+            seed=seed,
+            seeds=list(seeds),
+            bootstrap_samples=bootstrap_samples,
+            general_examples=str(Path(general_examples).resolve()) if general_examples else "",
+            context_views=context_views,
+            pairs=pair_names,
+        )
+        config = Config(experiment=experiment, data=DataConfig(kind="qa", examples=task.source))
+        first = next((p for p in self.pipelines if p.retriever is not None), None)
+        if first is not None:  # what a pipeline without a retriever is shown in the retrieved-context view
+            arm = first.arm(config).config
+            config = dataclasses.replace(config, models=arm.models, chunking=arm.chunking, retrieval=arm.retrieval)
+        g = self.pipelines[0].arm(config).config  # the experiment's generator: the first pipeline's
+        models = dataclasses.replace(config.models, generator=g.models.generator, dtype=g.models.dtype)
+        self.config = dataclasses.replace(config, models=dataclasses.replace(models, device=g.models.device))
+        self.arms = [p.arm(self.config) for p in self.pipelines]
 
-def build_prompt(
-    generator: Generator, pipeline: Pipeline, example: Example, passages: Sequence[str], shots: Sequence[Example]
-) -> str:
-    """The prompt text a pipeline shows the model for one example."""
-    pairs = [(s.question, s.answers[0]) for s in shots]
-    shown = passages if pipeline.context else ()
-    return generator.render(pipeline.template.messages(example.question, shown, pairs))
+    def _run(self) -> Run:
+        from ragft.experiment import Run
+        from ragft.resources import Resources
 
+        generators = list({id(p.generator): p.generator for p in self.pipelines}.values())
+        indexes = list({id(p.retriever.index): p.retriever.index for p in self.pipelines if p.retriever}.values())
+        resources = Resources(generators, [i.embedder for i in indexes], [i.vectors for i in indexes])
+        return Run(self.folder, self.config, resources, data=self.task)
 
-def settings_summary(p: Pipeline) -> dict[str, object]:
-    """What sets a pipeline apart, for the report."""
-    c = p.config
-    out: dict[str, object] = {"template": p.template.name, "generator": c.models.generator, "trained": p.trained}
-    if p.context:
-        out["retrieval"] = c.retrieval.method
-        out["k"] = c.retrieval.k
-    if p.shots:
-        out["shots"] = p.shots
-    if p.trained:
-        out["method"] = c.finetune.method
-        out["records"] = "raft" if p.raft else "sft"
-    return out
+    def run(self) -> Report:
+        """Run every pipeline (reusing whatever this run folder already holds) and report."""
+        from ragft.experiment import run_arms
+        from ragft.results import Report
+
+        return Report.from_dict(run_arms(self._run(), self.arms), self.folder)
+
+    def _arm(self, name: str) -> Arm:
+        return next(a for a in self.arms if a.name == name)
+
+    def fit(self, name: str) -> dict[str, object]:
+        """Train (or find trained) one pipeline's adapter; return what the training recorded."""
+        from ragft.keys import adapter_key
+        from ragft.training import adapted, adapter_dir
+
+        run, arm = self._run(), self._arm(name)
+        task = run.task(arm)
+        key = adapter_key(arm, task, run.generator_identity(arm))
+        with adapted(adapter_dir(self.folder, name), arm, run.generator(arm), task, key) as training:
+            return training
+
+    def predictions(self, name: str) -> tuple[list[Prediction], dict[str, object]]:
+        """One pipeline's predictions on the test examples, and what they cost."""
+        return self._run().predictions(self._arm(name))

@@ -13,8 +13,8 @@ from ragft.progress import progress
 from ragft.types import Prediction
 
 if TYPE_CHECKING:
+    from ragft.arms import Arm
     from ragft.generation import Generator
-    from ragft.pipeline import Pipeline
 
 
 class PredictableTask(Protocol):
@@ -22,11 +22,11 @@ class PredictableTask(Protocol):
 
     test_ids: list[str]
 
-    def prompts(self, pipeline: Pipeline, generator: Generator) -> list[str]: ...
+    def prompts(self, pipeline: Arm, generator: Generator) -> list[str]: ...
 
     def answers(self, i: int) -> tuple[str, ...]: ...
 
-    def retrieved(self, pipeline: Pipeline, i: int) -> tuple[str, ...]: ...
+    def retrieved(self, pipeline: Arm, i: int) -> tuple[str, ...]: ...
 
     def score(self, i: int, output: str) -> tuple[dict[str, float], str]: ...
 
@@ -34,7 +34,7 @@ class PredictableTask(Protocol):
 def predict(
     path: Path,
     label: str,
-    pipeline: Pipeline,
+    pipeline: Arm,
     generator: Generator,
     task: PredictableTask,
     done: dict[str, Prediction],

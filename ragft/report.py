@@ -84,8 +84,10 @@ def build_report(
     costs: dict[str, dict[str, Any]],
     retrieval: dict[str, Any],
     metrics: Sequence[str] = METRICS,
+    pairs: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
-    """Aggregate per-variant predictions into the report dictionary."""
+    """Aggregate per-variant predictions into the report dictionary; `pairs` limits the
+    paired tests to those (from, to) pipelines (empty: every pair)."""
     return {
         "name": config.experiment.name,
         "generator": config.models.generator,
@@ -93,7 +95,7 @@ def build_report(
         "test_examples": len(next(iter(predictions.values()), [])),
         "metric_names": list(metrics),
         "retrieval": retrieval,
-        **aggregate(predictions, costs, config.experiment.bootstrap_samples, config.experiment.seed, metrics),
+        **aggregate(predictions, costs, config.experiment.bootstrap_samples, config.experiment.seed, metrics, pairs),
         "environment": environment(),
     }
 
@@ -104,8 +106,10 @@ def aggregate(
     samples: int,
     seed: int,
     metrics: Sequence[str] = METRICS,
+    pairs: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
-    """Per-variant scores with intervals, paired comparisons of every pair, ladder steps."""
+    """Per-variant scores with intervals, paired comparisons of every pair (or of `pairs`),
+    and what each step to the next variant buys."""
     variants: dict[str, Any] = {}
     for name, preds in predictions.items():
         seconds = [p.seconds for p in preds]
@@ -122,11 +126,13 @@ def aggregate(
             },
         }
     names = list(predictions)
+    tested = list(pairs) or [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    steps_of = list(zip(names, names[1:]))
     comparisons = []
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            comparisons += _compare_pair(a, b, predictions, samples, seed, metrics)
-    steps = [_step(a, b, variants, comparisons, metrics[0]) for a, b in zip(names, names[1:])]
+    for a, b in dict.fromkeys([*tested, *steps_of]):
+        comparisons += _compare_pair(a, b, predictions, samples, seed, metrics)
+    steps = [_step(a, b, variants, comparisons, metrics[0]) for a, b in steps_of]
+    comparisons = [c for c in comparisons if (c["from"], c["to"]) in tested]
     return {"variants": variants, "comparisons": comparisons, "steps": steps}
 
 

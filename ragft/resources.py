@@ -1,35 +1,45 @@
 """The models a run shares, loaded on first use: a re-run with everything cached loads none.
 
 Pipelines may differ in base model; generators are held one at a time, so the previous
-one's memory is released before the next loads. Models passed in (tests, notebooks) are
-used for the pipelines whose settings name them, and never loaded again.
+one's memory is released before the next loads. Models and indexes passed in (built in
+Python, or by tests) are used for the pipelines whose settings name them, never loaded
+or built again.
 """
 
 from __future__ import annotations
 
 import gc
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ragft.generation import Generator, generator_identity
-from ragft.models import model_id
+from ragft.models import model_id, resolve_device
 
 if TYPE_CHECKING:
     from ragft.config import Config, ModelsConfig
-    from ragft.retrieval import Embedder
+    from ragft.retrieval import Embedder, VectorIndex
 
 
 class Resources:
-    """Generators and embedders for a run's pipelines, by the settings that name them."""
+    """Generators, embedders and indexes for a run's pipelines, by the settings that name them."""
 
-    def __init__(self, generator: Generator | None = None, embedder: Embedder | None = None):
-        self._given_generator = generator
-        self._given_embedder = embedder
+    def __init__(
+        self,
+        generators: Sequence[Generator] = (),
+        embedders: Sequence[Embedder] = (),
+        indexes: Sequence[VectorIndex] = (),
+    ):
+        self._given_generators = list(generators)
+        self._given_embedders = list(embedders)
+        self._given_indexes = list(indexes)
         self._generator: tuple[tuple[str, str, str], Generator] | None = None
         self._embedders: dict[tuple[str, str, str], Embedder] = {}
 
     def _given(self, models: ModelsConfig) -> Generator | None:
-        g = self._given_generator
-        return g if g is not None and model_id(g.name) == model_id(models.generator) else None
+        """A generator passed in for this model: the one in the named dtype if there are several."""
+        named = [g for g in self._given_generators if model_id(g.name) == model_id(models.generator)]
+        exact = [g for g in named if g.identity()["dtype"] == models.dtype]
+        return (exact or named or [None])[0]
 
     def generator(self, config: Config) -> Generator:
         """The generator `config.models` names, with `config.generation`'s decoding settings."""
@@ -53,11 +63,9 @@ class Resources:
 
     def embedder(self, models: ModelsConfig) -> Embedder:
         """The embedder `models` names, in its dtype, on `models.device`."""
-        from ragft.models import resolve_device
-
-        given = self._given_embedder
-        if given is not None and given.name == model_id(models.embedder) and given.dtype == models.embedder_dtype:
-            return given
+        for given in self._given_embedders:
+            if given.name == model_id(models.embedder) and given.dtype == models.embedder_dtype:
+                return given
         key = (models.embedder, models.embedder_dtype, models.device)
         if key not in self._embedders:
             from ragft.retrieval import Embedder
@@ -65,3 +73,11 @@ class Resources:
             device = resolve_device(models.device)
             self._embedders[key] = Embedder(models.embedder, dtype=models.embedder_dtype, device=device)
         return self._embedders[key]
+
+    def index(self, corpus_sha256: str, embedder: str, embedder_dtype: str, kind: str) -> VectorIndex | None:
+        """An index passed in that holds exactly these chunks, embedded so, of this kind (else None)."""
+        for index in self._given_indexes:
+            same = (index.corpus_sha256, index.embedder, index.meta.get("embedder_dtype"), index.kind)
+            if same == (corpus_sha256, embedder, embedder_dtype, kind):
+                return index
+        return None

@@ -43,10 +43,11 @@ def rerender(run_dir: str | Path, pair: tuple[str, str] | None = None) -> str:
     experiment = ExperimentConfig()
     if (Path(run_dir) / "config.json").is_file():
         saved = read_json(Path(run_dir) / "config.json").get("experiment", {})
-        experiment = ExperimentConfig(**{k: v for k, v in saved.items() if k in ("bootstrap_samples", "seed")})
+        experiment = ExperimentConfig(**{k: v for k, v in saved.items() if k in ("bootstrap_samples", "seed", "pairs")})
     costs = {v: report["variants"][v]["costs"] for v in predictions}
     metrics = metric_names(report)
-    report.update(aggregate(predictions, costs, experiment.bootstrap_samples, experiment.seed, metrics))
+    pairs = [(a, b) for a, _, b in (p.partition(":") for p in experiment.pairs)]
+    report.update(aggregate(predictions, costs, experiment.bootstrap_samples, experiment.seed, metrics, pairs))
     if pair is not None:
         for name in pair:
             if name not in predictions:

@@ -16,8 +16,8 @@ from ragft.finetune.detach import detach_adapter
 from ragft.models import model_id
 
 if TYPE_CHECKING:
+    from ragft.arms import Arm
     from ragft.generation import Generator
-    from ragft.pipeline import Pipeline
     from ragft.tasks.base import TaskRun
 
 
@@ -27,9 +27,7 @@ def adapter_dir(run: Path, label: str) -> Path:
 
 
 @contextmanager
-def adapted(
-    folder: Path, pipeline: Pipeline, generator: Generator, task: TaskRun, key: str
-) -> Iterator[dict[str, Any]]:
+def adapted(folder: Path, pipeline: Arm, generator: Generator, task: TaskRun, key: str) -> Iterator[dict[str, Any]]:
     """`generator` with the pipeline's adapter on (trained first where needed) inside the
     block; yields what the training recorded. The generator gets its base model back
     whatever happens, inside the block or during training."""
@@ -43,7 +41,7 @@ def adapted(
 
 
 def train_or_load_adapter(
-    folder: Path, pipeline: Pipeline, generator: Generator, task: TaskRun, key: str
+    folder: Path, pipeline: Arm, generator: Generator, task: TaskRun, key: str
 ) -> tuple[Any, dict[str, Any]]:
     """Load the pipeline's adapter if one was trained with this key, else train it
     (resuming from its checkpoint after an interruption)."""

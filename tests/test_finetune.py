@@ -183,9 +183,9 @@ def test_a_failed_training_leaves_the_callers_model_as_it_was(method, tiny_model
 def test_a_failed_training_inside_a_run_gives_the_generator_its_model_back(tmp_path, tiny_model, tokenizer):
     import torch
 
+    from ragft.arms import ladder
     from ragft.config import Config
     from ragft.generation import Generator
-    from ragft.pipeline import ladder
     from ragft.training import adapted
 
     class Task:  # training records only; the failure comes from the loop
@@ -440,13 +440,13 @@ def test_quote_setting_puts_the_gold_sentence_into_rag_ft_targets(tmp_path, gene
     from conftest import ROOT
     from test_cli import TINY
 
+    from ragft.arms import ladder
     from ragft.config import load_config
     from ragft.experiment import load_task
-    from ragft.pipeline import ladder
     from ragft.resources import Resources
 
     config = load_config(ROOT / "configs" / "handbook.toml", [*TINY, "finetune.quote=true"])
-    task = load_task(tmp_path, config, Resources(generator, embedder))
+    task = load_task(tmp_path, config, Resources([generator], [embedder]))
     records = task.train_records(ladder(config, ["rag+ft"])[0], generator)
     targets = [generator.tokenizer.decode([t for t in r.labels if t != IGNORE]) for r in records]
     quoted = [t for t in targets if t.startswith('Quote: "')]

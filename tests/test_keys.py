@@ -44,6 +44,7 @@ QA_EXPECTED: dict[str, set[str]] = {
     "experiment.bootstrap_samples": set(),
     "experiment.general_examples": set(),
     "experiment.context_views": set(),
+    "experiment.pairs": set(),  # which paired tests the report shows
     "models.generator": GENERATOR,
     "models.embedder": INDEX,
     "models.dtype": GENERATOR,  # changed to the dtype `auto` does not resolve to
@@ -123,6 +124,7 @@ def changed(key: str, default, tmp_path) -> object:
     special = {
         "experiment.general_examples": str(ROOT / "corpora" / "general" / "qa.jsonl"),
         "experiment.seeds": [0, 1],
+        "experiment.pairs": ["rag:rag+ft"],
         "models.generator": "example-org/another-generator",
         "models.embedder": "example-org/another-embedder",
         "models.dtype": "float32" if str(pick_dtype("auto")) == "torch.bfloat16" else "bfloat16",

@@ -9,10 +9,10 @@ import pytest
 from conftest import HANDBOOK, ROOT
 from test_cli import TINY
 
+from ragft.arms import resolve_arms
 from ragft.config import load_config
 from ragft.errors import ConfigError
 from ragft.experiment import compare
-from ragft.pipeline import resolve_pipelines
 from ragft.report import markdown
 
 HEAD = f"""
@@ -69,7 +69,7 @@ template = { system = "Reply in three words at most.", user = "Notes:\\n{context
 finetune = { rank = 4, records = "sft" }
 generation = { max_new_tokens = 8 }
 """
-    pipelines = resolve_pipelines(_config(tmp_path, body, ['experiment.variants=["prompt","rag"]']))
+    pipelines = resolve_arms(_config(tmp_path, body, ['experiment.variants=["prompt","rag"]']))
     assert [p.name for p in pipelines] == ["prompt", "rag", "terse"]
     terse = pipelines[2]
     assert terse.template.name == "terse" and terse.template.system == "Reply in three words at most."
@@ -121,21 +121,21 @@ generation = { max_new_tokens = 8 }
 )
 def test_bad_pipelines_are_named_in_the_error(tmp_path, body, message):
     with pytest.raises(ConfigError, match=message):
-        resolve_pipelines(_config(tmp_path, body))
+        resolve_arms(_config(tmp_path, body))
 
 
 def test_the_error_gives_the_line_of_the_pipelines_table(tmp_path):
     body = '[[pipelines]]\nname = "ok"\nbase = "rag"\n\n'
     body += '[[pipelines]]\nname = "bad"\nbase = "rag"\nretrieval = { k = "3" }\n'
     with pytest.raises(ConfigError) as error:
-        resolve_pipelines(_config(tmp_path, body))
+        resolve_arms(_config(tmp_path, body))
     headers = [n for n, line in enumerate((HEAD + body).splitlines(), start=1) if line == "[[pipelines]]"]
     header = headers[1]
     assert error.value.line == header and "pipeline 'bad': retrieval.k must be int" in str(error.value)
 
 
 def test_handbook_config_keeps_its_three_arms():
-    pipelines = resolve_pipelines(load_config(ROOT / "configs" / "handbook.toml"))
+    pipelines = resolve_arms(load_config(ROOT / "configs" / "handbook.toml"))
     assert [(p.name, p.context, p.trained, p.raft) for p in pipelines] == [
         ("prompt", False, False, False),
         ("rag", True, False, False),

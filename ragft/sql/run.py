@@ -14,12 +14,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ragft.arms import Arm
 from ragft.errors import InputError
 from ragft.finetune.data import SFTRecord, make_record
 from ragft.io import read_json, sha256_file, write_json_atomic
 from ragft.keys import hits_key
 from ragft.models import model_id
-from ragft.pipeline import Pipeline
 from ragft.sql.data import SqlExample, load_spider, load_sqlite_task, sample_rows
 from ragft.sql.sandbox import Sandbox
 from ragft.sql.score import execution_match, extract_sql
@@ -110,13 +110,13 @@ class SqlRun:
     def oracle_identity(self) -> Any:
         return {"data": self.data_identity, "k": self.config.retrieval.k, **self._embedding()}
 
-    def training_identity(self, pipeline: Pipeline) -> Any:
+    def training_identity(self, pipeline: Arm) -> Any:
         out: dict[str, Any] = {"data": self.data_identity, "system": SYSTEM, "context": pipeline.context}
         if pipeline.context:  # each training question is shown its k nearest other training pairs
             out.update(k=self.config.retrieval.k, **self._embedding())
         return out
 
-    def prompt_identity(self, pipeline: Pipeline) -> Any:
+    def prompt_identity(self, pipeline: Arm) -> Any:
         return {"data": self.data_identity, "system": SYSTEM, "shots": pipeline.shots}
 
     def scoring_identity(self) -> Any:
@@ -139,15 +139,15 @@ class SqlRun:
         user += f"Question: {e.question}\nSQL:"
         return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
-    def shots(self, pipeline: Pipeline, i: int) -> list[SqlExample]:
+    def shots(self, pipeline: Arm, i: int) -> list[SqlExample]:
         if pipeline.context:
             return [self._train_by_id[t] for t in self.context_ids(pipeline)[i]]
         return self.train[: pipeline.shots]
 
-    def context_ids(self, pipeline: Pipeline) -> list[list[str]]:
+    def context_ids(self, pipeline: Arm) -> list[list[str]]:
         return self.oracle_ids if pipeline.oracle else self.retrieved_ids
 
-    def prompts(self, pipeline: Pipeline, generator: Generator) -> list[str]:
+    def prompts(self, pipeline: Arm, generator: Generator) -> list[str]:
         return [generator.render(self.messages(e, self.shots(pipeline, i))) for i, e in enumerate(self.test)]
 
     # Retrieval of solved examples.
@@ -224,7 +224,7 @@ class SqlRun:
     def answers(self, i: int) -> tuple[str, ...]:
         return (self.test[i].query,)
 
-    def retrieved(self, pipeline: Pipeline, i: int) -> tuple[str, ...]:
+    def retrieved(self, pipeline: Arm, i: int) -> tuple[str, ...]:
         return tuple(self.context_ids(pipeline)[i]) if pipeline.context else ()
 
     def sandbox(self, db_id: str) -> Sandbox:
@@ -239,7 +239,7 @@ class SqlRun:
         error = result.error_kind or ("" if right else "wrong_result")
         return {"ex": float(right), "valid": float(result.ok)}, error
 
-    def train_records(self, pipeline: Pipeline, generator: Generator) -> list[SFTRecord]:
+    def train_records(self, pipeline: Arm, generator: Generator) -> list[SFTRecord]:
         neighbours = self._train_neighbours() if pipeline.context else [[] for _ in self.train]
         eos = generator.tokenizer.eos_token_id
         records = []

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ragft.keys import KeyedTask
 
 if TYPE_CHECKING:
+    from ragft.arms import Arm
     from ragft.finetune.data import SFTRecord
     from ragft.generation import Generator
-    from ragft.pipeline import Pipeline
 
 
 class TaskRun(KeyedTask, Protocol):
@@ -24,13 +24,13 @@ class TaskRun(KeyedTask, Protocol):
     oracle: str
     """What a pipeline with oracle context is shown, in words for the report."""
 
-    def prompts(self, pipeline: Pipeline, generator: Generator) -> list[str]:
+    def prompts(self, pipeline: Arm, generator: Generator) -> list[str]:
         """The rendered prompt of every test example for this pipeline."""
         ...
 
     def answers(self, i: int) -> tuple[str, ...]: ...
 
-    def retrieved(self, pipeline: Pipeline, i: int) -> tuple[str, ...]:
+    def retrieved(self, pipeline: Arm, i: int) -> tuple[str, ...]:
         """Ids of what retrieval put into test example i's prompt (empty without context)."""
         ...
 
@@ -38,7 +38,7 @@ class TaskRun(KeyedTask, Protocol):
         """(a score per metric, the kind of failure or '') for test example i's output."""
         ...
 
-    def train_records(self, pipeline: Pipeline, generator: Generator) -> list[SFTRecord]: ...
+    def train_records(self, pipeline: Arm, generator: Generator) -> list[SFTRecord]: ...
 
     def summary(self) -> dict[str, Any]:
         """The report's retrieval block."""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from ragft.corpus.loaders import Corpus, load_corpus
 from ragft.errors import InputError
 from ragft.io import read_json, read_jsonl
 from ragft.metrics import exact_match, token_f1
-from ragft.types import Example
+from ragft.types import Document, Example
 
 SPLITS = ("train", "dev", "test")
 
@@ -41,6 +44,40 @@ def load_examples(path: str | Path) -> list[Example]:
     if not examples:
         raise InputError("no examples in file", path)
     return examples
+
+
+@dataclass(frozen=True)
+class QATask:
+    """Question answering over a corpus: its documents and its train and test examples,
+    scored by SQuAD exact match and token F1."""
+
+    corpus: Corpus
+    train: tuple[Example, ...]
+    test: tuple[Example, ...]
+    source: str = ""
+    """Where the examples came from, for errors and the report."""
+
+    @classmethod
+    def from_jsonl(
+        cls,
+        examples: str | Path,
+        corpus: Corpus | Sequence[Document] | str | Path,
+        test_limit: int = 0,
+        train_limit: int = 0,
+    ) -> QATask:
+        """Examples from a JSONL (or SQuAD JSON) file over a corpus (loaded, or a path to load);
+        keep the first `test_limit` test and `train_limit` train examples (0: all)."""
+        if isinstance(corpus, (str, Path)):
+            corpus = load_corpus(corpus)
+        elif not isinstance(corpus, Corpus):
+            corpus = Corpus(list(corpus))
+        rows = load_examples(examples)
+        train = [e for e in rows if e.split == "train"]
+        test = [e for e in rows if e.split == "test"]
+        train, test = train[:train_limit] if train_limit > 0 else train, test[:test_limit] if test_limit > 0 else test
+        if not test:
+            raise InputError("no test examples", examples)
+        return cls(corpus, tuple(train), tuple(test), str(examples))
 
 
 def squad_split(title: str) -> str:

@@ -10,21 +10,19 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragft.corpus import load_corpus
+from ragft.arms import Arm, build_prompt
 from ragft.corpus.chunking import chunk_for_embedder
-from ragft.corpus.loaders import JsonlFields
-from ragft.errors import RagftError
+from ragft.errors import ArtifactError
 from ragft.finetune.data import SFTRecord, gold_chunk, make_record, quoted_answer, raft_passages
-from ragft.io import append_jsonl, read_jsonl, sha256_json
+from ragft.io import append_jsonl, read_jsonl, read_manifest, sha256_json
 from ragft.keys import hits_key
 from ragft.metrics import recall_at_k
 from ragft.models import model_id
-from ragft.pipeline import Pipeline, build_prompt
 from ragft.retrieval import DenseRetriever, Retriever, VectorIndex
 from ragft.retrieval.build import sync_index
 from ragft.retrieval.compose import QuerySide, make_retriever
 from ragft.retrieval.index import choose_kind, corpus_hash
-from ragft.tasks.qa import load_examples, score
+from ragft.tasks.qa import QATask, score
 from ragft.types import Chunk, Example, Hit
 
 if TYPE_CHECKING:
@@ -41,21 +39,15 @@ class QaRun:
     metrics = ("f1", "em")
     oracle = "the passage of the question's document that holds its answer"
 
-    def __init__(self, run: Path, config: Config, resources: Resources):
-        data, c = config.data, config.chunking
+    def __init__(self, run: Path, config: Config, resources: Resources, task: QATask):
+        c = config.chunking
         self.run = run
         self.config = config
         self.resources = resources
-        self.corpus = load_corpus(
-            config.path(data.corpus), fields=JsonlFields(data.text_field, data.id_field), skip_bad=data.skip_bad
-        )
+        self.corpus = task.corpus
         self.chunks = chunk_for_embedder(self.corpus, config.models.embedder, c.unit, c.chunk_size, c.chunk_overlap)
-        examples_path = config.path(data.examples)
-        examples = load_examples(examples_path)
-        self.train = _limit([e for e in examples if e.split == "train"], data.train_limit)
-        self.test = _limit([e for e in examples if e.split == "test"], data.test_limit)
-        if not self.test:
-            raise RagftError(f"{examples_path}: no test examples")
+        self.train = list(task.train)
+        self.test = list(task.test)
         self.test_ids = [e.id for e in self.test]
 
     # Identities: what each stage's key is made of (see ragft.keys).
@@ -103,7 +95,7 @@ class QaRun:
     def oracle_identity(self) -> Any:
         return {"chunks": self.chunks_sha256}  # the gold chunk of each test question's document
 
-    def training_identity(self, pipeline: Pipeline) -> Any:
+    def training_identity(self, pipeline: Arm) -> Any:
         out: dict[str, Any] = {"train": _content(self.train), "context": pipeline.context}
         if pipeline.context:
             out["held_out"] = sorted({e.doc_id for e in self.test if e.doc_id})
@@ -112,7 +104,7 @@ class QaRun:
                 out["k"] = self.config.retrieval.k
         return out
 
-    def prompt_identity(self, pipeline: Pipeline) -> Any:
+    def prompt_identity(self, pipeline: Arm) -> Any:
         return {"test": _content(self.test), "shots": _content(self.train[: pipeline.shots])}
 
     def scoring_identity(self) -> Any:
@@ -133,6 +125,17 @@ class QaRun:
         embedder and index settings; a changed corpus re-embeds only its changed chunks)."""
         settings = self._index_settings()
         c = self.config
+        given = self.resources.index(
+            self.chunks_sha256, settings["embedder"], settings["embedder_dtype"], settings["index"]
+        )
+        if given is not None:  # built in Python: kept in the run folder too, for its report
+            try:
+                saved = read_manifest(self.index_folder, "vector-index").get("corpus_sha256")
+            except ArtifactError:
+                saved = None
+            if saved != given.corpus_sha256:
+                given.save(self.index_folder)
+            return given
         index, _ = sync_index(
             self.index_folder,
             self.chunks,
@@ -168,7 +171,7 @@ class QaRun:
         by_id = {c.id: c for c in self.chunks}
         return _test_hits(path, self.test, by_id, lambda: self.retriever, key, self.config.retrieval.k)
 
-    def context(self, pipeline: Pipeline, i: int) -> list[Chunk]:
+    def context(self, pipeline: Arm, i: int) -> list[Chunk]:
         """The passages test example i is shown: retrieved, the gold one (oracle), or none."""
         if not pipeline.context:
             return []
@@ -189,7 +192,7 @@ class QaRun:
         """Each test example's gold passage (None where no chunk of its document holds an answer)."""
         return [gold_chunk(e, self.chunks_by_doc) for e in self.test]
 
-    def prompts(self, pipeline: Pipeline, generator: Generator) -> list[str]:
+    def prompts(self, pipeline: Arm, generator: Generator) -> list[str]:
         shots = self.train[: pipeline.shots]
         return [
             build_prompt(generator, pipeline, e, [c.text for c in self.context(pipeline, i)], shots)
@@ -199,13 +202,13 @@ class QaRun:
     def answers(self, i: int) -> tuple[str, ...]:
         return self.test[i].answers
 
-    def retrieved(self, pipeline: Pipeline, i: int) -> tuple[str, ...]:
+    def retrieved(self, pipeline: Arm, i: int) -> tuple[str, ...]:
         return tuple(c.id for c in self.context(pipeline, i))
 
     def score(self, i: int, output: str) -> tuple[dict[str, float], str]:
         return score(output, self.test[i].answers), ""
 
-    def train_records(self, pipeline: Pipeline, generator: Generator) -> list[SFTRecord]:
+    def train_records(self, pipeline: Arm, generator: Generator) -> list[SFTRecord]:
         """SFT records. A retrieving pipeline's prompts carry context from its own retriever:
         RAFT (the gold passage among distractors, sometimes left out) or, with
         `finetune.records = "sft"`, the top k as at test time.
@@ -260,10 +263,6 @@ class QaRun:
 def _content(examples: Sequence[Example]) -> str:
     """Content hash of examples: what a stage reading them sees (ids, questions, answers, documents)."""
     return sha256_json([[e.id, e.question, list(e.answers), e.split, e.doc_id] for e in examples])
-
-
-def _limit(items: list[Example], n: int) -> list[Example]:
-    return items[:n] if n > 0 else items
 
 
 def _test_hits(

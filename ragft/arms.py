@@ -1,0 +1,220 @@
+"""Arms: pipelines resolved to what the runner runs.
+
+An arm is a pipeline's name, its prompt template, whether retrieved context and solved
+examples are shown, whether it trains an adapter (and on which records), and its own
+settings: the experiment's, with what that pipeline overrides (another retriever, base
+model, decoding or fine-tuning recipe). The ladder (`prompt`, `fewshot`, `rag`, `ft`,
+`rag+ft`) is a preset of five; `[[pipelines]]` tables and `ragft.Pipeline`s add others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from ragft.config import Config, PipelineConfig, pipeline_settings
+from ragft.errors import ConfigError, InputError
+from ragft.prompts import PromptTemplate, get_template
+from ragft.types import Example
+
+if TYPE_CHECKING:
+    from ragft.generation import Generator
+
+FEWSHOT = 3
+"""Solved training examples shown by the `fewshot` preset."""
+
+CONTEXTS = ("none", "oracle", "retrieved")
+"""The three ways a model is shown context in the three-way view."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """The shape of a ladder arm: its template, what it shows, whether it trains."""
+
+    template: str
+    context: bool
+    shots: int
+    trained: bool
+
+
+LADDER = {
+    "prompt": Preset("qa", context=False, shots=0, trained=False),
+    "fewshot": Preset("qa", context=False, shots=FEWSHOT, trained=False),
+    "rag": Preset("qa-context", context=True, shots=0, trained=False),
+    "ft": Preset("qa", context=False, shots=0, trained=True),
+    "rag+ft": Preset("qa-context", context=True, shots=0, trained=True),
+}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One pipeline of an experiment, resolved: how its prompts are built, whether it
+    trains, and the settings it runs with."""
+
+    name: str
+    template: PromptTemplate
+    context: bool
+    """Retrieved context goes into the prompt (passages; for SQL, similar solved examples)."""
+    shots: int
+    """Fixed solved training examples shown before the question."""
+    trained: bool
+    config: Config
+    """The experiment's settings with this pipeline's overrides; its parts read their own sections."""
+    oracle: bool = False
+    """Context is the gold passage (for SQL, the solved examples closest to the gold query)
+    instead of what the retriever found; only the three-way context view uses it."""
+
+    @property
+    def view(self) -> str:
+        """Which context the model sees: none, oracle or retrieved."""
+        return "oracle" if self.oracle else "retrieved" if self.context else "none"
+
+    @property
+    def raft(self) -> bool:
+        """Training prompts carry the gold passage among retrieved distractors (RAFT)."""
+        return self.trained and self.context and self.config.finetune.records in ("auto", "raft")
+
+    def with_context(self, context: str) -> Arm:
+        """The same pipeline (same adapter, if trained) shown no context, the oracle context or
+        retrieved context; a template that cannot show the context is swapped for the named one."""
+        if context not in CONTEXTS:
+            raise ValueError(f"unknown context {context!r}; known: {', '.join(CONTEXTS)}")
+        shown = context != "none"
+        template = self.template
+        if shown != template.shows_context:
+            template = get_template("qa-context" if shown else "qa")
+        return replace(self, template=template, context=shown, oracle=context == "oracle")
+
+    def with_seed(self, seed: int) -> Arm:
+        """The same pipeline trained with another seed."""
+        experiment = replace(self.config.experiment, seed=seed)
+        return replace(self, name=f"{self.name}@seed{seed}", config=replace(self.config, experiment=experiment))
+
+    def untrained(self, name: str) -> Arm:
+        """The same prompts on the base model (the three-way view's and forgetting check's baseline)."""
+        return replace(self, name=name, trained=False)
+
+
+def base_name(pipeline: Arm, generator: str) -> str:
+    """The row name of a pipeline's base model: `base` for the experiment's `generator`,
+    `base (<generator>)` for another."""
+    own = pipeline.config.models.generator
+    return "base" if own == generator else f"base ({own})"
+
+
+def base_models(pipelines: Sequence[Arm], generator: str) -> dict[str, Arm]:
+    """The untrained counterpart of every trained pipeline's base model, by row name
+    (`base_name`): its prompts on the base model, with no adapter."""
+    out: dict[str, Arm] = {}
+    for p in pipelines:
+        if p.trained:
+            name = base_name(p, generator)
+            out.setdefault(name, p.untrained(name))
+    return out
+
+
+def ladder(config: Config, variants: Sequence[str]) -> list[Arm]:
+    """The ladder preset: one pipeline per named variant, all with the experiment's settings."""
+    out = []
+    for v in variants:
+        preset = LADDER[v]
+        out.append(Arm(v, get_template(preset.template), preset.context, preset.shots, preset.trained, config))
+    return out
+
+
+def resolve_arms(config: Config) -> list[Arm]:
+    """The experiment's pipelines: the ladder presets of `experiment.variants`, then every
+    `[[pipelines]]` table with its overrides applied. Errors name the pipeline."""
+    arms = ladder(config, config.experiment.variants)
+    for table in config.pipelines:
+        arms.append(_from_table(config, table))
+    check_names([a.name for a in arms], config.source or None)
+    return arms
+
+
+def check_names(names: Sequence[str], source: str | None = None) -> None:
+    """Every pipeline needs a name of its own that can name its files."""
+    if not names:
+        raise ConfigError("no pipelines to run: name experiment.variants or add [[pipelines]]", source)
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ConfigError(f"two pipelines are named {name!r}; each needs its own name", source)
+        if not name or any(ch in name for ch in '/\\:*?"<>|@') or name.startswith("."):
+            raise ConfigError(f'pipeline name {name!r} cannot name its files (no / \\ : * ? " < > | @)', source)
+        seen.add(name)
+
+
+def _from_table(config: Config, table: PipelineConfig) -> Arm:
+    preset = LADDER[table.base]
+    settings = pipeline_settings(config, table)
+    where = dict(path=config.source or None, line=table.line)
+    who = f"pipeline {table.name!r}"
+    if settings.finetune.records == "raft" and not preset.context:
+        raise ConfigError(
+            f"{who}: finetune.records = 'raft' trains on retrieved passages, but base {table.base!r} "
+            "has no retriever (use base 'rag+ft', or records 'sft')",
+            **where,
+        )
+    template = get_template(preset.template)
+    if table.template:
+        if config.data.kind != "qa":
+            raise ConfigError(f"{who}: templates apply to qa tasks; {config.data.kind} prompts are the task's", **where)
+        try:
+            template = custom_template(table.template, table.name)
+        except InputError as e:
+            raise ConfigError(f"{who}: {e}", **where) from None
+        if template.shows_context != preset.context:
+            shows = "shows {context}" if template.shows_context else "has no {context}"
+            raise ConfigError(
+                f"{who}: template {template.name!r} {shows}, but base {table.base!r} "
+                f"{'retrieves' if preset.context else 'does not retrieve'}",
+                **where,
+            )
+    return Arm(table.name, template, preset.context, preset.shots, preset.trained, settings)
+
+
+def custom_template(spec: str | dict[str, str], pipeline: str) -> PromptTemplate:
+    """A named template, or one written in the config (system, user; name defaults to the pipeline's)."""
+    if isinstance(spec, str):
+        return get_template(spec)
+    return PromptTemplate(spec.get("name", pipeline), spec.get("system", ""), spec["user"]).checked()
+
+
+def build_prompt(
+    generator: Generator, pipeline: Arm, example: Example, passages: Sequence[str], shots: Sequence[Example]
+) -> str:
+    """The prompt text a pipeline shows the model for one example."""
+    pairs = [(s.question, s.answers[0]) for s in shots]
+    shown = passages if pipeline.context else ()
+    return generator.render(pipeline.template.messages(example.question, shown, pairs))
+
+
+def arm_settings(arm: Arm) -> dict[str, object]:
+    """Everything an arm runs with, for the run folder's pipelines.json."""
+    sections = ("models", "chunking", "retrieval", "generation", "finetune", "sql")
+    c = arm.config
+    return {
+        "template": dataclasses.asdict(arm.template),
+        "context": arm.context,
+        "shots": arm.shots,
+        "trained": arm.trained,
+        **{name: dataclasses.asdict(getattr(c, name)) for name in sections},
+    }
+
+
+def settings_summary(p: Arm) -> dict[str, object]:
+    """What sets a pipeline apart, for the report."""
+    c = p.config
+    out: dict[str, object] = {"template": p.template.name, "generator": c.models.generator, "trained": p.trained}
+    if p.context:
+        out["retrieval"] = c.retrieval.method
+        out["k"] = c.retrieval.k
+    if p.shots:
+        out["shots"] = p.shots
+    if p.trained:
+        out["method"] = c.finetune.method
+        out["records"] = "raft" if p.raft else "sft"
+    return out

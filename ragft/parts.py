@@ -1,0 +1,164 @@
+"""Parts that pipelines are built from in Python: an `Index` with the retrievers that search
+it, and a fine-tuning spec (`LoRA`, `FineTune`) with its records (`RAFT` or `SFT`).
+
+Each part is usable on its own (an index searches, a retriever retrieves) and carries the
+settings the runner's cache keys are made of.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ragft.config import ChunkingConfig, FinetuneConfig, RetrievalConfig, check_settings
+from ragft.errors import InputError
+
+if TYPE_CHECKING:
+    from ragft.generation import Generator
+    from ragft.retrieval import Embedder, VectorIndex
+    from ragft.types import Chunk, Document, Hit
+
+QUERY_SIDE = ("hyde", "multi_query", "rerank", "rerank_depth")
+
+
+class Index:
+    """A searchable corpus: its chunks, their embeddings in a FAISS index, and the
+    retrievers that search it (`dense`, `bm25`, `hybrid`)."""
+
+    def __init__(self, chunks: list[Chunk], vectors: VectorIndex, embedder: Embedder, chunking: ChunkingConfig):
+        self.chunks = chunks
+        self.vectors = vectors
+        self.embedder = embedder
+        self.chunking = chunking
+
+    @classmethod
+    def build(
+        cls,
+        docs: Sequence[Document],
+        embedder: str | Embedder = "all-minilm-l6-v2",
+        *,
+        chunk_size: int = 500,
+        chunk_overlap: int = 50,
+        unit: str = "characters",
+        kind: str = "auto",
+        embedder_dtype: str = "float32",
+        device: str = "auto",
+        folder: str | Path | None = None,
+    ) -> Index:
+        """Chunk the documents, embed the chunks (`embedder`: a name, or a loaded `Embedder`)
+        and index them (`kind`: auto, flat, hnsw, ivf, ivfpq). With `folder` the index is saved
+        there, and building the same corpus again embeds only what changed."""
+        from ragft.corpus.chunking import chunk_for_embedder
+        from ragft.models import resolve_device
+        from ragft.retrieval import Embedder, sync_index
+
+        settings = {"unit": unit, "chunk_size": chunk_size, "chunk_overlap": chunk_overlap}
+        chunking = check_settings(ChunkingConfig, settings, "chunking", "Index.build")
+        check_settings(RetrievalConfig, {"index": kind}, "retrieval", "Index.build")
+        if isinstance(embedder, str):
+            embedder = Embedder(embedder, dtype=embedder_dtype, device=resolve_device(device))
+        chunks = chunk_for_embedder(docs, embedder.name, unit, chunk_size, chunk_overlap)
+        meta = {"chunking": dataclasses.asdict(chunking), "embedder_dtype": embedder.dtype}
+        vectors, _ = sync_index(folder, chunks, embedder.name, lambda: embedder, meta, kind)
+        return cls(chunks, vectors, embedder, chunking)
+
+    def __repr__(self) -> str:
+        return f"Index({len(self.chunks)} chunks, {self.embedder.name}, {self.vectors.kind})"
+
+    def search(self, query: str, k: int = 3) -> list[Hit]:
+        """The k chunks closest to the query (dense search)."""
+        return self.dense(k).retrieve([query])[0]
+
+    def dense(self, k: int = 3, **query_side: Any) -> Retrieval:
+        """Dense retrieval of k chunks. `hyde`, `multi_query`, `rerank` and `rerank_depth` add
+        query-side stages (HyDE, rewrites and generator reranking use the pipeline's generator)."""
+        return self._retrieval("dense", k, query_side)
+
+    def bm25(self, k: int = 3, **query_side: Any) -> Retrieval:
+        """Lexical BM25 retrieval of k chunks."""
+        return self._retrieval("bm25", k, query_side)
+
+    def hybrid(self, k: int = 3, weights: tuple[float, float] = (1.0, 1.0), **query_side: Any) -> Retrieval:
+        """Dense and BM25 rankings fused by reciprocal rank fusion, with (dense, bm25) weights."""
+        return self._retrieval("hybrid", k, query_side, [float(w) for w in weights])
+
+    def _retrieval(
+        self, method: str, k: int, query_side: dict[str, Any], weights: list[float] | None = None
+    ) -> Retrieval:
+        unknown = sorted(set(query_side) - set(QUERY_SIDE))
+        if unknown:
+            import difflib
+
+            close = difflib.get_close_matches(unknown[0], QUERY_SIDE, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(QUERY_SIDE)})"
+            raise InputError(f"Index.{method}: unknown setting {unknown[0]!r}{hint}")
+        values = {"method": method, "k": k, "index": self.vectors.requested, **query_side}
+        if weights is not None:
+            values["hybrid_weights"] = weights
+        return Retrieval(self, check_settings(RetrievalConfig, values, "retrieval", f"Index.{method}"))
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """A retriever over an `Index`: its method, k and query-side settings."""
+
+    index: Index = field(compare=False, repr=False)
+    settings: RetrievalConfig
+
+    @property
+    def k(self) -> int:
+        return self.settings.k
+
+    def retrieve(self, questions: Sequence[str], generator: Generator | None = None) -> list[list[Hit]]:
+        """The top k chunks for each question (HyDE, rewrites and generator reranking draft
+        with `generator`)."""
+        from ragft.retrieval import DenseRetriever
+        from ragft.retrieval.compose import QuerySide, make_retriever
+
+        r = self.settings
+        if (r.hyde or r.multi_query or r.rerank == "generator") and generator is None:
+            raise InputError("HyDE, query rewrites and generator reranking need a generator: retrieve(..., generator)")
+        dense = DenseRetriever(self.index.embedder, self.index.vectors) if r.method != "bm25" else None
+        query_side = QuerySide(r.hyde, r.multi_query, r.rerank, r.rerank_depth)
+        weights = (r.hybrid_weights[0], r.hybrid_weights[1])
+        return make_retriever(r.method, self.index.chunks, dense, generator, query_side, weights).retrieve(
+            list(questions), r.k
+        )
+
+
+@dataclass(frozen=True)
+class RAFT:
+    """Training records with context from the pipeline's own retriever: the gold passage
+    among `distractors` retrieved ones, left out of a `p_no_gold` share of the records;
+    with `quote`, targets quote the gold sentence before the answer."""
+
+    distractors: int = 2
+    p_no_gold: float = 0.2
+    quote: bool = False
+
+
+@dataclass(frozen=True)
+class SFT:
+    """Training records prompted as at test time (with the pipeline's top-k context, if it retrieves)."""
+
+
+def FineTune(method: str = "lora", records: RAFT | SFT | None = None, **settings: Any) -> FinetuneConfig:  # noqa: N802
+    """A fine-tuning spec: the method (lora, ia3, prompt_tuning, full), any `finetune.*`
+    setting (learning_rate, epochs, max_steps, ...), and where its records come from
+    (default: RAFT where the pipeline retrieves, else SFT)."""
+    values: dict[str, Any] = {"method": method, **settings}
+    if isinstance(records, RAFT):
+        values.update(records="raft", **dataclasses.asdict(records))
+    elif isinstance(records, SFT):
+        values["records"] = "sft"
+    elif records is not None:
+        raise InputError(f"FineTune: records must be RAFT(...) or SFT(), got {records!r}")
+    return check_settings(FinetuneConfig, values, "finetune", "FineTune")
+
+
+def LoRA(rank: int = 16, alpha: int = 32, records: RAFT | SFT | None = None, **settings: Any) -> FinetuneConfig:  # noqa: N802
+    """LoRA of this rank and alpha; other settings as in `FineTune`."""
+    return FineTune("lora", records, rank=rank, alpha=alpha, **settings)

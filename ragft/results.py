@@ -1,0 +1,149 @@
+"""The report of an experiment, typed: what each pipeline scored (with intervals) and cost,
+and the paired tests between them. Built from the run's report.json; the renderers
+(Markdown, HTML, plots) read the same data and nothing else."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ragft.errors import InputError
+from ragft.io import read_json, write_text_atomic
+from ragft.stats import Estimate
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """One pipeline's scores and costs on the test examples."""
+
+    name: str
+    n: int
+    metrics: dict[str, Estimate]
+    """Mean and 95% bootstrap interval per metric (0-1 scale)."""
+    costs: dict[str, Any]
+    """Per-query tokens and seconds, training time, peak memory, adapter size."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """What sets the pipeline apart: template, generator, retrieval, fine-tuning."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """`to` minus `from` on the same examples, for one metric."""
+
+    from_: str
+    to: str
+    metric: str
+    mean: float
+    low: float
+    high: float
+    p_value: float
+    """Two-sided paired bootstrap p-value."""
+    mcnemar_p: float | None = None
+    """Exact McNemar p-value, for 0/1 metrics."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """An experiment's results; `data` is report.json as written in `run_dir`."""
+
+    name: str
+    metric_names: list[str]
+    pipelines: dict[str, PipelineResult]
+    comparisons: list[Comparison]
+    run_dir: Path
+    data: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], run_dir: str | Path) -> Report:
+        pipelines = {
+            name: PipelineResult(
+                name,
+                v["n"],
+                {m: Estimate(**e) for m, e in v["metrics"].items()},
+                v["costs"],
+                v.get("pipeline", {}),
+            )
+            for name, v in data["variants"].items()
+        }
+        comparisons = [
+            Comparison(
+                c["from"], c["to"], c["metric"], c["mean"], c["low"], c["high"], c["p_value"], c.get("mcnemar_p")
+            )
+            for c in data["comparisons"]
+        ]
+        metrics = list(data.get("metric_names", ["f1", "em"]))
+        return cls(data["name"], metrics, pipelines, comparisons, Path(run_dir), data)
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> Report:
+        """The report of a finished run folder."""
+        path = Path(run_dir) / "report.json"
+        if not path.is_file():
+            raise InputError("not a finished ragft run (no report.json)", run_dir)
+        return cls.from_dict(read_json(path), run_dir)
+
+    @property
+    def primary(self) -> str:
+        return self.metric_names[0]
+
+    def comparison(self, a: str, b: str, metric: str | None = None) -> Comparison:
+        """The paired test of `b` against `a` on one metric (default: the primary one)."""
+        metric = metric or self.primary
+        for c in self.comparisons:
+            if (c.from_, c.to, c.metric) == (a, b, metric):
+                return c
+        tested = sorted({(c.from_, c.to) for c in self.comparisons})
+        raise KeyError(f"no paired test of {b!r} against {a!r} on {metric}; tested: {tested}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.data
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """The report as JSON (written to `path` too, when given)."""
+        text = json.dumps(self.data, indent=2, ensure_ascii=False)
+        if path is not None:
+            write_text_atomic(path, text + "\n")
+        return text
+
+    def to_markdown(self) -> str:
+        from ragft.report import markdown
+
+        return markdown(self.data)
+
+    def write_html(self, path: str | Path) -> Path:
+        """The self-contained HTML report (tables, plots, changed examples) at `path`."""
+        from ragft.html_report import render_html
+        from ragft.runs import load_run
+
+        _, predictions, passages = load_run(self.run_dir)
+        write_text_atomic(path, render_html(self.data, predictions, passages))
+        return Path(path)
+
+    def table(self) -> str:
+        """Quality and cost per pipeline as a plain-text table (no pandas needed)."""
+        metrics = self.metric_names
+        label = {"f1": "F1", "em": "EM", "ex": "EX", "valid": "valid"}
+        header = ["pipeline", *(f"{label.get(m, m.upper())} (95% CI)" for m in metrics)]
+        header += ["prompt tok/q", "s/q p50", "train s"]
+        rows = [header]
+        for r in self.pipelines.values():
+            scores = [f"{100 * e.mean:.1f} ({100 * e.low:.1f}-{100 * e.high:.1f})" for e in r.metrics.values()]
+            train = r.costs.get("training", {}).get("seconds")
+            rows.append(
+                [
+                    r.name,
+                    *scores,
+                    f"{r.costs['prompt_tokens_per_query']:.0f}",
+                    f"{r.costs['seconds_per_query_p50']:.3f}",
+                    "-" if train is None else f"{train:.0f}",
+                ]
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()
