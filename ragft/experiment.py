@@ -23,9 +23,9 @@ from ragft.io import read_json, sha256_json, write_json_atomic
 from ragft.keys import StageKeys, adapter_key, stage_keys
 from ragft.monitor import PeakMemory
 from ragft.predict import load_predictions, predict
-from ragft.report import build_report, environment, seed_spread, view_table
+from ragft.report import aggregate, environment, seed_spread, view_table
 from ragft.report_files import write_report
-from ragft.resources import Resources
+from ragft.resources import Models, Resources
 from ragft.tasks.base import TaskRun
 from ragft.tasks.qa import QATask
 from ragft.training import adapted, adapter_dir, train_or_load_adapter
@@ -34,6 +34,7 @@ from ragft.types import Prediction
 if TYPE_CHECKING:
     from ragft.generation import Generator
     from ragft.retrieval import Embedder
+    from ragft.sql.run import SqlData
 
 
 def run_dir_for(config: Config) -> Path:
@@ -44,7 +45,7 @@ class Run:
     """One experiment in its run folder: a task per retrieval setup, the shared models,
     and every pipeline's predictions by label."""
 
-    def __init__(self, folder: Path, config: Config, resources: Resources, data: QATask | None = None):
+    def __init__(self, folder: Path, config: Config, resources: Resources, data: QATask | SqlData | None = None):
         self.folder = folder
         self.config = config
         self.resources = resources
@@ -57,22 +58,28 @@ class Run:
         c = pipeline.config
         setup = sha256_json([asdict(c.models), asdict(c.chunking), asdict(c.retrieval), asdict(c.sql)])
         if setup not in self._tasks:
+            models = self.models(pipeline)
             if c.data.kind == "sql":
                 from ragft.sql.run import SqlRun
 
-                self._tasks[setup] = SqlRun(self.folder, c, self.resources)
+                self._tasks[setup] = SqlRun(self.folder, self.data, c.retrieval, c.sql, models)
             else:
                 from ragft.tasks.qa_run import QaRun
 
-                self._tasks[setup] = QaRun(self.folder, c, self.resources, self.data)
+                self._tasks[setup] = QaRun(self.folder, self.data, c.chunking, c.retrieval, models)
         return self._tasks[setup]
 
     @property
-    def data(self) -> QATask:
-        """The QA task's documents and examples, loaded once for every pipeline."""
+    def data(self) -> Any:
+        """The task's documents and examples, loaded once for every pipeline."""
         if self._data is None:
-            self._data = qa_task(self.config)
+            self._data = sql_data(self.config) if self.config.data.kind == "sql" else qa_task(self.config)
         return self._data
+
+    def models(self, pipeline: Arm) -> Models:
+        """The models a pipeline's settings name."""
+        c = pipeline.config
+        return Models(self.resources, c.models, c.generation, c.experiment.seed)
 
     def keys(self, pipeline: Arm, trained: Arm | None = None) -> StageKeys:
         """Every stage key of a pipeline (or of another context view of `trained`)."""
@@ -83,7 +90,7 @@ class Run:
         return self.resources.generator_identity(pipeline.config.models)
 
     def generator(self, pipeline: Arm) -> Generator:
-        return self.resources.generator(pipeline.config)
+        return self.models(pipeline).generator()
 
     def predictions(
         self, pipeline: Arm, label: str | None = None, trained: Arm | None = None
@@ -173,11 +180,20 @@ def run_arms(run: Run, arms: list[Arm]) -> dict[str, Any]:
 
     first = next((p for p in pipelines if p.context), pipelines[0])
     task = run.task(first)
-    report = build_report(config, predictions, costs, task.summary(), task.metrics, pairs)
+    e = config.experiment
+    report = {
+        "name": e.name,
+        "generator": config.models.generator,
+        "embedder": config.models.embedder,
+        "test_examples": len(task.test_ids),
+        "metric_names": list(task.metrics),
+        "retrieval": task.summary(),
+        **aggregate(predictions, costs, e.bootstrap_samples, e.seed, task.metrics, pairs),
+        "environment": environment(),
+    }
     for p in pipelines:
         report["variants"][p.name]["pipeline"] = settings_summary(p)
     trained = [p for p in pipelines if p.trained]
-    e = config.experiment
     if e.context_views and trained:
         views = context_views(run, pipelines)
         report["context_views"] = view_table(views, task.metrics, e.bootstrap_samples, e.seed, task.oracle)
@@ -278,6 +294,15 @@ def qa_task(config: Config) -> QATask:
     d = config.data
     corpus = load_corpus(config.path(d.corpus), fields=JsonlFields(d.text_field, d.id_field), skip_bad=d.skip_bad)
     return QATask.from_jsonl(config.path(d.examples), corpus, d.test_limit, d.train_limit)
+
+
+def sql_data(config: Config) -> SqlData:
+    """The text-to-SQL task `config.data` and `config.sql` describe."""
+    from ragft.sql.run import load_sql_data
+
+    d, database = config.data, config.sql.database
+    path = config.path(database) if database else None
+    return load_sql_data(config.path(d.examples), path, d.train_limit, d.test_limit, config.experiment.seed)
 
 
 def load_task(run: Path, config: Config, resources: Resources) -> TaskRun:

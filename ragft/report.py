@@ -14,7 +14,6 @@ from ragft.io import library_versions
 from ragft.stats import bootstrap, mcnemar, paired_difference
 
 if TYPE_CHECKING:
-    from ragft.config import Config
     from ragft.types import Prediction
 
 METRICS = ("f1", "em")
@@ -76,28 +75,6 @@ def _percentile(values: Sequence[float], q: float) -> float:
     import numpy as np
 
     return float(np.percentile(values, q)) if values else float("nan")
-
-
-def build_report(
-    config: Config,
-    predictions: dict[str, list[Prediction]],
-    costs: dict[str, dict[str, Any]],
-    retrieval: dict[str, Any],
-    metrics: Sequence[str] = METRICS,
-    pairs: Sequence[tuple[str, str]] = (),
-) -> dict[str, Any]:
-    """Aggregate per-variant predictions into the report dictionary; `pairs` limits the
-    paired tests to those (from, to) pipelines (empty: every pair)."""
-    return {
-        "name": config.experiment.name,
-        "generator": config.models.generator,
-        "embedder": config.models.embedder,
-        "test_examples": len(next(iter(predictions.values()), [])),
-        "metric_names": list(metrics),
-        "retrieval": retrieval,
-        **aggregate(predictions, costs, config.experiment.bootstrap_samples, config.experiment.seed, metrics, pairs),
-        "environment": environment(),
-    }
 
 
 def aggregate(

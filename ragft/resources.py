@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ragft.generation import Generator, generator_identity
 from ragft.models import model_id, resolve_device
 
 if TYPE_CHECKING:
-    from ragft.config import Config, ModelsConfig
+    from ragft.config import GenerationConfig, ModelsConfig
     from ragft.retrieval import Embedder, VectorIndex
 
 
@@ -41,9 +42,9 @@ class Resources:
         exact = [g for g in named if g.identity()["dtype"] == models.dtype]
         return (exact or named or [None])[0]
 
-    def generator(self, config: Config) -> Generator:
-        """The generator `config.models` names, with `config.generation`'s decoding settings."""
-        models, gen = config.models, config.generation
+    def generator(self, models: ModelsConfig, generation: GenerationConfig, seed: int = 0) -> Generator:
+        """The generator `models` names, with these decoding settings."""
+        gen = generation
         base = self._given(models)
         if base is None:
             wanted = (models.generator, models.dtype, models.device)
@@ -52,7 +53,7 @@ class Resources:
                 gc.collect()  # the previous base model's memory goes before the next loads
                 self._generator = (wanted, Generator.load(models.generator, models.dtype, models.device))
             base = self._generator[1]
-        return base.with_decoding(gen.batch_size, gen.max_new_tokens, config.experiment.seed)
+        return base.with_decoding(gen.batch_size, gen.max_new_tokens, seed)
 
     def generator_identity(self, models: ModelsConfig) -> dict[str, Any]:
         """What the generator's outputs depend on (name, weights, dtype, device), without loading it."""
@@ -81,3 +82,26 @@ class Resources:
             if same == (corpus_sha256, embedder, embedder_dtype, kind):
                 return index
         return None
+
+
+@dataclass(frozen=True)
+class Models:
+    """The models one pipeline's settings name, for the parts that use them: a task's
+    retriever embeds with `embedder()`, drafts HyDE passages with `generator()`."""
+
+    resources: Resources
+    settings: ModelsConfig
+    generation: GenerationConfig
+    seed: int = 0
+
+    def embedder(self) -> Embedder:
+        return self.resources.embedder(self.settings)
+
+    def generator(self) -> Generator:
+        return self.resources.generator(self.settings, self.generation, self.seed)
+
+    def generator_identity(self) -> dict[str, Any]:
+        return self.resources.generator_identity(self.settings)
+
+    def index(self, corpus_sha256: str, embedder_dtype: str, kind: str) -> VectorIndex | None:
+        return self.resources.index(corpus_sha256, model_id(self.settings.embedder), embedder_dtype, kind)

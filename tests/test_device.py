@@ -34,7 +34,7 @@ def test_generator_embedder_and_run_follow_models_device(tmp_path):
 
     config = load_config(ROOT / "configs" / "handbook.toml", [*TINY, 'experiment.variants=["rag+ft"]'])
     resources = Resources()
-    assert next(resources.generator(config).model.parameters()).device.type == "cuda"
+    assert next(resources.generator(config.models, config.generation).model.parameters()).device.type == "cuda"
     assert resources.embedder(config.models).model.device.type == "cuda"
     report = compare(config, tmp_path)
     assert report["environment"]["cuda"]

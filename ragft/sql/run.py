@@ -10,6 +10,7 @@ zero-shot, fused by reciprocal rank). `ft` and `rag+ft` train LoRA on the traini
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,14 +21,14 @@ from ragft.finetune.data import SFTRecord, make_record
 from ragft.io import read_json, sha256_file, write_json_atomic
 from ragft.keys import hits_key
 from ragft.models import model_id
-from ragft.sql.data import SqlExample, load_spider, load_sqlite_task, sample_rows
+from ragft.sql.data import SqlExample, SqlTask, load_spider, load_sqlite_task, sample_rows
 from ragft.sql.sandbox import Sandbox
 from ragft.sql.score import execution_match, extract_sql
 
 if TYPE_CHECKING:
-    from ragft.config import Config
+    from ragft.config import RetrievalConfig, SqlConfig
     from ragft.generation import Generator
-    from ragft.resources import Resources
+    from ragft.resources import Models
 
 SYSTEM = "You write SQLite queries. Answer with one SQL query and nothing else."
 
@@ -54,48 +55,70 @@ def normal_sql(sql: str) -> str:
     return " ".join(sql.strip().rstrip(";").split())
 
 
+@dataclass(frozen=True)
+class SqlData:
+    """A text-to-SQL task's data: databases and schemas, and the train and test pairs."""
+
+    task: SqlTask
+    train: list[SqlExample]
+    test: list[SqlExample]
+    fingerprint: list[str]
+    """Content hashes of the files the pairs and databases came from."""
+
+
+def load_sql_data(
+    examples: Path, database: Path | None, train_limit: int = 0, test_limit: int = 0, seed: int = 0
+) -> SqlData:
+    """A Spider folder (train.json to train on, dev.json to test), or a JSONL of pairs over
+    one SQLite `database`; the training pairs shuffled by `seed` and cut to `train_limit`,
+    `test_limit` test pairs spread evenly over databases (0: all)."""
+    if examples.is_dir():
+        task, test_split = load_spider(examples, ("train", "dev")), "dev"
+        fingerprint = [sha256_file(examples / f) for f in ("train.json", "dev.json", "tables.json")]
+    else:
+        if database is None:
+            raise InputError("sql.database must name the SQLite file the examples ask about", examples)
+        task, test_split = load_sqlite_task(database, examples), "test"
+        fingerprint = [sha256_file(examples), sha256_file(database)]
+    train = task.split("train")
+    random.Random(seed).shuffle(train)
+    train = train[:train_limit] if train_limit > 0 else train
+    test = stratified(task.split(test_split), test_limit, seed)
+    if not test:
+        raise InputError(f"no {test_split} examples", examples)
+    missing = sorted({e.db_id for e in test} - task.databases.keys())
+    if missing:
+        raise InputError(f"test databases missing: {', '.join(missing)}", examples)
+    return SqlData(task, train, test, fingerprint)
+
+
 class SqlRun:
-    """A text-to-SQL task prepared for one run folder."""
+    """A text-to-SQL task prepared for one run folder and one pipeline's retrieval settings."""
 
     metrics = ("ex", "valid")
     oracle = "the training examples whose SQL is closest to the gold query"
 
-    def __init__(self, run: Path, config: Config, resources: Resources):
-        self.config, self.resources = config, resources
-        source = config.path(config.data.examples)
-        if source.is_dir():
-            task, test_split = load_spider(source, ("train", "dev")), "dev"
-            fingerprint = [sha256_file(source / f) for f in ("train.json", "dev.json", "tables.json")]
-        else:
-            if not config.sql.database:
-                raise InputError("sql.database must name the SQLite file the examples ask about", source)
-            task, test_split = load_sqlite_task(config.path(config.sql.database), source), "test"
-            fingerprint = [sha256_file(source), sha256_file(config.path(config.sql.database))]
-        seed = config.experiment.seed
-        train = task.split("train")
-        random.Random(seed).shuffle(train)
-        self.train = train[: config.data.train_limit] if config.data.train_limit > 0 else train
-        self.test = stratified(task.split(test_split), config.data.test_limit, seed)
-        if not self.test:
-            raise InputError(f"no {test_split} examples", source)
-        missing = sorted({e.db_id for e in self.test} - task.databases.keys())
-        if missing:
-            raise InputError(f"test databases missing: {', '.join(missing)}", source)
-        self.task = task
+    def __init__(self, run: Path, data: SqlData, retrieval: RetrievalConfig, sql: SqlConfig, models: Models):
+        self.run = run
+        self.retrieval_settings = retrieval
+        self.sql = sql
+        self.models = models
+        self.task = data.task
+        self.train = data.train
+        self.test = data.test
         self.test_ids = [e.id for e in self.test]
         self.data_identity = [
-            fingerprint,
+            data.fingerprint,
             [e.id for e in self.test],
             [e.id for e in self.train],
-            config.sql.sample_rows,
+            sql.sample_rows,
         ]
         self._sandboxes: dict[str, Sandbox] = {}
-        self.run = run
 
     # Identities: what each stage's key is made of (see ragft.keys).
 
     def _embedding(self) -> dict[str, Any]:
-        m = self.config.models
+        m = self.models.settings
         return {"embedder": model_id(m.embedder), "embedder_dtype": m.embedder_dtype}
 
     def index_identity(self) -> Any:
@@ -103,30 +126,30 @@ class SqlRun:
 
     def retriever_identity(self) -> Any:
         out = {"data": self.data_identity, **self._embedding()}
-        if self.config.retrieval.hyde:
-            out["hyde"] = self.resources.generator_identity(self.config.models)
+        if self.retrieval_settings.hyde:
+            out["hyde"] = self.models.generator_identity()
         return out
 
     def oracle_identity(self) -> Any:
-        return {"data": self.data_identity, "k": self.config.retrieval.k, **self._embedding()}
+        return {"data": self.data_identity, "k": self.retrieval_settings.k, **self._embedding()}
 
     def training_identity(self, pipeline: Arm) -> Any:
         out: dict[str, Any] = {"data": self.data_identity, "system": SYSTEM, "context": pipeline.context}
         if pipeline.context:  # each training question is shown its k nearest other training pairs
-            out.update(k=self.config.retrieval.k, **self._embedding())
+            out.update(k=self.retrieval_settings.k, **self._embedding())
         return out
 
     def prompt_identity(self, pipeline: Arm) -> Any:
         return {"data": self.data_identity, "system": SYSTEM, "shots": pipeline.shots}
 
     def scoring_identity(self) -> Any:
-        return {"timeout_s": self.config.sql.timeout_s, "max_rows": self.config.sql.max_rows}
+        return {"timeout_s": self.sql.timeout_s, "max_rows": self.sql.max_rows}
 
     # Prompts.
 
     def schema(self, db_id: str) -> str:
         text = self.task.schemas[db_id]
-        rows = self.config.sql.sample_rows
+        rows = self.sql.sample_rows
         if rows > 0 and db_id in self.task.databases:
             text += "\n" + sample_rows(self.task.databases[db_id], rows)
         return text
@@ -159,7 +182,7 @@ class SqlRun:
     @cached_property
     def retrieved_ids(self) -> list[list[str]]:
         """The k training examples shown to each test question, cached by what chose them."""
-        key = hits_key(self, self.config.retrieval.k)
+        key = hits_key(self, self.retrieval_settings.k)
         cache = self.run / "retrieval" / f"sql_examples-{key[:12]}.json"
         if cache.is_file():
             saved = read_json(cache)
@@ -170,14 +193,14 @@ class SqlRun:
         from ragft.retrieval.hybrid import rrf
         from ragft.types import Chunk, Hit
 
-        k = self.config.retrieval.k
-        embed = self.resources.embedder(self.config.models).embed
+        k = self.retrieval_settings.k
+        embed = self.models.embedder().embed
         by_question = np.argsort(-(embed([e.question for e in self.test]) @ self._train_questions.T), axis=1)[
             :, : k * 4
         ]
         rankings = [[list(row)] for row in by_question]
-        if self.config.retrieval.hyde:
-            generator = self.resources.generator(self.config)
+        if self.retrieval_settings.hyde:
+            generator = self.models.generator()
             drafts = generator.generate([generator.render(self.messages(e, [])) for e in self.test], "HyDE SQL drafts")
             by_sql = np.argsort(-(embed([extract_sql(d.text) for d in drafts]) @ self._train_sql.T), axis=1)[:, : k * 4]
             for ranking, row in zip(rankings, by_sql):
@@ -192,27 +215,27 @@ class SqlRun:
     @cached_property
     def _train_questions(self) -> Any:
         """Embeddings of the training questions (shared by retrieval and the rag+ft neighbours)."""
-        return self.resources.embedder(self.config.models).embed([e.question for e in self.train])
+        return self.models.embedder().embed([e.question for e in self.train])
 
     @cached_property
     def _train_sql(self) -> Any:
         """Embeddings of the training queries (shared by HyDE retrieval and the oracle view)."""
-        return self.resources.embedder(self.config.models).embed([normal_sql(e.query) for e in self.train])
+        return self.models.embedder().embed([normal_sql(e.query) for e in self.train])
 
     @cached_property
     def oracle_ids(self) -> list[list[str]]:
         """For each test question, the k training examples whose SQL is most similar to its gold SQL."""
         import numpy as np
 
-        gold = self.resources.embedder(self.config.models).embed([normal_sql(e.query) for e in self.test])
-        order = np.argsort(-(gold @ self._train_sql.T), axis=1)[:, : self.config.retrieval.k]
+        gold = self.models.embedder().embed([normal_sql(e.query) for e in self.test])
+        order = np.argsort(-(gold @ self._train_sql.T), axis=1)[:, : self.retrieval_settings.k]
         return [[self.train[int(j)].id for j in row] for row in order]
 
     def _train_neighbours(self) -> list[list[SqlExample]]:
         """For each training example, the k most similar other ones (by question)."""
         import numpy as np
 
-        k = self.config.retrieval.k
+        k = self.retrieval_settings.k
         vectors = self._train_questions
         sims = vectors @ vectors.T
         np.fill_diagonal(sims, -np.inf)
@@ -229,7 +252,7 @@ class SqlRun:
 
     def sandbox(self, db_id: str) -> Sandbox:
         if db_id not in self._sandboxes:
-            s = self.config.sql
+            s = self.sql
             self._sandboxes[db_id] = Sandbox(self.task.databases[db_id], s.timeout_s, s.max_rows)
         return self._sandboxes[db_id]
 
@@ -253,13 +276,13 @@ class SqlRun:
 
     def summary(self) -> dict[str, Any]:
         databases = sorted({e.db_id for e in self.test})
-        how = "by question similarity" + (" and HyDE draft-SQL similarity" if self.config.retrieval.hyde else "")
+        how = "by question similarity" + (" and HyDE draft-SQL similarity" if self.retrieval_settings.hyde else "")
         return {
             "databases": len(databases),
             "train_examples": len(self.train),
             "line": (
                 f"Text-to-SQL over {len(databases)} database(s), {len(self.train)} training pairs; "
-                f"rag shows the {self.config.retrieval.k} training examples closest {how}."
+                f"rag shows the {self.retrieval_settings.k} training examples closest {how}."
             ),
         }
 

@@ -26,9 +26,9 @@ from ragft.tasks.qa import QATask, score
 from ragft.types import Chunk, Example, Hit
 
 if TYPE_CHECKING:
-    from ragft.config import Config
+    from ragft.config import ChunkingConfig, RetrievalConfig
     from ragft.generation import Generator
-    from ragft.resources import Resources
+    from ragft.resources import Models
 
 
 class QaRun:
@@ -39,13 +39,14 @@ class QaRun:
     metrics = ("f1", "em")
     oracle = "the passage of the question's document that holds its answer"
 
-    def __init__(self, run: Path, config: Config, resources: Resources, task: QATask):
-        c = config.chunking
+    def __init__(self, run: Path, task: QATask, chunking: ChunkingConfig, retrieval: RetrievalConfig, models: Models):
+        c = chunking
         self.run = run
-        self.config = config
-        self.resources = resources
+        self.chunking = chunking
+        self.retrieval_settings = retrieval
+        self.models = models
         self.corpus = task.corpus
-        self.chunks = chunk_for_embedder(self.corpus, config.models.embedder, c.unit, c.chunk_size, c.chunk_overlap)
+        self.chunks = chunk_for_embedder(self.corpus, models.settings.embedder, c.unit, c.chunk_size, c.chunk_overlap)
         self.train = list(task.train)
         self.test = list(task.test)
         self.test_ids = [e.id for e in self.test]
@@ -58,7 +59,7 @@ class QaRun:
 
     def _index_settings(self) -> dict[str, Any]:
         """The embedder and index settings a dense search reads (the index kind resolved by size)."""
-        m, r = self.config.models, self.config.retrieval
+        m, r = self.models.settings, self.retrieval_settings
         kind = choose_kind(r.index, len(self.chunks))
         settings = {"hnsw": ("hnsw_m", "ef_construction", "ef_search"), "ivf": ("nprobe",), "ivfpq": ("nprobe",)}
         return {
@@ -69,12 +70,12 @@ class QaRun:
         }
 
     def index_identity(self) -> Any:
-        if self.config.retrieval.method == "bm25":
+        if self.retrieval_settings.method == "bm25":
             return None  # BM25 alone searches no vector index
         return {"chunks": self.chunks_sha256, **self._index_settings()}
 
     def retriever_identity(self) -> Any:
-        r = self.config.retrieval
+        r = self.retrieval_settings
         out: dict[str, Any] = {"chunks": self.chunks_sha256, "method": r.method}
         index = self.index_identity()
         if index is not None:
@@ -89,7 +90,7 @@ class QaRun:
             out["rerank"] = r.rerank if r.rerank == "generator" else model_id(r.rerank)
             out["rerank_depth"] = r.rerank_depth
         if out.get("hyde") or r.multi_query or r.rerank == "generator":
-            out["generator"] = self.resources.generator_identity(self.config.models)
+            out["generator"] = self.models.generator_identity()
         return out
 
     def oracle_identity(self) -> Any:
@@ -101,7 +102,7 @@ class QaRun:
             out["held_out"] = sorted({e.doc_id for e in self.test if e.doc_id})
             out["retriever"] = self.retriever_identity()
             if not pipeline.raft:
-                out["k"] = self.config.retrieval.k
+                out["k"] = self.retrieval_settings.k
         return out
 
     def prompt_identity(self, pipeline: Arm) -> Any:
@@ -124,10 +125,8 @@ class QaRun:
         """The vector index, synced in `index/<settings>` of the run folder (one folder per
         embedder and index settings; a changed corpus re-embeds only its changed chunks)."""
         settings = self._index_settings()
-        c = self.config
-        given = self.resources.index(
-            self.chunks_sha256, settings["embedder"], settings["embedder_dtype"], settings["index"]
-        )
+        r = self.retrieval_settings
+        given = self.models.index(self.chunks_sha256, settings["embedder_dtype"], settings["index"])
         if given is not None:  # built in Python: kept in the run folder too, for its report
             try:
                 saved = read_manifest(self.index_folder, "vector-index").get("corpus_sha256")
@@ -140,36 +139,35 @@ class QaRun:
             self.index_folder,
             self.chunks,
             settings["embedder"],
-            lambda: self.resources.embedder(c.models),
-            {"chunking": asdict(c.chunking), "embedder_dtype": c.models.embedder_dtype},
-            c.retrieval.index,
-            c.retrieval.index_settings(),
+            self.models.embedder,
+            {"chunking": asdict(self.chunking), "embedder_dtype": settings["embedder_dtype"]},
+            r.index,
+            r.index_settings(),
         )
         return index
 
     @cached_property
     def retriever(self) -> Retriever:
         """The retriever `retrieval.*` describes, shared by test questions and training contexts."""
-        c = self.config
-        r = c.retrieval
+        r = self.retrieval_settings
         query_side = QuerySide(r.hyde, r.multi_query, r.rerank, r.rerank_depth)
         needs_generator = r.hyde or r.multi_query or r.rerank == "generator"
         return make_retriever(
             r.method,
             self.chunks,
-            DenseRetriever(self.resources.embedder(c.models), self.index) if r.method != "bm25" else None,
-            self.resources.generator(c) if needs_generator else None,
+            DenseRetriever(self.models.embedder(), self.index) if r.method != "bm25" else None,
+            self.models.generator() if needs_generator else None,
             query_side,
             (r.hybrid_weights[0], r.hybrid_weights[1]),
-            device=c.models.device,
+            device=self.models.settings.device,
         )
 
     @cached_property
     def test_hits(self) -> list[list[Hit]]:
-        key = hits_key(self, self.config.retrieval.k)
+        key = hits_key(self, self.retrieval_settings.k)
         path = self.run / "retrieval" / "test_hits.jsonl"
         by_id = {c.id: c for c in self.chunks}
-        return _test_hits(path, self.test, by_id, lambda: self.retriever, key, self.config.retrieval.k)
+        return _test_hits(path, self.test, by_id, lambda: self.retriever, key, self.retrieval_settings.k)
 
     def context(self, pipeline: Arm, i: int) -> list[Chunk]:
         """The passages test example i is shown: retrieved, the gold one (oracle), or none."""
@@ -218,7 +216,7 @@ class QaRun:
         ft = pipeline.config.finetune
         rng = random.Random(pipeline.config.experiment.seed)
         held_out = {e.doc_id for e in self.test if e.doc_id}
-        n_passages = ft.distractors + 1 if pipeline.raft else self.config.retrieval.k
+        n_passages = ft.distractors + 1 if pipeline.raft else self.retrieval_settings.k
         hits: list[list[Hit]] = [[] for _ in self.train]
         if pipeline.context:
             raw = self.retriever.retrieve([e.question for e in self.train], n_passages + 8)
@@ -239,9 +237,9 @@ class QaRun:
         return records
 
     def summary(self) -> dict[str, Any]:
-        k = self.config.retrieval.k
+        k = self.retrieval_settings.k
         out: dict[str, Any] = {}
-        if self.config.retrieval.method != "bm25" or "test_hits" in self.__dict__:
+        if self.retrieval_settings.method != "bm25" or "test_hits" in self.__dict__:
             scored = [(e, hits) for e, hits in zip(self.test, self.test_hits) if e.doc_id]
             recall = sum(recall_at_k([h.chunk.doc_id for h in hits], {e.doc_id}, k) for e, hits in scored)
             out[f"recall@{k}"] = recall / max(1, len(scored))
