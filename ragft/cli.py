@@ -205,7 +205,8 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
 
 def _finetune(args: argparse.Namespace) -> int:
     from ragft.config import load_config
-    from ragft.experiment import finetune, is_main_process, run_dir_for
+    from ragft.experiment import finetune, run_dir_for
+    from ragft.training import is_main_process
 
     config = load_config(args.config, args.overrides)
     run_dir = args.out or run_dir_for(config)

@@ -28,7 +28,7 @@ from ragft.report_files import write_report
 from ragft.resources import Models, Resources
 from ragft.tasks.base import TaskRun
 from ragft.tasks.qa import QATask
-from ragft.training import adapted, adapter_dir, train_or_load_adapter
+from ragft.training import adapted, adapter_dir
 from ragft.types import Prediction
 
 if TYPE_CHECKING:
@@ -263,14 +263,12 @@ def finetune(config: Config, variant: str, run_dir: str | Path | None = None) ->
     with state.main_process_first():
         folder.mkdir(parents=True, exist_ok=True)
         task = run.task(pipeline)
-        if pipeline.context:
-            task.retriever  # noqa: B018 (the index is built and saved by the main process first)
+        task.prepare(pipeline)  # the main process writes the index; the others then read it
     if state.is_main_process:
         write_json_atomic(folder / "config.json", config.to_dict())
     key = adapter_key(pipeline, task, run.generator_identity(pipeline))
-    generator = run.generator(pipeline)
-    _, training = train_or_load_adapter(adapter_dir(folder, pipeline.name), pipeline, generator, task, key)
-    state.wait_for_everyone()
+    with adapted(adapter_dir(folder, pipeline.name), pipeline, run.generator(pipeline), task, key) as training:
+        state.wait_for_everyone()
     return training
 
 
@@ -279,8 +277,6 @@ def trained_pipeline(config: Config, name: str) -> Arm:
     pipelines = {p.name: p for p in resolve_arms(config)}
     if name in pipelines and pipelines[name].trained:
         return pipelines[name]
-    from ragft.arms import ladder
-
     if name in ("ft", "rag+ft"):
         return ladder(config, [name])[0]
     trained = [n for n, p in pipelines.items() if p.trained] or ["ft", "rag+ft"]

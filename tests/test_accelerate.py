@@ -43,6 +43,7 @@ def test_finetune_command_under_two_processes_leaves_an_adapter_compare_reuses(t
 
     config = ROOT / "configs" / "handbook.toml"
     settings = [*TINY, 'experiment.variants=["rag+ft"]', "experiment.context_views=false"]
+    settings.append('models.dtype="float32"')  # the fixture generator's: its key is the adapter's
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
     cmd = [

@@ -40,6 +40,11 @@ class TaskRun(KeyedTask, Protocol):
 
     def train_records(self, pipeline: Arm, generator: Generator) -> list[SFTRecord]: ...
 
+    def prepare(self, pipeline: Arm) -> None:
+        """Build and save what the pipeline's training reads from the run folder (the index),
+        so that the processes of a distributed training only read it."""
+        ...
+
     def summary(self) -> dict[str, Any]:
         """The report's retrieval block."""
         ...

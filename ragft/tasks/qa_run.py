@@ -236,6 +236,10 @@ class QaRun:
             records.append(make_record(e.id, generator.encode(prompt), answer, eos, ft.max_length))
         return records
 
+    def prepare(self, pipeline: Arm) -> None:
+        if pipeline.context and self.index_identity() is not None:
+            self.index  # noqa: B018 (built and saved)
+
     def summary(self) -> dict[str, Any]:
         k = self.retrieval_settings.k
         out: dict[str, Any] = {}
