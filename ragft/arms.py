@@ -99,9 +99,9 @@ class Arm:
 
 def base_name(pipeline: Arm, generator: str) -> str:
     """The row name of a pipeline's base model: `base` for the experiment's `generator`,
-    `base (<generator>)` for another."""
+    `base (<generator's last path part>)` for another."""
     own = pipeline.config.models.generator
-    return "base" if own == generator else f"base ({own})"
+    return "base" if own == generator else f"base ({own.rstrip('/').split('/')[-1]})"  # a file name: no path
 
 
 def base_models(pipelines: Sequence[Arm], generator: str) -> dict[str, Arm]:

@@ -93,7 +93,9 @@ class Pipeline:
         models = dataclasses.replace(
             config.models, generator=g.name, dtype=identity["dtype"], device=identity["device"]
         )
-        sections: dict[str, object] = {"generation": GenerationConfig(g.batch_size, g.max_new_tokens)}
+        sections: dict[str, object] = {
+            "generation": GenerationConfig(max_new_tokens=g.max_new_tokens, batch_size=g.batch_size)
+        }
         if self.retriever is not None:
             index = self.retriever.index
             models = dataclasses.replace(models, embedder=index.embedder.name, embedder_dtype=index.embedder.dtype)

@@ -11,7 +11,7 @@ from ragft.errors import RagftError
 if TYPE_CHECKING:
     from ragft.config import Config
 
-REPORT_FILES = ("report.json", "report.md", "report.html", "config.json", "environment.json")
+REPORT_FILES = ("report.json", "report.md", "report.html", "config.json", "environment.json", "pipelines.json")
 
 
 def _name(text: str) -> str:

@@ -98,3 +98,12 @@ def test_fit_then_predict_reuses_the_adapter_and_leaves_the_generator_as_it_was(
     with torch.no_grad():
         assert torch.equal(generator.model(input_ids=ids).logits, before)
     assert not any("lora_" in n for n, _ in generator.model.named_parameters())
+
+
+def test_a_pipeline_runs_with_its_generators_decoding_settings(generator):
+    from ragft.config import Config
+
+    custom = generator.with_decoding(batch_size=3, max_new_tokens=7, seed=0)
+    settings = ragft.Pipeline("p", custom).arm(Config()).config
+    assert (settings.generation.batch_size, settings.generation.max_new_tokens) == (3, 7)
+    assert settings.models.generator == "smollm2-135m-instruct" and settings.models.dtype == "float32"

@@ -141,3 +141,30 @@ def test_handbook_config_keeps_its_three_arms():
         ("rag", True, False, False),
         ("rag+ft", True, True, True),
     ]
+
+
+def test_pipelines_may_differ_in_base_model(tmp_path, generator, embedder, tokenizer):
+    from conftest import tiny_llama
+
+    folder = tmp_path / "tiny-generator"
+    tiny_llama(len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    body = f"""
+[[pipelines]]
+name = "prompt"
+base = "prompt"
+
+[[pipelines]]
+name = "tiny-ft"
+base = "ft"
+models = {{ generator = "{folder}" }}
+"""
+    config = _config(tmp_path, body, [*TINY, "experiment.context_views=true", "generation.max_new_tokens=4"])
+    report = compare(config, tmp_path / "run", generator=generator, embedder=embedder)
+    assert list(report["variants"]) == ["prompt", "tiny-ft"]
+    assert report["variants"]["tiny-ft"]["pipeline"]["generator"] == str(folder)
+    manifest = json.loads((tmp_path / "run" / "adapters" / "tiny-ft" / "manifest.json").read_text())
+    assert manifest["base_model"] == str(folder.resolve())  # trained on its own base model
+    assert list(report["context_views"]["models"]) == ["base (tiny-generator)", "tiny-ft"]
+    settings = json.loads((tmp_path / "run" / "pipelines.json").read_text())
+    assert settings["prompt"]["models"]["generator"] == "smollm2-135m-instruct"

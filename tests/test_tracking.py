@@ -32,6 +32,6 @@ def test_compare_logs_the_run_to_mlflow(tmp_path, generator, embedder):
     assert run.data.params["data.test_limit"] == "6"
     assert run.data.tags["ragft.generator"] == "smollm2-135m-instruct"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"report.json", "report.html", "config.json"} <= artifacts
+    assert {"report.json", "report.html", "config.json", "pipelines.json"} <= artifacts
     assert (tmp_path / "store" / "artifacts").is_dir()
     assert json.loads((tmp_path / "run" / "report.json").read_text())["mlflow_run_id"] == run.info.run_id
