@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from ragft.config import Config, PipelineConfig, pipeline_settings
+from ragft.config import PIPELINE_SECTIONS, Config, PipelineConfig, pipeline_settings
 from ragft.errors import ConfigError, InputError
 from ragft.prompts import PromptTemplate, get_template
 from ragft.types import Example
@@ -194,14 +194,13 @@ def build_prompt(
 
 def arm_settings(arm: Arm) -> dict[str, object]:
     """Everything an arm runs with, for the run folder's pipelines.json."""
-    sections = ("models", "chunking", "retrieval", "generation", "finetune", "sql")
     c = arm.config
     return {
         "template": dataclasses.asdict(arm.template),
         "context": arm.context,
         "shots": arm.shots,
         "trained": arm.trained,
-        **{name: dataclasses.asdict(getattr(c, name)) for name in sections},
+        **{name: dataclasses.asdict(getattr(c, name)) for name in PIPELINE_SECTIONS},
     }
 
 

@@ -158,14 +158,15 @@ def compare(
     return run_arms(Run(folder, config, resources), arms)
 
 
-def run_arms(run: Run, arms: list[Arm]) -> dict[str, Any]:
-    """Run the arms on the run's task and return the report (also written to the run folder)."""
-    config, folder, pipelines = run.config, run.folder, arms
-    pairs = check_pairs(config.experiment.pairs, [a.name for a in arms], config.source or None)
+def run_arms(run: Run, pipelines: list[Arm]) -> dict[str, Any]:
+    """Run the pipelines on the run's task and return the report (also written to the run folder)."""
+    config, folder = run.config, run.folder
+    pairs = check_pairs(config.experiment.pairs, [p.name for p in pipelines], config.source or None)
     folder.mkdir(parents=True, exist_ok=True)
+    env = environment()
     write_json_atomic(folder / "config.json", config.to_dict())
-    write_json_atomic(folder / "environment.json", environment())
-    write_json_atomic(folder / "pipelines.json", {a.name: arm_settings(a) for a in arms})
+    write_json_atomic(folder / "environment.json", env)
+    write_json_atomic(folder / "pipelines.json", {p.name: arm_settings(p) for p in pipelines})
 
     costs: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[Prediction]] = {}
@@ -189,7 +190,7 @@ def run_arms(run: Run, arms: list[Arm]) -> dict[str, Any]:
         "metric_names": list(task.metrics),
         "retrieval": task.summary(),
         **aggregate(predictions, costs, e.bootstrap_samples, e.seed, task.metrics, pairs),
-        "environment": environment(),
+        "environment": env,
     }
     for p in pipelines:
         report["variants"][p.name]["pipeline"] = settings_summary(p)
@@ -208,8 +209,8 @@ def run_arms(run: Run, arms: list[Arm]) -> dict[str, Any]:
     if spread:
         report["seed_spread"] = seed_spread(spread, task.metrics)
     passages: dict[str, str] = {}
-    for p in pipelines:
-        passages.update(run.task(p).passages())
+    for task in {id(t): t for t in map(run.task, pipelines)}.values():  # pipelines may share a task
+        passages.update(task.passages())
     write_report(folder, report, predictions, passages)
     if config.tracking.mlflow_uri:
         from ragft.tracking import log_to_mlflow

@@ -18,8 +18,6 @@ from ragft.io import sha256_json
 if TYPE_CHECKING:
     from ragft.arms import Arm
 
-STAGES = ("index", "hits", "adapter", "predictions")
-
 
 class KeyedTask(Protocol):
     """The identities a task gives of its data, for the keys of the stages that read it."""

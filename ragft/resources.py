@@ -35,6 +35,7 @@ class Resources:
         self._given_indexes = list(indexes)
         self._generator: tuple[tuple[str, str, str], Generator] | None = None
         self._embedders: dict[tuple[str, str, str], Embedder] = {}
+        self._identities: dict[tuple[str, str, str], dict[str, Any]] = {}
 
     def _given(self, models: ModelsConfig) -> Generator | None:
         """A generator passed in for this model: the one in the named dtype if there are several."""
@@ -57,10 +58,12 @@ class Resources:
 
     def generator_identity(self, models: ModelsConfig) -> dict[str, Any]:
         """What the generator's outputs depend on (name, weights, dtype, device), without loading it."""
-        given = self._given(models)
-        if given is not None:
-            return given.identity()
-        return generator_identity(models.generator, models.dtype, models.device)
+        key = (models.generator, models.dtype, models.device)
+        if key not in self._identities:  # asked for every stage key: hash the weight files once
+            given = self._given(models)
+            identity = given.identity() if given is not None else generator_identity(*key)
+            self._identities[key] = identity
+        return self._identities[key]
 
     def embedder(self, models: ModelsConfig) -> Embedder:
         """The embedder `models` names, in its dtype, on `models.device`."""

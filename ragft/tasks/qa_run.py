@@ -57,6 +57,14 @@ class QaRun:
     def chunks_sha256(self) -> str:
         return corpus_hash(self.chunks)
 
+    @cached_property
+    def train_sha256(self) -> str:
+        return _content(self.train)
+
+    @cached_property
+    def test_sha256(self) -> str:
+        return _content(self.test)
+
     def _index_settings(self) -> dict[str, Any]:
         """The embedder and index settings a dense search reads (the index kind resolved by size)."""
         m, r = self.models.settings, self.retrieval_settings
@@ -97,7 +105,7 @@ class QaRun:
         return {"chunks": self.chunks_sha256}  # the gold chunk of each test question's document
 
     def training_identity(self, pipeline: Arm) -> Any:
-        out: dict[str, Any] = {"train": _content(self.train), "context": pipeline.context}
+        out: dict[str, Any] = {"train": self.train_sha256, "context": pipeline.context}
         if pipeline.context:
             out["held_out"] = sorted({e.doc_id for e in self.test if e.doc_id})
             out["retriever"] = self.retriever_identity()
@@ -106,7 +114,7 @@ class QaRun:
         return out
 
     def prompt_identity(self, pipeline: Arm) -> Any:
-        return {"test": _content(self.test), "shots": _content(self.train[: pipeline.shots])}
+        return {"test": self.test_sha256, "shots": _content(self.train[: pipeline.shots])}
 
     def scoring_identity(self) -> Any:
         return {"score": "squad em/f1 of the final answer"}
@@ -122,8 +130,8 @@ class QaRun:
 
     @cached_property
     def index(self) -> VectorIndex:
-        """The vector index, synced in `index/<settings>` of the run folder (one folder per
-        embedder and index settings; a changed corpus re-embeds only its changed chunks)."""
+        """The vector index, synced in `index_folder` (a changed corpus re-embeds only its
+        changed chunks), or the one passed in that holds these chunks."""
         settings = self._index_settings()
         r = self.retrieval_settings
         given = self.models.index(self.chunks_sha256, settings["embedder_dtype"], settings["index"])
