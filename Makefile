@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -m "slow or not slow"
+	RAGFT_HYPOTHESIS=thorough $(PY) -m pytest -q -m "slow or not slow"
 
 clean:
 	rm -rf $(VENV) runs .ragft-cache

@@ -5,18 +5,40 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
+import traceback
 from collections.abc import Sequence
+from typing import Any
+
+EXIT_CODES = """exit codes: 0 done; 1 internal error (a bug: run again with --debug); 2 bad input (config,
+data file, argument, saved artifact); 3 the system refused (disk full, permission, memory, run
+folder in use); 130 interrupted (finished work is kept: the same command continues)"""
+
+
+def _command(sub: Any, common: argparse.ArgumentParser, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand with the common options (--debug) and the exit codes in its help."""
+    return sub.add_parser(name, parents=[common], epilog=EXIT_CODES, **kwargs)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ragft", description="Compare prompting, RAG and LoRA fine-tuning on your task.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="print the full traceback of an error")
+    p = argparse.ArgumentParser(
+        prog="ragft",
+        description="Compare prompting, RAG and LoRA fine-tuning on your task.",
+        epilog=EXIT_CODES,
+        parents=[common],
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
-    m = sub.add_parser("models", help="list offline model aliases and whether they are installed")
+    m = _command(sub, common, "models", help="list offline model aliases and whether they are installed")
     m.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    i = sub.add_parser(
+    i = _command(
+        sub,
+        common,
         "index",
         help="index documents, or bring an existing index up to date (only new or changed text is embedded)",
     )
@@ -32,13 +54,15 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--id-field", default="id", help="JSONL: field with the document id")
     i.add_argument("--skip-bad", action="store_true", help="skip unreadable files with a warning instead of stopping")
 
-    s = sub.add_parser("search", help="search a saved index")
+    s = _command(sub, common, "search", help="search a saved index")
     s.add_argument("index", help="index folder written by `ragft index`")
     s.add_argument("query", help="text to search for")
     s.add_argument("-k", type=int, default=3, help="results to show")
     s.add_argument("--embedder", default="all-minilm-l6-v2", help="must be the embedder the index was built with")
 
-    e = sub.add_parser("eval-retrieval", help="score a retriever on BEIR-format data (nDCG@10, MRR@10, recall@k)")
+    e = _command(
+        sub, common, "eval-retrieval", help="score a retriever on BEIR-format data (nDCG@10, MRR@10, recall@k)"
+    )
     e.add_argument("path", help="BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv")
     e.add_argument("--split", default="test", help="qrels split to score")
     e.add_argument(
@@ -55,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--index", help="index folder: reused when it holds this corpus, else built and saved there")
     e.add_argument("--out", help="folder to write report.json and report.md into")
 
-    f = sub.add_parser(
+    f = _command(
+        sub,
+        common,
         "finetune",
         help="train one fine-tuned arm's adapter into the run folder (works under `accelerate launch`)",
     )
@@ -64,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--variant", default="rag+ft", help="trained pipeline to train (ft, rag+ft or a [[pipelines]] name)")
     f.add_argument("--out", help="run folder (default: experiment.output_dir/experiment.name)")
 
-    w = sub.add_parser("sweep", help="tune fine-tuning settings on validation loss (a grid or a random sample of it)")
+    w = _command(
+        sub, common, "sweep", help="tune fine-tuning settings on validation loss (a grid or a random sample of it)"
+    )
     w.add_argument("config", help="TOML experiment config")
     w.add_argument("overrides", nargs="*", help="key.sub=value settings that win over the file")
     w.add_argument(
@@ -74,23 +102,23 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--sample", type=int, default=0, help="try only N settings drawn at random (0 = the whole grid)")
     w.add_argument("--out", help="run folder (default: experiment.output_dir/experiment.name)")
 
-    a = sub.add_parser("adapters", help="list saved LoRA adapters, or merge one into its base model")
+    a = _command(sub, common, "adapters", help="list saved LoRA adapters, or merge one into its base model")
     asub = a.add_subparsers(dest="action", required=True)
-    al = asub.add_parser("list", help="adapters under a folder (a run folder, an adapters folder, any tree)")
+    al = _command(asub, common, "list", help="adapters under a folder (a run folder, an adapters folder, any tree)")
     al.add_argument("path", help="folder to search")
-    am = asub.add_parser("merge", help="fold an adapter into its base model and save the merged model")
+    am = _command(asub, common, "merge", help="fold an adapter into its base model and save the merged model")
     am.add_argument("adapter", help="adapter folder (with manifest.json)")
     am.add_argument("--out", required=True, help="folder for the merged model (safetensors, tokenizer, manifest)")
     am.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="weights to merge in")
 
-    r = sub.add_parser("report", help="re-render one run's report, or set several runs side by side")
+    r = _command(sub, common, "report", help="re-render one run's report, or set several runs side by side")
     r.add_argument("runs", nargs="+", help="run folders written by `ragft compare`")
     r.add_argument(
         "--pair", nargs=2, metavar=("A", "B"), help="variants whose per-example wins and losses the HTML shows"
     )
     r.add_argument("--out", help="with several runs: folder to write compare.md into")
 
-    c = sub.add_parser("compare", help="run the pipelines of an experiment config and report")
+    c = _command(sub, common, "compare", help="run the pipelines of an experiment config and report")
     c.add_argument("config", nargs="?", help="TOML experiment config")
     c.add_argument("overrides", nargs="*", help="key.sub=value settings that win over the file")
     c.add_argument("--out", help="run folder (default: experiment.output_dir/experiment.name)")
@@ -99,9 +127,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; any failure becomes a line or two naming its cause and an exit code
+    (EXIT_CODES), with the traceback under --debug."""
     args = _parser().parse_args(argv)
-    from ragft.errors import RagftError
+    from ragft.errors import EXIT_INTERRUPTED, explain
 
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops like Ctrl-C: adapters undone, work kept
     try:
         return {
             "models": _models,
@@ -114,15 +147,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sweep": _sweep,
             "finetune": _finetune,
         }[args.command](args)
-    except RagftError as e:
-        print(f"ragft: error: {e}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # output piped into `head` and the like
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except KeyboardInterrupt:
         print("ragft: interrupted; finished work is saved, re-run the same command to continue", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        if args.debug:
+            traceback.print_exc()
+        message, code = explain(e)
+        print(message, file=sys.stderr)
+        return code
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _models(args: argparse.Namespace) -> int:

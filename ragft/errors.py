@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -30,3 +32,55 @@ class ConfigError(InputError):
 
 class ArtifactError(RagftError):
     """A saved artifact (index, adapter, model cache) that is missing, corrupt or mismatched."""
+
+
+class WriteError(RagftError):
+    """A file ragft writes could not be written (disk full, no permission); what was written before stays."""
+
+
+class BusyError(RagftError):
+    """A run folder another ragft process is working in."""
+
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+"""An error ragft did not anticipate: a bug, or a library failing in a way not yet named."""
+EXIT_INPUT = 2
+"""Bad input: a config key or value, a data file, a command-line argument, a saved artifact."""
+EXIT_SYSTEM = 3
+"""The machine refused: a disk full, a permission missing, memory exhausted, a run folder in use."""
+EXIT_INTERRUPTED = 130
+"""Stopped by Ctrl-C or SIGTERM; finished work is kept and the same command continues it."""
+
+
+@contextlib.contextmanager
+def naming(what: str) -> Iterator[None]:
+    """Name `what` (a pipeline, a file) in any error raised inside, as an exception note
+    that `explain` puts before the message."""
+    try:
+        yield
+    except Exception as e:
+        if what not in getattr(e, "__notes__", ()):
+            e.add_note(what)
+        raise
+
+
+def explain(error: BaseException) -> tuple[str, int]:
+    """One or two lines for a user and the exit code, for any exception."""
+    notes = [n for n in getattr(error, "__notes__", ()) if "\n" not in n]
+    where = "".join(f"{n}: " for n in reversed(notes))
+    if isinstance(error, (WriteError, BusyError)):
+        return f"ragft: error: {where}{error}", EXIT_SYSTEM
+    if isinstance(error, RagftError):
+        return f"ragft: error: {where}{error}", EXIT_INPUT
+    if isinstance(error, OSError) and error.strerror:
+        files = " -> ".join(str(f) for f in (error.filename, error.filename2) if f is not None)
+        return f"ragft: error: {where}{files + ': ' if files else ''}{error.strerror}", EXIT_SYSTEM
+    if isinstance(error, MemoryError):
+        return f"ragft: error: {where}out of memory; try smaller batch sizes", EXIT_SYSTEM
+    message = f"{type(error).__name__}: {error}".rstrip(": ")
+    return (
+        f"ragft: internal error: {where}{message}\n"
+        "ragft: this is a bug or a setup ragft does not handle yet; run again with --debug for the traceback",
+        EXIT_INTERNAL,
+    )

@@ -11,6 +11,7 @@ its own settings, and each part is handed the sections it reads.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -18,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from ragft.arms import CONTEXTS, Arm, arm_settings, base_models, ladder, resolve_arms, settings_summary
 from ragft.config import Config, check_pairs
-from ragft.errors import ConfigError
+from ragft.errors import ConfigError, naming
 from ragft.io import read_json, sha256_json, write_json_atomic
 from ragft.keys import StageKeys, adapter_key, stage_keys
+from ragft.locks import run_lock
 from ragft.monitor import PeakMemory
 from ragft.predict import load_predictions, predict
 from ragft.report import aggregate, environment, seed_spread, view_table
@@ -32,6 +34,7 @@ from ragft.training import adapted, adapter_dir
 from ragft.types import Prediction
 
 if TYPE_CHECKING:
+    from ragft.forgetting import GeneralSet
     from ragft.generation import Generator
     from ragft.retrieval import Embedder
     from ragft.sql.run import SqlData
@@ -72,6 +75,10 @@ class Run:
     @property
     def data(self) -> Any:
         """The task's documents and examples, loaded once for every pipeline."""
+        return self.read_inputs()
+
+    def read_inputs(self) -> QATask | SqlData:
+        """Read and check the task's input files (every line of them): done before any model loads."""
         if self._data is None:
             self._data = sql_data(self.config) if self.config.data.kind == "sql" else qa_task(self.config)
         return self._data
@@ -159,10 +166,28 @@ def compare(
 
 
 def run_arms(run: Run, pipelines: list[Arm]) -> dict[str, Any]:
-    """Run the pipelines on the run's task and return the report (also written to the run folder)."""
-    config, folder = run.config, run.folder
+    """Run the pipelines on the run's task and return the report (also written to the run folder).
+
+    Every input file is read and checked before any model loads; the run folder is held
+    against other processes while the run writes to it."""
+    config = run.config
     pairs = check_pairs(config.experiment.pairs, [p.name for p in pipelines], config.source or None)
-    folder.mkdir(parents=True, exist_ok=True)
+    run.read_inputs()
+    general = None
+    if config.experiment.general_examples and any(p.trained for p in pipelines):
+        from ragft.forgetting import GeneralSet
+
+        general = GeneralSet(config.path(config.experiment.general_examples))
+    with run_lock(run.folder):
+        return _run_held(run, pipelines, pairs, general)
+
+
+def _run_held(
+    run: Run, pipelines: list[Arm], pairs: list[tuple[str, str]], general: GeneralSet | None
+) -> dict[str, Any]:
+    config, folder = run.config, run.folder
+    e = config.experiment
+    trained = [p for p in pipelines if p.trained]
     env = environment()
     write_json_atomic(folder / "config.json", config.to_dict())
     write_json_atomic(folder / "environment.json", env)
@@ -172,36 +197,34 @@ def run_arms(run: Run, pipelines: list[Arm]) -> dict[str, Any]:
     predictions: dict[str, list[Prediction]] = {}
     spread: dict[str, dict[int, list[Prediction]]] = {}
     for p in pipelines:
-        predictions[p.name], costs[p.name] = run.predictions(p)
-        extra = [s for s in dict.fromkeys(config.experiment.seeds) if s != config.experiment.seed]
-        if p.trained and extra:
-            spread[p.name] = {config.experiment.seed: predictions[p.name]}
-            for seed in extra:
-                spread[p.name][seed], _ = run.predictions(p.with_seed(seed))
+        with naming(f"pipeline {p.name!r}"):
+            predictions[p.name], costs[p.name] = run.predictions(p)
+            extra = [s for s in dict.fromkeys(config.experiment.seeds) if s != config.experiment.seed]
+            if p.trained and extra:
+                spread[p.name] = {config.experiment.seed: predictions[p.name]}
+                for seed in extra:
+                    spread[p.name][seed], _ = run.predictions(p.with_seed(seed))
 
     first = next((p for p in pipelines if p.context), pipelines[0])
     task = run.task(first)
-    e = config.experiment
     report = {
         "name": e.name,
         "generator": config.models.generator,
         "embedder": config.models.embedder,
         "test_examples": len(task.test_ids),
         "metric_names": list(task.metrics),
-        "retrieval": task.summary(),
+        "retrieval": task.summary(retrieves=bool(first.context)),
         **aggregate(predictions, costs, e.bootstrap_samples, e.seed, task.metrics, pairs),
         "environment": env,
     }
     for p in pipelines:
         report["variants"][p.name]["pipeline"] = settings_summary(p)
-    trained = [p for p in pipelines if p.trained]
     if e.context_views and trained:
         views = context_views(run, pipelines)
         report["context_views"] = view_table(views, task.metrics, e.bootstrap_samples, e.seed, task.oracle)
-    if e.general_examples and trained:
-        from ragft.forgetting import GeneralSet, forgetting
+    if general is not None:
+        from ragft.forgetting import forgetting
 
-        general = GeneralSet(config.path(e.general_examples))
         report["forgetting"] = forgetting(run, trained, general, e.bootstrap_samples, e.seed)
     errors = {v: dict(Counter(p.error for p in preds if p.error)) for v, preds in predictions.items()}
     if any(errors.values()):
@@ -234,7 +257,8 @@ def context_views(run: Run, pipelines: list[Arm]) -> dict[str, dict[str, list[Pr
         views[name] = {}
         trained = model if model.trained else None
         for context in CONTEXTS:
-            views[name][context], _ = run.predictions(model.with_context(context), f"{name}@{context}", trained)
+            with naming(f"context view {name}@{context}"):
+                views[name][context], _ = run.predictions(model.with_context(context), f"{name}@{context}", trained)
     return views
 
 
@@ -261,14 +285,20 @@ def finetune(config: Config, variant: str, run_dir: str | Path | None = None) ->
     folder = Path(run_dir) if run_dir is not None else run_dir_for(config)
     state = PartialState(cpu=not torch.cuda.is_available())
     run = Run(folder, config, Resources())
+    with run_lock(folder) if state.is_main_process else contextlib.nullcontext():
+        return _finetune_held(state, run, pipeline)
+
+
+def _finetune_held(state: Any, run: Run, pipeline: Arm) -> dict[str, Any]:
+    folder, config = run.folder, run.config
     with state.main_process_first():
-        folder.mkdir(parents=True, exist_ok=True)
         task = run.task(pipeline)
         task.prepare(pipeline)  # the main process writes the index; the others then read it
     if state.is_main_process:
         write_json_atomic(folder / "config.json", config.to_dict())
     key = adapter_key(pipeline, task, run.generator_identity(pipeline))
-    with adapted(adapter_dir(folder, pipeline.name), pipeline, run.generator(pipeline), task, key) as training:
+    adapters, generator = adapter_dir(folder, pipeline.name), run.generator(pipeline)
+    with naming(f"pipeline {pipeline.name!r}"), adapted(adapters, pipeline, generator, task, key) as training:
         state.wait_for_everyone()
     return training
 
@@ -289,8 +319,9 @@ def qa_task(config: Config) -> QATask:
     from ragft.corpus.loaders import JsonlFields, load_corpus
 
     d = config.data
-    corpus = load_corpus(config.path(d.corpus), fields=JsonlFields(d.text_field, d.id_field), skip_bad=d.skip_bad)
-    return QATask.from_jsonl(config.path(d.examples), corpus, d.test_limit, d.train_limit)
+    corpus_path, examples = _required_path(config, "corpus"), _required_path(config, "examples")
+    corpus = load_corpus(corpus_path, fields=JsonlFields(d.text_field, d.id_field), skip_bad=d.skip_bad)
+    return QATask.from_jsonl(examples, corpus, d.test_limit, d.train_limit)
 
 
 def sql_data(config: Config) -> SqlData:
@@ -299,7 +330,27 @@ def sql_data(config: Config) -> SqlData:
 
     d, database = config.data, config.sql.database
     path = config.path(database) if database else None
-    return load_sql_data(config.path(d.examples), path, d.train_limit, d.test_limit, config.experiment.seed)
+    examples = _required_path(config, "examples")
+    return load_sql_data(examples, path, d.train_limit, d.test_limit, config.experiment.seed)
+
+
+_DATA_HELP = {
+    "corpus": "the documents to retrieve from: a folder, a BEIR folder, a JSONL or a SQuAD JSON file",
+    "examples": "the questions to train and test on: a JSONL file (or a SQuAD JSON file, or a Spider folder)",
+}
+
+
+def _required_path(config: Config, key: str) -> Path:
+    """A data path the task cannot run without; unset is an error naming the key, never the config's folder."""
+    value = getattr(config.data, key)
+    if not value.strip():
+        error = ConfigError(f"data.{key} is not set; it names {_DATA_HELP[key]}", config.source or None)
+        error.key = f"data.{key}"
+        raise error
+    path = config.path(value)
+    if not path.exists():
+        raise ConfigError(f"data.{key}: {path} does not exist", config.source or None)
+    return path
 
 
 def load_task(run: Path, config: Config, resources: Resources) -> TaskRun:

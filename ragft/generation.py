@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ragft.errors import InputError
 from ragft.models import resolve, resolve_device
 from ragft.progress import progress
 from ragft.types import Generation
@@ -110,6 +111,11 @@ class Generator:
 
     def render(self, messages: list[dict[str, str]]) -> str:
         """The prompt text the model sees, through the tokenizer's own chat template."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise InputError(
+                f"models.generator {self.name!r} has no chat template (a base model rather than an instruct "
+                "one?): ragft prompts through the tokenizer's chat template; pick an instruct or chat model"
+            )
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def encode(self, text: str) -> list[int]:

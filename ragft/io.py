@@ -12,26 +12,43 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ragft.errors import ArtifactError, InputError
+from ragft.errors import ArtifactError, InputError, WriteError
 
 MANIFEST = "manifest.json"
+
+
+def _before_write(path: Path) -> None:
+    """Called before every write ragft makes (a file, an append, a folder's rename into place):
+    the one seam fault-injection tests replace to fail a write at any site."""
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A write to `path`: a refusal of the machine (disk full, no permission) becomes a
+    WriteError naming the file; whatever the write replaces stays as it was."""
+    try:
+        _before_write(path)
+        yield
+    except OSError as e:
+        raise WriteError(f"could not write {path}: {e.strerror or e}") from e
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write `text` to `path` through a temporary file in the same folder, then rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
@@ -50,20 +67,22 @@ def read_json(path: str | Path) -> Any:
 def atomic_dir(final: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside `final`; on success it replaces `final` in one rename.
 
-    An interrupted build leaves `final` as it was (the previous artifact stays usable).
+    An interrupted or failed build leaves `final` as it was (the previous artifact stays usable).
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    with _writing(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        with _writing(final):
+            if final.exists():
+                old = final.with_name(f".{final.name}.old-{os.getpid()}")
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -108,10 +127,16 @@ def read_jsonl(path: str | Path, torn_tail_ok: bool = False) -> Iterator[tuple[i
 
 
 def append_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Append rows and flush to disk, so a killed run keeps every finished row."""
-    with open(path, "a", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    """Append rows and flush to disk, so a killed run keeps every finished row. A last line
+    cut short by an earlier kill or a full disk is cut off first, so no row is glued to it."""
+    path = Path(path)
+    data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+    with _writing(path), open(path, "a+b") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end and (f.seek(end - 1), f.read(1))[1] != b"\n":
+            f.seek(0)
+            f.truncate(f.read().rfind(b"\n") + 1)
+        f.write(data)  # append mode: always at the end
         f.flush()
         os.fsync(f.fileno())
 

@@ -22,6 +22,7 @@ from ragft.io import (
     write_manifest,
     write_text_atomic,
 )
+from ragft.locks import waiting_lock
 
 
 @dataclass(frozen=True)
@@ -118,13 +119,22 @@ def convert_gguf(gguf: Path, name: str) -> Path:
     """Dequantise a GGUF checkpoint once into a cached safetensors folder; return the folder."""
     digest = file_digest(gguf)
     target = cache_dir() / "models" / f"{name}-{digest[:12]}"
-    try:
-        manifest = read_manifest(target, "converted-model")
-        if manifest.get("gguf_sha256") == digest:
-            return target
-    except ArtifactError:
-        pass
+    if _converted(target, digest):
+        return target
+    with waiting_lock(target.with_name(target.name + ".lock")):  # another process may be converting it
+        if not _converted(target, digest):
+            _convert(gguf, name, digest, target)
+    return target
 
+
+def _converted(target: Path, digest: str) -> bool:
+    try:
+        return read_manifest(target, "converted-model").get("gguf_sha256") == digest
+    except ArtifactError:
+        return False
+
+
+def _convert(gguf: Path, name: str, digest: str, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -153,7 +163,6 @@ def convert_gguf(gguf: Path, name: str) -> Path:
                 "versions": library_versions("torch", "transformers", "gguf"),
             },
         )
-    return target
 
 
 def file_digest(path: Path) -> str:

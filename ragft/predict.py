@@ -3,12 +3,11 @@ reading back the ones a previous (perhaps interrupted) run made with the same ke
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ragft.io import append_jsonl, read_jsonl, write_text_atomic
+from ragft.io import append_jsonl, read_jsonl
 from ragft.progress import progress
 from ragft.types import Prediction
 
@@ -78,15 +77,13 @@ def predict(
 def load_predictions(path: Path, key: str) -> dict[str, Prediction]:
     """Predictions already made with the same key; a file made with another is set aside
     (`.stale.jsonl`). A line cut short by a kill mid-write is dropped (its batch is
-    generated again)."""
+    generated again; the next append cuts it off)."""
     if not path.exists():
         return {}
     rows = [row for _, row in read_jsonl(path, torn_tail_ok=True)]
     if any(row.get("fingerprint") != key for row in rows):
         path.replace(path.with_suffix(".stale.jsonl"))
         return {}
-    if not path.read_bytes().endswith(b"\n"):  # drop the torn line before appending again
-        write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return {row["example_id"]: prediction_from_row(row) for row in rows}
 
 

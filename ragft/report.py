@@ -371,6 +371,8 @@ def retrieval_line(report: dict[str, Any]) -> str:
         if n
     ]
     left = f" ({', '.join(left_out)})" if left_out else ""
+    if not recall:
+        return f"A corpus of {r['documents']} documents{left}, {r['chunks']} chunks; no pipeline retrieves."
     return f"Retrieval over {r['documents']} documents{left}, {r['chunks']} chunks{size}: {recall}."
 
 

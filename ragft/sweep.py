@@ -16,6 +16,7 @@ from ragft.config import load_config
 from ragft.errors import ConfigError
 from ragft.io import sha256_json, write_json_atomic, write_text_atomic
 from ragft.keys import adapter_key
+from ragft.locks import run_lock
 from ragft.report import markdown_table
 from ragft.resources import Resources
 from ragft.training import adapted
@@ -76,22 +77,23 @@ def sweep(
         overrides = [*overrides, "finetune.validation_fraction=0.1"]
         base = load_config(config_path, overrides)
     folder = Path(run_dir) if run_dir is not None else run_dir_for(base)
-    folder.mkdir(parents=True, exist_ok=True)
-    run = Run(folder, base, resources or Resources())
-    rows = []
-    for combo in settings_to_try(grid, sample, base.experiment.seed):
-        pipeline = trained_pipeline(load_config(config_path, [*overrides, *combo]), variant)
-        task = run.task(pipeline)
-        key = adapter_key(pipeline, task, run.generator_identity(pipeline))
-        adapter = folder / "sweep" / sha256_json(combo)[:12]
-        with adapted(adapter, pipeline, run.generator(pipeline), task, key) as training:
-            pass  # trained (or found trained) and taken off again
-        best = min(loss for _, loss in training["validation"])
-        rows.append({"settings": combo, "validation_loss": best, "adapter": str(adapter), **_summary(training)})
-    rows.sort(key=lambda r: r["validation_loss"])
-    result = {"variant": variant, "grid": grid, "validation_fraction": base.finetune.validation_fraction, "rows": rows}
-    write_json_atomic(folder / "sweep.json", result)
-    write_text_atomic(folder / "sweep.md", sweep_markdown(result))
+    with run_lock(folder):
+        run = Run(folder, base, resources or Resources())
+        rows = []
+        for combo in settings_to_try(grid, sample, base.experiment.seed):
+            pipeline = trained_pipeline(load_config(config_path, [*overrides, *combo]), variant)
+            task = run.task(pipeline)
+            key = adapter_key(pipeline, task, run.generator_identity(pipeline))
+            adapter = folder / "sweep" / sha256_json(combo)[:12]
+            with adapted(adapter, pipeline, run.generator(pipeline), task, key) as training:
+                pass  # trained (or found trained) and taken off again
+            best = min(loss for _, loss in training["validation"])
+            rows.append({"settings": combo, "validation_loss": best, "adapter": str(adapter), **_summary(training)})
+        rows.sort(key=lambda r: r["validation_loss"])
+        fraction = base.finetune.validation_fraction
+        result = {"variant": variant, "grid": grid, "validation_fraction": fraction, "rows": rows}
+        write_json_atomic(folder / "sweep.json", result)
+        write_text_atomic(folder / "sweep.md", sweep_markdown(result))
     return result
 
 

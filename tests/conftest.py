@@ -14,6 +14,19 @@ os.environ.setdefault("RAGFT_CACHE", str(ROOT / ".ragft-cache"))
 os.environ.setdefault("RAGFT_PROGRESS", "0")
 
 
+try:  # property-based tests: a few hundred repeatable cases, or 2,000 fresh ones under `make test-all`
+    from hypothesis import HealthCheck, settings
+
+    _quiet = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+    settings.register_profile(
+        "default", max_examples=200, deadline=None, derandomize=True, suppress_health_check=_quiet
+    )
+    settings.register_profile("thorough", max_examples=2000, deadline=None, database=None, suppress_health_check=_quiet)
+    settings.load_profile(os.environ.get("RAGFT_HYPOTHESIS", "default"))
+except ImportError:  # installed with the dev extra
+    pass
+
+
 def data_dir() -> Path | None:
     """../shared/data beside the project, or $RAGFT_DATA."""
     path = Path(os.environ.get("RAGFT_DATA") or ROOT.parent / "shared" / "data")

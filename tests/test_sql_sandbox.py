@@ -41,13 +41,25 @@ HOSTILE = [
     ("WITH x AS (SELECT 1) DELETE FROM item", "refused"),
     ("SELECT * FROM pragma_table_info('item')", "refused"),
     ("", "empty"),
+    # One huge allocation the progress handler cannot interrupt, and several of them.
+    ("SELECT length(randomblob(1000000000))", "too_large"),
+    ("SELECT length(randomblob(600000000) || randomblob(600000000) || randomblob(600000000))", "too_large"),
+    ("SELECT length(zeroblob(2000000000))", "too_large"),
+    ("SELECT length(replace(hex(zeroblob(4000000)), '0', hex(zeroblob(1000))))", "too_large"),
+    ("SELECT randomblob(4000000) FROM item", "too_large"),  # rows within the cap, their values not
+    (
+        "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 100) "
+        "SELECT length(group_concat(b)) FROM (SELECT randomblob(4000000) AS b FROM r ORDER BY random())",
+        "too_large",
+    ),
 ]
 
 
 @pytest.mark.parametrize("sql,kind", HOSTILE)
 def test_hostile_statement_is_refused_and_database_unchanged(db, tmp_path, sql, kind):
     before = sha256_file(db)
-    with Sandbox(db, timeout_s=0.5, max_rows=1000) as sandbox:
+    limits = dict(max_value_bytes=5 << 20, max_memory_bytes=32 << 20, max_result_bytes=16 << 20)
+    with Sandbox(db, timeout_s=0.5, max_rows=1000, **limits) as sandbox:
         result = sandbox.run(sql.format(dir=tmp_path))
         assert result.error_kind == kind, result
         assert result.rows is None and result.error
@@ -87,3 +99,20 @@ def test_execution_match_compares_multisets_and_order_only_when_gold_sorts(db):
         assert execution_match(sandbox, "SELECT count(*) FROM item", "SELECT count(id) FROM item")[0]
         right, result = execution_match(sandbox, gold, "DROP TABLE item")
         assert not right and result.error_kind == "refused"
+
+
+def test_memory_stays_bounded_under_hostile_allocations(db):
+    """The process's peak memory grows by far less than the hostile statements ask for
+    (about 4 GB), and the heap cap is given back after each query."""
+    import resource
+
+    statements = [sql for sql, kind in HOSTILE if kind == "too_large"]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with Sandbox(db, timeout_s=2.0, max_value_bytes=5 << 20, max_memory_bytes=64 << 20) as sandbox:
+        for sql in statements:
+            assert sandbox.run(sql).error_kind == "too_large", sql
+        grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+        assert grown < 400 << 20, f"peak memory grew by {grown >> 20} MB"
+    with sqlite3.connect(":memory:") as other:  # other connections in the process are not capped
+        assert other.execute("PRAGMA hard_heap_limit").fetchone() == (0,)
+        assert other.execute("SELECT length(randomblob(50000000))").fetchone() == (50000000,)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ragft.config import FinetuneConfig
-from ragft.errors import RagftError
+from ragft.errors import ConfigError, RagftError
 from ragft.finetune.data import IGNORE, SFTRecord
 from ragft.finetune.detach import detach_adapter, is_prompt_learning, stash_base_weights
 from ragft.io import atomic_dir, write_json_atomic
@@ -60,6 +60,23 @@ def peft_config(cfg: FinetuneConfig) -> Any:
         lora_dropout=cfg.dropout,
         target_modules=list(cfg.target_modules),
     )
+
+
+def check_target_modules(model: Any, cfg: FinetuneConfig) -> None:
+    """Every LoRA target names linear layers of the model (as peft matches them: the whole
+    module name or its last parts); else an error listing the model's linear layers."""
+    if cfg.method != "lora":
+        return
+    import torch
+
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    missing = [t for t in cfg.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        layers = sorted({n.rsplit(".", 1)[-1] for n in names})
+        raise ConfigError(
+            f"finetune.target_modules: {', '.join(map(repr, missing))} not found in the model; "
+            f"its linear layers: {', '.join(layers)}"
+        )
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -217,6 +234,7 @@ def train_lora(
     refuse_sharding(accelerator)
     world, rank = accelerator.num_processes, accelerator.process_index
     train, held_out = split_validation(records, cfg.validation_fraction, seed)
+    check_target_modules(model, cfg)
     loaded_dtype = next(model.parameters()).dtype
     if cfg.gradient_checkpointing:  # non-reentrant: frozen inputs need no requires_grad trick
         model.activation_checkpointing_enable({"use_reentrant": False})
@@ -224,7 +242,10 @@ def train_lora(
         stash_base_weights(model)
         model = model.float().requires_grad_(True)
     else:
-        model = get_peft_model(model, peft_config(cfg))
+        try:
+            model = get_peft_model(model, peft_config(cfg))
+        except ValueError as e:  # peft's refusals of a model or method it cannot adapt
+            raise ConfigError(f"finetune.method = {cfg.method!r} cannot adapt this model: {e}") from None
     try:
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         params = [p for _, p in named]

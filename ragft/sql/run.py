@@ -277,7 +277,7 @@ class SqlRun:
     def prepare(self, pipeline: Arm) -> None:
         """Nothing: training neighbours are computed in memory, nothing is read from the run folder."""
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, retrieves: bool = True) -> dict[str, Any]:
         databases = sorted({e.db_id for e in self.test})
         how = "by question similarity" + (" and HyDE draft-SQL similarity" if self.retrieval_settings.hyde else "")
         return {

@@ -45,8 +45,9 @@ class TaskRun(KeyedTask, Protocol):
         so that the processes of a distributed training only read it."""
         ...
 
-    def summary(self) -> dict[str, Any]:
-        """The report's retrieval block."""
+    def summary(self, retrieves: bool = True) -> dict[str, Any]:
+        """The report's retrieval block; without `retrieves` (no pipeline retrieves), nothing
+        that needs an index."""
         ...
 
     def passages(self) -> dict[str, str]:

@@ -248,10 +248,10 @@ class QaRun:
         if pipeline.context and self.index_identity() is not None:
             self.index  # noqa: B018 (built and saved)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, retrieves: bool = True) -> dict[str, Any]:
         k = self.retrieval_settings.k
         out: dict[str, Any] = {}
-        if self.retrieval_settings.method != "bm25" or "test_hits" in self.__dict__:
+        if retrieves and (self.retrieval_settings.method != "bm25" or "test_hits" in self.__dict__):
             scored = [(e, hits) for e, hits in zip(self.test, self.test_hits) if e.doc_id]
             recall = sum(recall_at_k([h.chunk.doc_id for h in hits], {e.doc_id}, k) for e, hits in scored)
             out[f"recall@{k}"] = recall / max(1, len(scored))
@@ -261,7 +261,7 @@ class QaRun:
             empty_documents=len(self.corpus.empty),
             unreadable_skipped=self.corpus.skipped,
         )
-        if self.index_identity() is not None:
+        if retrieves and self.index_identity() is not None:
             self.index  # noqa: B018 (built and saved if it was not yet)
             out["index_bytes"] = sum(f.stat().st_size for f in self.index_folder.iterdir())
         return out
@@ -287,7 +287,7 @@ def _test_hits(
     the retriever is built only when some question is missing."""
     cached: dict[str, list[Hit]] = {}
     if path.is_file():
-        for _, row in read_jsonl(path):
+        for _, row in read_jsonl(path, torn_tail_ok=True):  # a kill mid-append tears the last line
             if row["key"] == key and all(cid in by_id for cid in row["chunks"]):
                 cached[row["question"]] = [
                     Hit(by_id[cid], score, rank) for rank, (cid, score) in enumerate(zip(row["chunks"], row["scores"]))
