@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -280,13 +279,9 @@ STATEMENTS = st.one_of(
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
-    path = tmp_path_factory.mktemp("sandbox") / "shop.sqlite"
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT, price REAL)")
-    conn.executemany("INSERT INTO item (name, price) VALUES (?, ?)", [(f"item {i}", i * 1.5) for i in range(50)])
-    conn.commit()
-    conn.close()
-    return path
+    from test_sql_sandbox import shop_database
+
+    return shop_database(tmp_path_factory.mktemp("sandbox") / "shop.sqlite", 50)
 
 
 @given(sql=STATEMENTS)

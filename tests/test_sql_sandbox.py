@@ -8,15 +8,19 @@ from ragft.io import sha256_file
 from ragft.sql.sandbox import Sandbox
 
 
-@pytest.fixture
-def db(tmp_path):
-    path = tmp_path / "shop.sqlite"
+def shop_database(path, items: int):
+    """A real SQLite file with one table of `items` rows."""
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT, price REAL)")
-    conn.executemany("INSERT INTO item (name, price) VALUES (?, ?)", [(f"item {i}", i * 1.5) for i in range(1000)])
+    conn.executemany("INSERT INTO item (name, price) VALUES (?, ?)", [(f"item {i}", i * 1.5) for i in range(items)])
     conn.commit()
     conn.close()
     return path
+
+
+@pytest.fixture
+def db(tmp_path):
+    return shop_database(tmp_path / "shop.sqlite", 1000)
 
 
 HOSTILE = [
