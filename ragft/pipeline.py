@@ -189,14 +189,18 @@ class Experiment:
     def fit(self, name: str) -> dict[str, object]:
         """Train (or find trained) one pipeline's adapter; return what the training recorded."""
         from ragft.keys import adapter_key
+        from ragft.locks import run_lock
         from ragft.training import adapted, adapter_dir
 
         run, arm = self._run(), self._arm(name)
         task = run.task(arm)
         key = adapter_key(arm, task, run.generator_identity(arm))
-        with adapted(adapter_dir(self.folder, name), arm, run.generator(arm), task, key) as training:
-            return training
+        with run_lock(self.folder), adapted(adapter_dir(self.folder, name), arm, run.generator(arm), task, key) as t:
+            return t
 
     def predictions(self, name: str) -> tuple[list[Prediction], dict[str, object]]:
         """One pipeline's predictions on the test examples, and what they cost."""
-        return self._run().predictions(self._arm(name))
+        from ragft.locks import run_lock
+
+        with run_lock(self.folder):
+            return self._run().predictions(self._arm(name))
