@@ -186,7 +186,10 @@ def test_sigkill_at_random_moments_many_times_then_finishing_equals_an_uninterru
             assert proc.returncode == 0, proc.stderr.read()[-2000:]
             break
         assert _outcome(run, json.loads((run / "report.json").read_text())) == expected, f"sequence {sequence}"
-    print(f"{len(kills)} SIGKILLs over {sequence} fresh run folders (a run takes {duration:.0f} s), at {sorted(kills)} s: identical outcomes")
+    print(
+        f"{len(kills)} SIGKILLs over {sequence} fresh run folders (a run takes {duration:.0f} s), "
+        f"at {sorted(kills)} s: identical outcomes"
+    )
 
 
 @pytest.mark.slow
