@@ -36,6 +36,7 @@ _LAZY = {
     "Index": "ragft.parts",
     "Retrieval": "ragft.parts",
     "FineTune": "ragft.parts",
+    "DSPy": "ragft.parts",
     "LoRA": "ragft.parts",
     "RAFT": "ragft.parts",
     "SFT": "ragft.parts",
@@ -56,6 +57,7 @@ __all__ = [
     "Chunk",
     "Config",
     "Corpus",
+    "DSPy",
     "Document",
     "Embedder",
     "Example",
@@ -81,7 +83,7 @@ if TYPE_CHECKING:
     from ragft.corpus.loaders import Corpus, load_corpus
     from ragft.experiment import compare
     from ragft.generation import Generator
-    from ragft.parts import RAFT, SFT, FineTune, Index, LoRA, Retrieval
+    from ragft.parts import RAFT, SFT, DSPy, FineTune, Index, LoRA, Retrieval
     from ragft.pipeline import Experiment, Pipeline
     from ragft.prompts import TEMPLATES, PromptTemplate
     from ragft.results import Report

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ragft.config import PIPELINE_SECTIONS, Config, PipelineConfig, pipeline_settings
 from ragft.errors import ConfigError, InputError
 from ragft.prompts import PromptTemplate, get_template
-from ragft.types import Example
+from ragft.types import Demo, Example
 
 if TYPE_CHECKING:
     from ragft.generation import Generator
@@ -37,12 +37,15 @@ class Preset:
     context: bool
     shots: int
     trained: bool
+    optimized: bool = False
 
 
 LADDER = {
     "prompt": Preset("qa", context=False, shots=0, trained=False),
     "fewshot": Preset("qa", context=False, shots=FEWSHOT, trained=False),
     "rag": Preset("qa-context", context=True, shots=0, trained=False),
+    "dspy": Preset("qa", context=False, shots=0, trained=False, optimized=True),
+    "rag+dspy": Preset("qa-context", context=True, shots=0, trained=False, optimized=True),
     "ft": Preset("qa", context=False, shots=0, trained=True),
     "rag+ft": Preset("qa-context", context=True, shots=0, trained=True),
 }
@@ -65,6 +68,14 @@ class Arm:
     oracle: bool = False
     """Context is the gold passage (for SQL, the solved examples closest to the gold query)
     instead of what the retriever found; only the three-way context view uses it."""
+    optimized: bool = False
+    """Its solved examples are chosen by DSPy's optimizer on the train split (`ragft.optimize`)."""
+    demos: tuple[Demo, ...] = ()
+    """The solved examples an optimized pipeline shows, once its prompt is optimized."""
+
+    def with_demos(self, demos: Sequence[Demo]) -> Arm:
+        """The same pipeline showing these solved examples (each with its own passages)."""
+        return replace(self, demos=tuple(demos))
 
     @property
     def view(self) -> str:
@@ -119,8 +130,8 @@ def ladder(config: Config, variants: Sequence[str]) -> list[Arm]:
     """The ladder preset: one pipeline per named variant, all with the experiment's settings."""
     out = []
     for v in variants:
-        preset = LADDER[v]
-        out.append(Arm(v, get_template(preset.template), preset.context, preset.shots, preset.trained, config))
+        p = LADDER[v]
+        out.append(Arm(v, get_template(p.template), p.context, p.shots, p.trained, config, optimized=p.optimized))
     return out
 
 
@@ -131,6 +142,12 @@ def resolve_arms(config: Config) -> list[Arm]:
     for table in config.pipelines:
         arms.append(_from_table(config, table))
     check_names([a.name for a in arms], config.source or None)
+    optimized = [a.name for a in arms if a.optimized]
+    if optimized and config.data.kind != "qa":
+        raise ConfigError(
+            f"{', '.join(optimized)}: prompt optimization with DSPy runs on qa tasks, not {config.data.kind}",
+            config.source or None,
+        )
     return arms
 
 
@@ -173,7 +190,7 @@ def _from_table(config: Config, table: PipelineConfig) -> Arm:
                 f"{'retrieves' if preset.context else 'does not retrieve'}",
                 **where,
             )
-    return Arm(table.name, template, preset.context, preset.shots, preset.trained, settings)
+    return Arm(table.name, template, preset.context, preset.shots, preset.trained, settings, optimized=preset.optimized)
 
 
 def custom_template(spec: str | dict[str, str], pipeline: str) -> PromptTemplate:
@@ -186,8 +203,10 @@ def custom_template(spec: str | dict[str, str], pipeline: str) -> PromptTemplate
 def build_prompt(
     generator: Generator, pipeline: Arm, example: Example, passages: Sequence[str], shots: Sequence[Example]
 ) -> str:
-    """The prompt text a pipeline shows the model for one example."""
-    pairs = [(s.question, s.answers[0]) for s in shots]
+    """The prompt text a pipeline shows the model for one example: its fixed solved examples,
+    or an optimized pipeline's demonstrations (each with its own passages)."""
+    pairs: list[tuple[str, str] | tuple[str, str, Sequence[str]]] = [(s.question, s.answers[0]) for s in shots]
+    pairs += [(d.question, d.answer, d.passages) for d in pipeline.demos]
     shown = passages if pipeline.context else ()
     return generator.render(pipeline.template.messages(example.question, shown, pairs))
 
@@ -216,4 +235,7 @@ def settings_summary(p: Arm) -> dict[str, object]:
     if p.trained:
         out["method"] = c.finetune.method
         out["records"] = "raft" if p.raft else "sft"
+    if p.optimized:
+        out["optimized"] = "dspy"
+        out["demos"] = c.optimize.demos
     return out

@@ -22,7 +22,7 @@ from ragft.errors import ConfigError
 if TYPE_CHECKING:
     from ragft.retrieval.index import IndexSettings
 
-VARIANTS = ("prompt", "fewshot", "rag", "ft", "rag+ft")
+VARIANTS = ("prompt", "fewshot", "rag", "dspy", "rag+dspy", "ft", "rag+ft")
 METHODS = ("lora", "ia3", "prompt_tuning", "full")
 """What `finetune.method` chooses from: peft's LoRA, IA3 and prompt tuning, or every weight."""
 RECORDS = ("auto", "sft", "raft")
@@ -79,7 +79,8 @@ class ExperimentConfig:
     name: str = "experiment"
     """Name of the run; the run folder is `output_dir/name`."""
     variants: Annotated[list[str], OneOf(VARIANTS)] = field(default_factory=lambda: ["prompt", "rag", "rag+ft"])
-    """Arms to run, in ladder order: prompt, fewshot, rag, ft, rag+ft."""
+    """Arms to run, in ladder order: prompt, fewshot, rag, dspy, rag+dspy (few-shot prompts optimized
+    with DSPy on the train split), ft, rag+ft."""
     output_dir: str = "runs"
     """Folder that holds run folders (relative to the config file)."""
     seed: Annotated[int, Range(0, 2**32 - 1)] = 0
@@ -235,6 +236,21 @@ class FinetuneConfig:
     pipeline's own retriever; needs a retriever), or auto (raft where the pipeline retrieves, else sft)."""
 
 
+@dataclass
+class OptimizeConfig:
+    demos: Annotated[int, Range(1)] = 3
+    """Most solved examples the optimized prompt shows: bootstrapped (the model's own right answers)
+    or taken from the labels (DSPy's BootstrapFewShotWithRandomSearch)."""
+    candidates: Annotated[int, Range(0)] = 4
+    """Random demonstration sets tried beside zero-shot, labels only and plain bootstrapping."""
+    train_questions: Annotated[int, Range(1)] = 60
+    """Training questions demonstrations are bootstrapped from."""
+    validation_questions: Annotated[int, Range(1)] = 40
+    """Other training questions every candidate prompt is scored on; the best one is kept."""
+    threshold: Annotated[float, Range(0.0, 1.0)] = 0.5
+    """Primary-metric score (F1) a bootstrapped answer needs to become a demonstration."""
+
+
 FINETUNE_RUN_ONLY = ("checkpoint_every", "gradient_checkpointing")
 """finetune keys that change how training runs, not the weights it ends with: left out of
 the adapter's cache key, so changing them reuses a trained adapter."""
@@ -269,7 +285,16 @@ class TrackingConfig:
     """MLflow experiment name the runs are logged under."""
 
 
-PIPELINE_SECTIONS = ("models", "chunking", "retrieval", "generation", "finetune", "sql")
+@dataclass
+class PricesConfig:
+    cpu_hour: Annotated[float, Range(0.0)] = 0.0
+    """Dollars per hour of the machine a pipeline runs on when it runs on the CPU (0: not priced;
+    the report then counts machine seconds)."""
+    gpu_hour: Annotated[float, Range(0.0)] = 0.0
+    """Dollars per hour of the machine when a pipeline runs on a GPU (0: not priced)."""
+
+
+PIPELINE_SECTIONS = ("models", "chunking", "retrieval", "generation", "finetune", "optimize", "sql")
 """Sections a `[[pipelines]]` table may override; data and experiment settings are the
 experiment's own, so every pipeline answers the same test examples."""
 
@@ -299,8 +324,10 @@ class Config:
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
     sql: SqlConfig = field(default_factory=SqlConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    prices: PricesConfig = field(default_factory=PricesConfig)
     pipelines: list[PipelineConfig] = field(default_factory=list, metadata={"internal": True})
     """`[[pipelines]]` tables: arms beyond the ladder presets named in experiment.variants."""
     source: str = field(default="", metadata={"internal": True})
@@ -610,6 +637,7 @@ _SECTIONS = {
     "retrieval": RetrievalConfig,
     "generation": GenerationConfig,
     "finetune": FinetuneConfig,
+    "optimize": OptimizeConfig,
     "sql": SqlConfig,
 }
 

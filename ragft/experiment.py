@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ragft.aggregate import aggregate, clustering, seed_spread, view_table
 from ragft.arms import CONTEXTS, Arm, arm_settings, base_models, ladder, resolve_arms, settings_summary
 from ragft.config import Config, check_pairs
 from ragft.errors import ConfigError, naming
@@ -25,9 +26,10 @@ from ragft.keys import StageKeys, adapter_key, stage_keys
 from ragft.locks import run_lock
 from ragft.monitor import PeakMemory
 from ragft.predict import load_predictions, predict
-from ragft.report import aggregate, environment, seed_spread, view_table
+from ragft.report import environment
 from ragft.report_files import write_report
 from ragft.resources import Models, Resources
+from ragft.sanity import constant_answer
 from ragft.tasks.base import TaskRun
 from ragft.tasks.qa import QATask
 from ragft.training import adapted, adapter_dir
@@ -36,6 +38,7 @@ from ragft.types import Prediction
 if TYPE_CHECKING:
     from ragft.forgetting import GeneralSet
     from ragft.generation import Generator
+    from ragft.optimize import OptimizedPrompt
     from ragft.retrieval import Embedder
     from ragft.sql.run import SqlData
 
@@ -99,6 +102,25 @@ class Run:
     def generator(self, pipeline: Arm) -> Generator:
         return self.models(pipeline).generator()
 
+    def optimized_prompt(self, pipeline: Arm, generator: Generator, key: str) -> OptimizedPrompt:
+        """An optimized pipeline's prompt: read back when made with this key, else optimized now."""
+        from ragft.optimize import optimized_prompt, prompt_dir
+        from ragft.tasks.qa_run import QaRun
+
+        task = self.task(pipeline)
+        if not isinstance(task, QaRun):
+            raise ConfigError(f"pipeline {pipeline.name!r}: prompt optimization runs on qa tasks")
+        return optimized_prompt(
+            prompt_dir(self.folder, pipeline.name),
+            generator,
+            pipeline.template,
+            lambda: task.optimizer_questions(pipeline),
+            task.primary_score,
+            pipeline.config.optimize,
+            pipeline.context,
+            key,
+        )
+
     def predictions(
         self, pipeline: Arm, label: str | None = None, trained: Arm | None = None
     ) -> tuple[list[Prediction], dict[str, Any]]:
@@ -134,6 +156,11 @@ class Run:
                     costs["training"] = training
                     costs["adapter_bytes"] = sum(f.stat().st_size for f in folder.iterdir())
                     predict(path, label, pipeline, generator, task, done, keys.predictions)
+            elif owner.optimized:
+                assert keys.prompt is not None
+                prompt = self.optimized_prompt(owner, generator, keys.prompt)
+                costs["optimization"] = {**prompt.to_dict(), "demos": len(prompt.demos)}
+                predict(path, label, pipeline.with_demos(prompt.demos), generator, task, done, keys.predictions)
             else:
                 predict(path, label, pipeline, generator, task, done, keys.predictions)
         costs["peak_rss_bytes"] = memory.peak
@@ -207,6 +234,15 @@ def _run_held(
 
     first = next((p for p in pipelines if p.context), pipelines[0])
     task = run.task(first)
+    groups, grouped_by = task.groups()
+    stats = {
+        "groups": groups,
+        "grouped_by": grouped_by,
+        "seeded": {name: list(by_seed.values()) for name, by_seed in spread.items()},
+        "baseline": constant_answer(task.train_answers(), task.test_ids, task.score),
+        "trained": [p.name for p in trained],
+        "prices": asdict(config.prices),
+    }
     report = {
         "name": e.name,
         "generator": config.models.generator,
@@ -214,14 +250,15 @@ def _run_held(
         "test_examples": len(task.test_ids),
         "metric_names": list(task.metrics),
         "retrieval": task.summary(retrieves=bool(first.context)),
-        **aggregate(predictions, costs, e.bootstrap_samples, e.seed, task.metrics, pairs),
+        **aggregate(predictions, costs, e.bootstrap_samples, e.seed, task.metrics, pairs, **stats),
         "environment": env,
     }
     for p in pipelines:
         report["variants"][p.name]["pipeline"] = settings_summary(p)
     if e.context_views and trained:
         views = context_views(run, pipelines)
-        report["context_views"] = view_table(views, task.metrics, e.bootstrap_samples, e.seed, task.oracle)
+        labels = clustering(task.test_ids, groups, grouped_by)["labels"]
+        report["context_views"] = view_table(views, task.metrics, e.bootstrap_samples, e.seed, task.oracle, labels)
     if general is not None:
         from ragft.forgetting import forgetting
 

@@ -15,7 +15,7 @@ from ragft.io import sha256_file
 from ragft.keys import adapter_key, predictions_key
 from ragft.predict import load_predictions, predict
 from ragft.stats import bootstrap, paired_difference
-from ragft.tasks.qa import load_examples, score
+from ragft.tasks.qa import SCORING, load_examples, score
 from ragft.training import adapted, adapter_dir
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class GeneralSet:
         return None
 
     def scoring_identity(self) -> Any:
-        return {"score": "squad em/f1 of the final answer"}
+        return {"score": SCORING}
 
     def prompts(self, pipeline: Arm, generator: Generator) -> list[str]:
         return [build_prompt(generator, pipeline, e, [], []) for e in self.examples]

@@ -8,7 +8,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from ragft import plots
-from ragft.report import label, metric_names, retrieval_line, tables, title
+from ragft.report import label, metric_names, retrieval_line, tables, title, verdict_parts
 
 if TYPE_CHECKING:
     from ragft.types import Prediction
@@ -79,6 +79,11 @@ def render_html(
     """One HTML page with everything embedded (no external files or scripts)."""
     names = list(report["variants"])
     body = [f"<h1>{escape(title(report))}</h1>"]
+    for heading, lines in verdict_parts(report):
+        items = "".join(f"<li>{escape(line)}</li>" for line in lines)
+        body.append(f'<section class="verdict"><h2>{escape(heading)}</h2><ul>{items}</ul></section>')
+    if report.get("verdict"):
+        body.append(_img(plots.frontier(report), "quality against cost, with the Pareto frontier"))
     body += [_table(*t) for t in tables(report)]
     body.append(f"<p>{escape(retrieval_line(report))}</p>")
     body.append('<h2>Plots</h2><div class="plots">')

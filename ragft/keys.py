@@ -55,6 +55,8 @@ class StageKeys:
     hits: str | None
     """Retrieved context of the test questions."""
     adapter: str | None
+    prompt: str | None
+    """The optimized prompt (its demonstrations), for pipelines whose prompt DSPy optimizes."""
     predictions: str
 
     def as_dict(self) -> dict[str, str | None]:
@@ -93,13 +95,35 @@ def adapter_key(trained: Arm, task: KeyedTask, generator: dict[str, Any]) -> str
     )
 
 
+def prompt_key(optimized: Arm, task: KeyedTask, generator: dict[str, Any]) -> str:
+    """The key of an optimized pipeline's prompt: the questions it is optimized on (and the
+    passages they are shown), its template, the generator and its decoding, the optimizer's
+    settings, the seed and how answers are scored."""
+    c = optimized.config
+    return key(
+        "prompt",
+        generator,
+        asdict(c.generation),
+        asdict(c.optimize),
+        c.experiment.seed,
+        asdict(optimized.template),
+        task.training_identity(optimized),
+        task.scoring_identity(),
+    )
+
+
 def predictions_key(
-    pipeline: Arm, task: KeyedTask, generator: dict[str, Any], adapter: str | None, hits: str | None
+    pipeline: Arm,
+    task: KeyedTask,
+    generator: dict[str, Any],
+    adapter: str | None,
+    hits: str | None,
+    prompt: str | None = None,
 ) -> str:
     """The key of a pipeline's predictions on a task's test examples."""
     p = pipeline
     context: Any = hits if p.view == "retrieved" else task.oracle_identity() if p.view == "oracle" else None
-    return key(
+    parts: list[Any] = [
         "predictions",
         generator,
         asdict(p.config.generation),
@@ -108,7 +132,8 @@ def predictions_key(
         context,
         task.prompt_identity(p),
         task.scoring_identity(),
-    )
+    ]
+    return key(*parts, prompt) if prompt is not None else key(*parts)
 
 
 def stage_keys(pipeline: Arm, task: KeyedTask, generator: dict[str, Any], trained: Arm | None = None) -> StageKeys:
@@ -120,4 +145,5 @@ def stage_keys(pipeline: Arm, task: KeyedTask, generator: dict[str, Any], traine
     index = key("index", index_identity) if index_identity is not None else None
     hits = hits_key(task, p.config.retrieval.k) if reads_context else None
     adapter = adapter_key(trained, task, generator) if trained.trained else None
-    return StageKeys(index, hits, adapter, predictions_key(p, task, generator, adapter, hits))
+    prompt = prompt_key(p, task, generator) if p.optimized else None
+    return StageKeys(index, hits, adapter, prompt, predictions_key(p, task, generator, adapter, hits, prompt))

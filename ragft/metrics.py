@@ -6,6 +6,22 @@ import re
 import string
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
+
+METRICS = ("f1", "em")
+"""Question answering's metrics in reports made before the lenient match; a task's first metric is its primary one."""
+LABELS = {"f1": "F1", "em": "EM", "acc": "lenient", "ex": "EX", "valid": "valid SQL"}
+
+
+def metric_names(report: dict[str, Any]) -> list[str]:
+    """A report's metrics, primary first (reports from before tasks other than QA: F1, EM)."""
+    return list(report.get("metric_names", METRICS))
+
+
+def label(metric: str) -> str:
+    """A metric's name in tables: F1, EM, lenient, EX, valid SQL."""
+    return LABELS.get(metric, metric.upper())
+
 
 _PUNCT = set(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -21,6 +37,13 @@ def exact_match(prediction: str, answers: Sequence[str]) -> float:
     """1.0 if the normalised prediction equals any normalised gold answer."""
     pred = normalize_answer(prediction)
     return float(any(pred == normalize_answer(a) for a in answers))
+
+
+def lenient_match(prediction: str, answers: Sequence[str]) -> float:
+    """1.0 if a normalised gold answer appears in the normalised prediction as whole words
+    (FlashRAG's `acc`, on word boundaries): right content in any form, a sentence included."""
+    pred = f" {normalize_answer(prediction)} "
+    return float(any(gold and f" {gold} " in pred for gold in map(normalize_answer, answers)))
 
 
 def token_f1(prediction: str, answers: Sequence[str]) -> float:

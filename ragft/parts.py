@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragft.config import ChunkingConfig, FinetuneConfig, RetrievalConfig, check_settings
+from ragft.config import ChunkingConfig, FinetuneConfig, OptimizeConfig, RetrievalConfig, check_settings
 from ragft.errors import InputError
 
 if TYPE_CHECKING:
@@ -162,3 +162,24 @@ def FineTune(method: str = "lora", records: RAFT | SFT | None = None, **settings
 def LoRA(rank: int = 16, alpha: int = 32, records: RAFT | SFT | None = None, **settings: Any) -> FinetuneConfig:  # noqa: N802
     """LoRA of this rank and alpha; other settings as in `FineTune`."""
     return FineTune("lora", records, rank=rank, alpha=alpha, **settings)
+
+
+def DSPy(  # noqa: N802
+    demos: int = 3,
+    candidates: int = 4,
+    train_questions: int = 60,
+    validation_questions: int = 40,
+    threshold: float = 0.5,
+) -> OptimizeConfig:
+    """Prompt optimization with DSPy: up to `demos` solved examples, bootstrapped from
+    `train_questions` training questions (an answer scoring `threshold` F1 or more counts)
+    or taken from their labels, the best of `candidates` random sets and three fixed ones
+    kept by its score on `validation_questions` other training questions."""
+    values = dict(
+        demos=demos,
+        candidates=candidates,
+        train_questions=train_questions,
+        validation_questions=validation_questions,
+        threshold=threshold,
+    )
+    return check_settings(OptimizeConfig, values, "optimize", "DSPy")

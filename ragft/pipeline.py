@@ -30,6 +30,7 @@ from ragft.config import (
     ExperimentConfig,
     FinetuneConfig,
     GenerationConfig,
+    OptimizeConfig,
     check_pairs,
 )
 from ragft.errors import ConfigError, InputError
@@ -46,7 +47,8 @@ if TYPE_CHECKING:
 
 class Pipeline:
     """A named pipeline: a generator, a prompt template, optionally a retriever (whose top
-    k passages go into the prompt), a fine-tuning spec and `shots` solved training examples."""
+    k passages go into the prompt), a fine-tuning spec and `shots` solved training examples,
+    or solved examples chosen by prompt optimization (`optimize=ragft.DSPy(...)`)."""
 
     def __init__(
         self,
@@ -56,6 +58,7 @@ class Pipeline:
         retriever: Retrieval | None = None,
         finetune: FinetuneConfig | None = None,
         shots: int = 0,
+        optimize: OptimizeConfig | None = None,
     ):
         check_names([name])
         who = f"pipeline {name!r}"
@@ -71,12 +74,15 @@ class Pipeline:
             raise ConfigError(f"{who}: RAFT records come from the pipeline's own retriever, and it has none")
         if shots < 0:
             raise ConfigError(f"{who}: shots must be 0 or more, got {shots}")
+        if optimize is not None and (finetune is not None or shots):
+            raise ConfigError(f"{who}: an optimized prompt chooses its own solved examples, on the base model only")
         self.name = name
         self.generator = generator
         self.template = template
         self.retriever = retriever
         self.finetune = finetune
         self.shots = shots
+        self.optimize = optimize
 
     def __repr__(self) -> str:
         parts = [repr(self.name), self.generator.name, self.template.name]
@@ -84,6 +90,8 @@ class Pipeline:
             parts.append(f"{self.retriever.settings.method} k={self.retriever.k}")
         if self.finetune is not None:
             parts.append(self.finetune.method)
+        if self.optimize is not None:
+            parts.append(f"dspy demos={self.optimize.demos}")
         return f"Pipeline({', '.join(parts)})"
 
     def arm(self, config: Config) -> Arm:
@@ -102,14 +110,17 @@ class Pipeline:
             sections.update(chunking=index.chunking, retrieval=self.retriever.settings)
         if self.finetune is not None:
             sections["finetune"] = self.finetune
+        if self.optimize is not None:
+            sections["optimize"] = self.optimize
         settings = dataclasses.replace(config, models=models, pipelines=[], **sections)
         context, trained = self.retriever is not None, self.finetune is not None
-        return Arm(self.name, self.template, context, self.shots, trained, settings)
+        optimized = self.optimize is not None
+        return Arm(self.name, self.template, context, self.shots, trained, settings, optimized=optimized)
 
     def fit(self, task: QATask, run_dir: str | Path = "runs/pipelines") -> Pipeline:
-        """Train this pipeline's adapter on the task's train split into `run_dir` (reused when
-        already trained there with the same inputs); nothing for an untrained pipeline."""
-        if self.finetune is not None:
+        """Train this pipeline's adapter (or optimize its prompt) on the task's train split into
+        `run_dir` (reused when already made there from the same inputs); nothing for a plain pipeline."""
+        if self.finetune is not None or self.optimize is not None:
             Experiment(task, [self], run_dir, context_views=False).fit(self.name)
         return self
 
@@ -187,13 +198,18 @@ class Experiment:
         return next(a for a in self.arms if a.name == name)
 
     def fit(self, name: str) -> dict[str, object]:
-        """Train (or find trained) one pipeline's adapter; return what the training recorded."""
-        from ragft.keys import adapter_key
+        """Train (or find trained) one pipeline's adapter, or optimize its prompt; return what
+        the training or the optimization recorded."""
+        from ragft.keys import adapter_key, prompt_key
         from ragft.locks import run_lock
         from ragft.training import adapted, adapter_dir
 
         run, arm = self._run(), self._arm(name)
         task = run.task(arm)
+        if arm.optimized:
+            with run_lock(self.folder):
+                key = prompt_key(arm, task, run.generator_identity(arm))
+                return run.optimized_prompt(arm, run.generator(arm), key).to_dict()
         key = adapter_key(arm, task, run.generator_identity(arm))
         with run_lock(self.folder), adapted(adapter_dir(self.folder, name), arm, run.generator(arm), task, key) as t:
             return t

@@ -9,8 +9,8 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from ragft.report import label as metric_label
-from ragft.report import metric_names
+from ragft.metrics import label as metric_label
+from ragft.metrics import metric_names
 
 
 def _figure(width: float = 6.0, height: float = 3.6) -> tuple[Any, Any]:
@@ -72,6 +72,29 @@ def quality_vs(report: dict[str, Any], cost: str, label: str) -> bytes:
     ax.set_xlabel(label)
     ax.set_ylabel(f"{metric_label(metric_names(report)[0])} (%)")
     ax.set_title(f"Quality against {label}")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def frontier(report: dict[str, Any]) -> bytes:
+    """The primary metric against cost per query (dollars where priced, else machine seconds),
+    with the Pareto frontier of the verdict drawn through its pipelines."""
+    names, means, err = _primary(report)
+    v = report["verdict"]
+    priced = v["cost_unit"].startswith("dollars")
+    costs = [report["variants"][n]["costs"] for n in names]
+    x = [c["dollars_per_1000_queries"] if priced else c["seconds_per_query_mean"] for c in costs]
+    fig, ax = _figure()
+    on = set(v["frontier"])
+    for xi, yi, lo, hi, name in zip(x, means, *err, names):
+        ax.errorbar([xi], [yi], yerr=[[lo], [hi]], fmt="o", capsize=4, color="#2a9d8f" if name in on else "#999999")
+        ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(6, 6))
+    line = sorted((xi, yi) for xi, yi, name in zip(x, means, names) if name in on)
+    ax.plot([p[0] for p in line], [p[1] for p in line], "-", color="#2a9d8f", alpha=0.6, label="Pareto frontier")
+    ax.set_xlabel(v["cost_unit"])
+    ax.set_ylabel(f"{metric_label(metric_names(report)[0])} (%)")
+    ax.set_title(f"Quality against cost; best {v['best']}, cheapest as good {v['cheapest_not_worse']}")
+    ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
     return _png(fig)
 

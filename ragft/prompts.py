@@ -37,16 +37,25 @@ class PromptTemplate:
         self,
         question: str,
         passages: Sequence[str] = (),
-        shots: Sequence[tuple[str, str]] = (),
+        shots: Sequence[tuple[str, str] | tuple[str, str, Sequence[str]]] = (),
     ) -> list[dict[str, str]]:
-        """Chat messages: system, optional solved examples as earlier turns, the question."""
-        context = "\n\n".join(f"[{i}] {p.strip()}" for i, p in enumerate(passages, start=1))
+        """Chat messages: system, optional solved examples as earlier turns, the question.
+
+        A solved example is (question, answer), shown with the question's passages, or
+        (question, answer, passages), shown with its own."""
+        context = _numbered(passages)
         out = [{"role": "system", "content": self.system}]
-        for q, a in shots:
-            out.append({"role": "user", "content": self.user.format(question=q, context=context)})
+        for shot in shots:
+            q, a = shot[0], shot[1]
+            own = _numbered(shot[2]) if len(shot) == 3 else context
+            out.append({"role": "user", "content": self.user.format(question=q, context=own)})
             out.append({"role": "assistant", "content": a})
         out.append({"role": "user", "content": self.user.format(question=question, context=context)})
         return out
+
+
+def _numbered(passages: Sequence[str]) -> str:
+    return "\n\n".join(f"[{i}] {p.strip()}" for i, p in enumerate(passages, start=1))
 
 
 TEMPLATES: dict[str, PromptTemplate] = {

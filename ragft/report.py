@@ -5,29 +5,12 @@ from __future__ import annotations
 
 import platform
 import subprocess
-from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ragft.io import library_versions
-from ragft.stats import bootstrap, mcnemar, paired_difference
-
-if TYPE_CHECKING:
-    from ragft.types import Prediction
-
-METRICS = ("f1", "em")
-"""Question answering's metrics; the first of a task's metrics is its primary one."""
-LABELS = {"f1": "F1", "em": "EM", "ex": "EX", "valid": "valid SQL"}
-
-
-def metric_names(report: dict[str, Any]) -> list[str]:
-    """The report's metrics, primary first (reports from before tasks other than QA: F1, EM)."""
-    return list(report.get("metric_names", METRICS))
-
-
-def label(metric: str) -> str:
-    return LABELS.get(metric, metric.upper())
+from ragft.metrics import label, metric_names
+from ragft.verdict import one_off_seconds
 
 
 def environment() -> dict[str, Any]:
@@ -71,123 +54,6 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
-    import numpy as np
-
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
-def aggregate(
-    predictions: dict[str, list[Prediction]],
-    costs: dict[str, dict[str, Any]],
-    samples: int,
-    seed: int,
-    metrics: Sequence[str] = METRICS,
-    pairs: Sequence[tuple[str, str]] = (),
-) -> dict[str, Any]:
-    """Per-variant scores with intervals, paired comparisons of every pair (or of `pairs`),
-    and what each step to the next variant buys."""
-    variants: dict[str, Any] = {}
-    for name, preds in predictions.items():
-        seconds = [p.seconds for p in preds]
-        variants[name] = {
-            "n": len(preds),
-            "metrics": {m: asdict(bootstrap([p.scores[m] for p in preds], samples, seed)) for m in metrics},
-            "costs": {
-                "prompt_tokens_per_query": sum(p.prompt_tokens for p in preds) / max(1, len(preds)),
-                "completion_tokens_per_query": sum(p.completion_tokens for p in preds) / max(1, len(preds)),
-                "seconds_per_query_p50": _percentile(seconds, 50),
-                "seconds_per_query_p95": _percentile(seconds, 95),
-                "queries_per_second": len(preds) / max(1e-9, sum(seconds)),
-                **costs.get(name, {}),
-            },
-        }
-    names = list(predictions)
-    tested = list(pairs) or [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
-    steps_of = list(zip(names, names[1:]))
-    comparisons = []
-    for a, b in dict.fromkeys([*tested, *steps_of]):
-        comparisons += _compare_pair(a, b, predictions, samples, seed, metrics)
-    steps = [_step(a, b, variants, comparisons, metrics[0]) for a, b in steps_of]
-    comparisons = [c for c in comparisons if (c["from"], c["to"]) in tested]
-    return {"variants": variants, "comparisons": comparisons, "steps": steps}
-
-
-def seed_spread(runs: dict[str, dict[int, list[Prediction]]], metrics: Sequence[str] = METRICS) -> dict[str, Any]:
-    """Per variant: the mean score of each training seed, and their mean and spread."""
-    import numpy as np
-
-    out = {}
-    for variant, by_seed in runs.items():
-        entry: dict[str, Any] = {"seeds": list(by_seed)}
-        for m in metrics:
-            values = [float(np.mean([p.scores[m] for p in preds])) for preds in by_seed.values()]
-            entry[m] = {
-                "per_seed": values,
-                "mean": float(np.mean(values)),
-                "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                "min": min(values),
-                "max": max(values),
-            }
-        out[variant] = entry
-    return out
-
-
-def view_table(
-    views: dict[str, dict[str, list[Prediction]]], metrics: Sequence[str], samples: int, seed: int, oracle: str
-) -> dict[str, Any]:
-    """Scores with intervals of each model (base, each fine-tuned variant) under each context;
-    `oracle` says in words what the oracle context is."""
-    return {
-        "oracle": oracle,
-        "models": {
-            model: {
-                context: {m: asdict(bootstrap([p.scores[m] for p in preds], samples, seed)) for m in metrics}
-                for context, preds in by_context.items()
-            }
-            for model, by_context in views.items()
-        },
-    }
-
-
-def _compare_pair(
-    a: str, b: str, predictions: dict[str, list[Prediction]], samples: int, seed: int, metrics: Sequence[str]
-) -> list[dict[str, Any]]:
-    """b against a on the same examples: paired bootstrap per metric, exact McNemar for 0/1 metrics."""
-    if [p.example_id for p in predictions[a]] != [p.example_id for p in predictions[b]]:
-        raise ValueError(f"variants {a} and {b} were scored on different examples")
-    rows = []
-    for m in metrics:
-        x, y = [p.scores[m] for p in predictions[a]], [p.scores[m] for p in predictions[b]]
-        row = {"from": a, "to": b, "metric": m, **asdict(paired_difference(x, y, samples, seed))}
-        if {*x, *y} <= {0.0, 1.0}:
-            row["only_from_right"], row["only_to_right"], row["mcnemar_p"] = mcnemar(x, y)
-        rows.append(row)
-    return rows
-
-
-def _step(a: str, b: str, variants: dict[str, Any], comparisons: list[dict[str, Any]], primary: str) -> dict[str, Any]:
-    """What moving up one rung buys (points of the primary metric) and costs (seconds, tokens, training)."""
-    ca, cb = variants[a]["costs"], variants[b]["costs"]
-    gain = next(c for c in comparisons if c["from"] == a and c["to"] == b and c["metric"] == primary)
-    d_seconds = cb["seconds_per_query_p50"] - ca["seconds_per_query_p50"]
-    d_tokens = cb["prompt_tokens_per_query"] - ca["prompt_tokens_per_query"]
-    return {
-        "from": a,
-        "to": b,
-        "metric": primary,
-        "points": 100 * gain["mean"],
-        "points_low": 100 * gain["low"],
-        "points_high": 100 * gain["high"],
-        "added_seconds_per_query": d_seconds,
-        "added_prompt_tokens_per_query": d_tokens,
-        "added_training_seconds": cb.get("training", {}).get("seconds", 0.0)
-        - ca.get("training", {}).get("seconds", 0.0),
-        "points_per_added_second": 100 * gain["mean"] / d_seconds if d_seconds > 0 else None,
-        "points_per_100_added_tokens": 100 * 100 * gain["mean"] / d_tokens if d_tokens > 0 else None,
-    }
-
-
 def _p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
@@ -200,11 +66,20 @@ def _ci(m: dict[str, float]) -> str:
     return f"{100 * m['mean']:.1f} ({100 * m['low']:.1f}-{100 * m['high']:.1f})"
 
 
+def _dollars(d: float | None) -> str:
+    if d is None:
+        return "-"
+    return f"${d:,.2f}" if d >= 0.1 else f"${d:.4f}"
+
+
 def _mb(n: float | None) -> str:
     if n is None:
         return "-"
     return f"{n / 2**20:.1f}" if n < 10 * 2**20 else f"{n / 2**20:.0f}"
 
+
+FEW_CLUSTERS = 20
+"""Below this many clusters a cluster bootstrap's intervals are rough (too few distinct resamples)."""
 
 Table = tuple[str, list[str], list[list[str]]]
 """(caption, header, rows) of display strings, rendered as Markdown or HTML."""
@@ -214,10 +89,13 @@ def tables(report: dict[str, Any]) -> list[Table]:
     """The report's tables: quality and costs, paired differences, ladder steps."""
     names = metric_names(report)
     primary = label(names[0])
+    priced = any("dollars_per_1000_queries" in v["costs"] for v in report["variants"].values())
     quality = []
     for name, v in report["variants"].items():
         c = v["costs"]
-        train = c.get("training", {}).get("seconds")
+        train = one_off_seconds(c) or None
+        once = c.get("training_dollars", 0.0) + c.get("optimization_dollars", 0.0)
+        money = [_dollars(c.get("dollars_per_1000_queries")), _dollars(once if train else None)] if priced else []
         quality.append(
             [
                 name,
@@ -228,10 +106,16 @@ def tables(report: dict[str, Any]) -> list[Table]:
                 f"{c['seconds_per_query_p95']:.3f}",
                 f"{c['queries_per_second']:.2f}",
                 "-" if train is None else f"{train:.0f}",
+                *money,
                 _mb(c.get("adapter_bytes")),
                 _mb(c.get("peak_rss_bytes")) + (f" (GPU {_mb(c['peak_gpu_bytes'])})" if "peak_gpu_bytes" in c else ""),
             ]
         )
+    base = report.get("baseline")
+    if base is not None:
+        blank = ["-"] * (len(quality[0]) - 1 - len(names))
+        quality.append([f"constant {base['answer']!r} (baseline)", *(_ci(base["metrics"][m]) for m in names), *blank])
+    mcnemar = any("mcnemar_p" in d for d in report["comparisons"])
     diffs = [
         [
             d["from"],
@@ -239,7 +123,9 @@ def tables(report: dict[str, Any]) -> list[Table]:
             label(d["metric"]),
             _diff(d),
             _p(d["p_value"]),
-            _p(d["mcnemar_p"]) if "mcnemar_p" in d else "-",
+            _p(d["p_holm"]) if "p_holm" in d else "-",
+            f"{100 * d['detectable']:.1f}" if "detectable" in d else "-",
+            *([_p(d["mcnemar_p"]) if "mcnemar_p" in d else "-"] if mcnemar else []),
         ]
         for d in report["comparisons"]
     ]
@@ -247,6 +133,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
         [
             f"{st['from']} -> {st['to']}",
             f"{st['points']:+.1f} ({st['points_low']:+.1f} to {st['points_high']:+.1f})",
+            _p(st["p_holm"]) if "p_holm" in st else "-",
             f"{st['added_seconds_per_query']:+.3f}",
             f"{st['added_prompt_tokens_per_query']:+.0f}",
             f"{st['added_training_seconds']:+.0f}",
@@ -274,9 +161,27 @@ def tables(report: dict[str, Any]) -> list[Table]:
                 spread,
             )
         ]
+    clusters = report.get("clustering", {"by": "example"})
+    resampled = (
+        f"resampling whole clusters, each test example's {clusters['by']}: "
+        f"{clusters['clusters']} clusters of {clusters['examples']} examples"
+        if clusters["by"] != "example"
+        else "resampling test examples"
+    )
+    if clusters["by"] != "example" and clusters["clusters"] < FEW_CLUSTERS:
+        resampled += f"; with fewer than {FEW_CLUSTERS} clusters the intervals are rough"
+    if "too_few" in clusters:
+        few = clusters["too_few"]
+        resampled += (
+            f"; their {few['clusters']} {few['by']} cluster(s) are too few to resample, so where questions "
+            "of one cluster succeed or fail together these intervals are too narrow"
+        )
+    family = report.get("pairs_in_family")
+    holm_note = f"Holm-adjusted over the {family} pairs of pipelines, per metric" if family else "Holm-adjusted"
     return [
         (
-            "Quality with 95% bootstrap intervals, and costs per query (s/q: batch time / batch size)",
+            f"Quality with 95% bootstrap intervals ({resampled}), and costs per query (s/q: batch time / batch "
+            "size; train s: training an adapter or optimizing a prompt, once)",
             [
                 "variant",
                 *(f"{label(m)} (95% CI)" for m in names),
@@ -286,14 +191,26 @@ def tables(report: dict[str, Any]) -> list[Table]:
                 "s/q p95",
                 "q/s",
                 "train s",
+                *(["$ / 1k queries", "train $"] if priced else []),
                 "adapter MB",
                 "peak RSS MB",
             ],
             quality,
         ),
         (
-            "Paired differences (`to` minus `from`, same examples; paired bootstrap, exact McNemar for 0/1 metrics)",
-            ["from", "to", "metric", "difference (95% CI)", "p", "McNemar p"],
+            f"Paired differences (`to` minus `from`, same examples; paired bootstrap {resampled}; p {holm_note}; "
+            "detectable: the smallest true difference found 80% of the time at alpha 0.05"
+            + ("; exact McNemar for 0/1 metrics)" if mcnemar else ")"),
+            [
+                "from",
+                "to",
+                "metric",
+                "difference (95% CI)",
+                "p",
+                "Holm p",
+                "detectable",
+                *(["McNemar p"] if mcnemar else []),
+            ],
             diffs,
         ),
         (
@@ -301,7 +218,8 @@ def tables(report: dict[str, Any]) -> list[Table]:
             [
                 "step",
                 f"{primary} points (95% CI)",
-                "+ s/query",
+                "Holm p",
+                "+ s/query (mean)",
                 "+ prompt tokens/query",
                 "+ training s",
                 f"{primary} pts per added s/query",
@@ -310,10 +228,91 @@ def tables(report: dict[str, Any]) -> list[Table]:
             steps,
         ),
         *seeds_table,
+        *_optimization_table(report),
+        *_width_table(report),
+        *_break_even_table(report),
         *_views_table(report),
         *_forgetting_table(report),
         *_error_table(report),
     ]
+
+
+def _optimization_table(report: dict[str, Any]) -> list[Table]:
+    """What DSPy's prompt optimization chose and cost, per optimized pipeline."""
+    rows = []
+    for name, v in report["variants"].items():
+        o = v["costs"].get("optimization")
+        if o is None:
+            continue
+        rows.append(
+            [
+                name,
+                str(o["demos"]),
+                str(o["candidates"]),
+                f"{100 * o['validation_score']:.1f}",
+                f"{o['calls']:,}",
+                f"{o['prompt_tokens']:,}",
+                f"{o['completion_tokens']:,}",
+                f"{o['seconds']:.0f}",
+            ]
+        )
+    if not rows:
+        return []
+    primary = label(metric_names(report)[0])
+    header = ["pipeline", "demos", "prompts tried", f"validation {primary}", "calls", "prompt tokens"]
+    caption = (
+        "Prompt optimization (DSPy BootstrapFewShotWithRandomSearch on training questions, the same generator): "
+        "what was chosen and what the search cost"
+    )
+    return [(caption, [*header, "output tokens", "seconds"], rows)]
+
+
+def _width_table(report: dict[str, Any]) -> list[Table]:
+    """How much wider the clustered intervals are than intervals that treat questions as independent."""
+    clusters = report.get("clustering", {"by": "example"})
+    if clusters["by"] == "example":
+        return []
+    primary = metric_names(report)[0]
+    rows = []
+    for name, v in report["variants"].items():
+        c, q = v["metrics"][primary], v.get("per_question")
+        if q is None:
+            continue
+        wide, narrow = c["high"] - c["low"], q["high"] - q["low"]
+        ratio = f"{wide / narrow:.2f}" if narrow > 0 else "-"
+        rows.append([name, f"{100 * wide:.1f}", f"{100 * narrow:.1f}", ratio])
+    caption = (
+        f"Width of the 95% intervals of {label(primary)}: clustered by {clusters['by']} "
+        f"({clusters['clusters']} clusters) against per question (points)"
+    )
+    return [(caption, ["pipeline", "clustered", "per question", "ratio"], rows)] if rows else []
+
+
+def _break_even_table(report: dict[str, Any]) -> list[Table]:
+    """Queries after which each fine-tuned pipeline's training is repaid by what it saves per query."""
+    evens = report.get("verdict", {}).get("break_even", [])
+    if not evens:
+        return []
+    primary = label(metric_names(report)[0])
+    rows = [
+        [
+            e["pipeline"],
+            e["replaces"],
+            f"{e['queries']:,.0f}",
+            _dollars(e["saved_per_query"] * 1000) + " / 1k"
+            if e["unit"] == "dollars"
+            else f"{e['saved_per_query']:.3f} s",
+            f"{e['saved_prompt_tokens_per_query']:+.0f}",
+            f"{e['points']:+.1f} (Holm p {_p(e['p_holm'])})",
+        ]
+        for e in evens
+    ]
+    header = ["pipeline", "replaces", "break-even queries", "saved per query", "prompt tokens saved/q"]
+    caption = (
+        "Break-even: queries after which a pipeline's one-off cost (training, prompt optimization) is repaid by "
+        "what each query saves against a pipeline it is not significantly worse than"
+    )
+    return [(caption, [*header, f"{primary} change"], rows)]
 
 
 def _views_table(report: dict[str, Any]) -> list[Table]:
@@ -380,10 +379,31 @@ def title(report: dict[str, Any]) -> str:
     return f"{report['name']}: {report['generator']} on {report['test_examples']} test examples"
 
 
+def verdict_parts(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """The verdict as (heading, lines): what to use, warnings, what each step buys and costs."""
+    v = report.get("verdict")
+    if not v:
+        return []
+    parts = [("Verdict", v["lines"])]
+    if v["flags"]:
+        parts.append(("Warnings", v["flags"]))
+    if v["steps"]:
+        parts.append(("What each step buys and costs", v["steps"]))
+    return parts
+
+
+def verdict_markdown(report: dict[str, Any]) -> str:
+    """The verdict section, printed by `ragft compare` and put at the top of report.md."""
+    out = []
+    for heading, lines in verdict_parts(report):
+        out += [f"## {heading}", "", *(f"- {line}" for line in lines), ""]
+    return "\n".join(out) + ("\n" if out else "")
+
+
 def markdown(report: dict[str, Any]) -> str:
-    """The report as Markdown."""
+    """The report as Markdown: the verdict, then the tables."""
     body = "".join(markdown_table(*table) for table in tables(report))
-    return f"# {title(report)}\n\n{body}{retrieval_line(report)}\n"
+    return f"# {title(report)}\n\n{verdict_markdown(report)}{body}{retrieval_line(report)}\n"
 
 
 def markdown_table(caption: str, header: list[str], rows: list[list[str]]) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 from ragft.errors import InputError
 from ragft.io import read_json, write_text_atomic
+from ragft.metrics import label
 from ragft.stats import Estimate
 
 
@@ -41,7 +42,11 @@ class Comparison:
     p_value: float
     """Two-sided paired bootstrap p-value."""
     mcnemar_p: float | None = None
-    """Exact McNemar p-value, for 0/1 metrics."""
+    """Exact McNemar p-value, for 0/1 metrics (only where test examples are independent)."""
+    p_holm: float | None = None
+    """The p-value adjusted by Holm over every pair of pipelines (per metric)."""
+    detectable: float | None = None
+    """The smallest true difference this test finds 80% of the time at alpha 0.05."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,16 @@ class Report:
         }
         comparisons = [
             Comparison(
-                c["from"], c["to"], c["metric"], c["mean"], c["low"], c["high"], c["p_value"], c.get("mcnemar_p")
+                c["from"],
+                c["to"],
+                c["metric"],
+                c["mean"],
+                c["low"],
+                c["high"],
+                c["p_value"],
+                c.get("mcnemar_p"),
+                c.get("p_holm"),
+                c.get("detectable"),
             )
             for c in data["comparisons"]
         ]
@@ -87,6 +101,17 @@ class Report:
     @property
     def primary(self) -> str:
         return self.metric_names[0]
+
+    @property
+    def verdict(self) -> dict[str, Any]:
+        """Best pipeline, cheapest one not significantly worse, the quality-cost frontier,
+        warnings, break-even points and a sentence per ladder step (`ragft.verdict`)."""
+        return self.data.get("verdict", {})
+
+    @property
+    def baseline(self) -> dict[str, Any] | None:
+        """The constant-answer baseline (the most frequent training answer), where answers repeat."""
+        return self.data.get("baseline")
 
     def comparison(self, a: str, b: str, metric: str | None = None) -> Comparison:
         """The paired test of `b` against `a` on one metric (default: the primary one)."""
@@ -124,8 +149,7 @@ class Report:
     def table(self) -> str:
         """Quality and cost per pipeline as a plain-text table (no pandas needed)."""
         metrics = self.metric_names
-        label = {"f1": "F1", "em": "EM", "ex": "EX", "valid": "valid"}
-        header = ["pipeline", *(f"{label.get(m, m.upper())} (95% CI)" for m in metrics)]
+        header = ["pipeline", *(f"{label(m)} (95% CI)" for m in metrics)]
         header += ["prompt tok/q", "s/q p50", "train s"]
         rows = [header]
         for r in self.pipelines.values():

@@ -3,16 +3,20 @@ side by side."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ragft.config import ExperimentConfig
+from ragft.aggregate import aggregate
+from ragft.config import ExperimentConfig, PricesConfig
 from ragft.errors import InputError
 from ragft.io import read_json, read_jsonl, write_text_atomic
+from ragft.metrics import label, metric_names
 from ragft.predict import prediction_from_row
-from ragft.report import aggregate, label, markdown, metric_names
+from ragft.report import markdown
 from ragft.report_files import write_report
 from ragft.types import Prediction
+from ragft.verdict import MONEY
 
 
 def load_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, list[Prediction]], dict[str, str]]:
@@ -21,16 +25,19 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, list[Predic
     if not (run / "report.json").is_file():
         raise InputError("not a finished ragft run (no report.json)", run)
     report = read_json(run / "report.json")
-    predictions = {}
-    for variant in report["variants"]:
-        latest = {}
-        for _, row in read_jsonl(run / "predictions" / f"{variant}.jsonl", torn_tail_ok=True):
-            latest[row["example_id"]] = prediction_from_row(row)
-        predictions[variant] = [latest[k] for k in sorted(latest)]
+    predictions = {variant: _predictions(run, variant) for variant in report["variants"]}
     passages = {}
     for chunks in sorted((run / "index").rglob("chunks.jsonl")) if (run / "index").is_dir() else []:
         passages.update({row["id"]: row["text"] for _, row in read_jsonl(chunks)})
     return report, predictions, passages
+
+
+def _predictions(run: Path, label: str) -> list[Prediction]:
+    """A pipeline's saved predictions, in example id order (the last row of an example wins)."""
+    latest = {}
+    for _, row in read_jsonl(run / "predictions" / f"{label}.jsonl", torn_tail_ok=True):
+        latest[row["example_id"]] = prediction_from_row(row)
+    return [latest[k] for k in sorted(latest)]
 
 
 def rerender(run_dir: str | Path, pair: tuple[str, str] | None = None) -> str:
@@ -40,14 +47,29 @@ def rerender(run_dir: str | Path, pair: tuple[str, str] | None = None) -> str:
     made by an older ragft gets today's report; measured costs are kept as recorded.
     """
     report, predictions, passages = load_run(run_dir)
-    experiment = ExperimentConfig()
+    experiment, prices = ExperimentConfig(), PricesConfig()
     if (Path(run_dir) / "config.json").is_file():
-        saved = read_json(Path(run_dir) / "config.json").get("experiment", {})
-        experiment = ExperimentConfig(**{k: v for k, v in saved.items() if k in ("bootstrap_samples", "seed", "pairs")})
-    costs = {v: report["variants"][v]["costs"] for v in predictions}
+        saved = read_json(Path(run_dir) / "config.json")
+        kept = {k: v for k, v in saved.get("experiment", {}).items() if k in ("bootstrap_samples", "seed", "pairs")}
+        experiment, prices = ExperimentConfig(**kept), PricesConfig(**saved.get("prices", {}))
+    costs = {v: {k: c for k, c in report["variants"][v]["costs"].items() if k not in MONEY} for v in predictions}
     metrics = metric_names(report)
     pairs = [(a, b) for a, _, b in (p.partition(":") for p in experiment.pairs)]
-    report.update(aggregate(predictions, costs, experiment.bootstrap_samples, experiment.seed, metrics, pairs))
+    seeded = {
+        name: [predictions[name], *(_predictions(Path(run_dir), f"{name}@seed{s}") for s in entry["seeds"][1:])]
+        for name, entry in report.get("seed_spread", {}).items()
+    }
+    clusters = report.get("clustering", {})
+    stats = {
+        "groups": clusters.get("groups"),
+        "grouped_by": clusters.get("too_few", {}).get("by") or clusters.get("by", ""),
+        "seeded": seeded,
+        "baseline": report.get("baseline"),
+        "trained": [v for v in predictions if "training" in costs[v]],
+        "prices": asdict(prices),
+    }
+    report.pop("warnings", None)
+    report.update(aggregate(predictions, costs, experiment.bootstrap_samples, experiment.seed, metrics, pairs, **stats))
     if pair is not None:
         for name in pair:
             if name not in predictions:

@@ -38,6 +38,19 @@ class Example:
     split: str
     doc_id: str | None = None
     """The document that holds the answer, when known (oracle context, recall@k)."""
+    group: str | None = None
+    """The cluster it was sampled in, when not its document (SQuAD: its article); the
+    bootstrap resamples clusters."""
+
+
+@dataclass(frozen=True)
+class Demo:
+    """A solved example shown in a prompt, with the passages it was answered from (none
+    where the pipeline retrieves nothing)."""
+
+    question: str
+    answer: str
+    passages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

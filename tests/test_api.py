@@ -93,7 +93,7 @@ def test_fit_then_predict_reuses_the_adapter_and_leaves_the_generator_as_it_was(
     predictions = tuned.predict(task, tmp_path)
     assert manifest.stat().st_mtime_ns == stamp  # the adapter fit trained was reused
     assert [p.example_id for p in predictions] == [e.id for e in task.test]
-    assert all(len(p.retrieved) == 2 and set(p.scores) == {"f1", "em"} for p in predictions)
+    assert all(len(p.retrieved) == 2 and set(p.scores) == {"f1", "em", "acc"} for p in predictions)
     assert tuned.predict(task, tmp_path) == predictions  # read back
     with torch.no_grad():
         assert torch.equal(generator.model(input_ids=ids).logits, before)

@@ -82,7 +82,7 @@ def test_compare_runs_every_variant_end_to_end_and_resumes(tmp_path, capsys):
     args = ["compare", str(ROOT / "configs" / "handbook.toml"), *TINY, variants, "--out", str(run)]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "| rag+ft |" in out and "prompt -> fewshot" in out
+    assert "| rag+ft |" in out and "prompt -> fewshot" in out and out.index("## Verdict") < out.index("| rag+ft |")
 
     report = json.loads((run / "report.json").read_text())
     assert list(report["variants"]) == ["prompt", "fewshot", "rag", "ft", "rag+ft"]
@@ -94,7 +94,7 @@ def test_compare_runs_every_variant_end_to_end_and_resumes(tmp_path, capsys):
         ("prompt", "fewshot"),
         ("prompt", "rag"),
     ]
-    assert len(report["comparisons"]) == 2 * 10 and len(report["steps"]) == 4
+    assert len(report["comparisons"]) == 3 * 10 and len(report["steps"]) == 4  # F1, EM, lenient x 10 pairs
     assert report["environment"]["versions"]["torch"]
     assert report["environment"]["auto_dtype"] in ("bfloat16", "float32")
     assert (run / "report.md").read_text().startswith("# handbook")

@@ -33,7 +33,8 @@ def tiny_run(tmp_path_factory, generator, embedder):
 
 def test_html_report_is_self_contained(tiny_run):
     html = (tiny_run / "report.html").read_text()
-    assert html.count('src="data:image/png;base64,') == 4
+    assert html.count('src="data:image/png;base64,') == 5
+    assert html.index("<h2>Verdict</h2>") < html.index("<h2>Quality with 95% bootstrap")
     assert "<script" not in html and 'src="http' not in html and "<link" not in html
     assert "rag+ft against prompt, example by example" in html
     assert "Paired differences" in html and "What each step up the ladder buys" in html
@@ -74,7 +75,7 @@ def test_html_report_renders_in_chromium(tiny_run, tmp_path):
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         browser.close()
     assert not problems
-    assert len(shots) == 4
+    assert len(shots) == 5
     for png in shots:
         image = Image.open(io.BytesIO(png)).convert("L")
         assert image.width > 200 and image.height > 100

@@ -17,8 +17,8 @@ from ragft.config import describe, load_config
 from ragft.experiment import plan
 from ragft.generation import pick_dtype
 
-LADDER = ["prompt", "fewshot", "rag", "ft", "rag+ft"]
-QA_BASE = ['experiment.variants=["prompt","fewshot","rag","ft","rag+ft"]', "chunking.chunk_size=200"]
+LADDER = ["prompt", "fewshot", "rag", "dspy", "rag+dspy", "ft", "rag+ft"]
+QA_BASE = [f"experiment.variants={json.dumps(LADDER)}", "chunking.chunk_size=200"]
 QA_BASE += ["chunking.chunk_overlap=20"]  # small enough to count in tokens too
 
 
@@ -30,16 +30,17 @@ def arts(stages: str, pipelines: list[str]) -> set[str]:
 EVERY = arts("predictions", LADDER)
 TRAINED = arts("adapter predictions", ["ft", "rag+ft"])
 RAFT = arts("adapter predictions", ["rag+ft"])
-HITS = arts("hits predictions", ["rag", "rag+ft"]) | {"adapter:rag+ft"}
-INDEX = HITS | arts("index", ["rag", "rag+ft"])
-GENERATOR = EVERY | arts("adapter", ["ft", "rag+ft"])
+OPTIMIZED = arts("prompt predictions", ["dspy", "rag+dspy"])  # prompts optimized on the train split
+HITS = arts("hits predictions", ["rag", "rag+dspy", "rag+ft"]) | {"adapter:rag+ft", "prompt:rag+dspy"}
+INDEX = HITS | arts("index", ["rag", "rag+dspy", "rag+ft"])
+GENERATOR = EVERY | arts("adapter", ["ft", "rag+ft"]) | arts("prompt", ["dspy", "rag+dspy"])
 QUERY_SIDE = HITS  # HyDE, rewrites and generator reranking change what comes back, not the index
 
 # What each config key reaches on the QA ladder over the handbook.
 QA_EXPECTED: dict[str, set[str]] = {
     "experiment.name": set(),
     "experiment.output_dir": set(),
-    "experiment.seed": TRAINED,
+    "experiment.seed": TRAINED | OPTIMIZED,
     "experiment.seeds": set(),  # more runs beside the main ones
     "experiment.bootstrap_samples": set(),
     "experiment.general_examples": set(),
@@ -54,13 +55,14 @@ QA_EXPECTED: dict[str, set[str]] = {
     "data.text_field": set(),  # JSONL corpora only; the handbook is a folder
     "data.id_field": set(),
     "data.skip_bad": set(),  # nothing unreadable to skip
-    "data.examples": TRAINED,  # a copy with the last training answer edited
-    "data.test_limit": EVERY | {"adapter:rag+ft"},  # fewer test documents kept out of RAFT prompts
-    "data.train_limit": TRAINED,  # the first (fewshot) examples stay
+    "data.examples": TRAINED | OPTIMIZED,  # a copy with the last training answer edited
+    "data.test_limit": EVERY
+    | {"adapter:rag+ft", "prompt:rag+dspy"},  # fewer test documents kept out of training prompts
+    "data.train_limit": TRAINED | OPTIMIZED,  # the first (fewshot) examples stay
     "chunking.unit": INDEX,
     "chunking.chunk_size": INDEX,
     "chunking.chunk_overlap": INDEX,
-    "retrieval.k": arts("hits predictions", ["rag", "rag+ft"]),  # RAFT draws its own passages
+    "retrieval.k": arts("hits predictions", ["rag", "rag+dspy", "rag+ft"]) | {"prompt:rag+dspy"},  # RAFT draws its own
     "retrieval.method": QUERY_SIDE,
     "retrieval.hybrid_weights": set(),  # dense only
     "retrieval.hyde": QUERY_SIDE,
@@ -72,8 +74,8 @@ QA_EXPECTED: dict[str, set[str]] = {
     "retrieval.ef_construction": set(),
     "retrieval.ef_search": set(),
     "retrieval.nprobe": set(),
-    "generation.max_new_tokens": EVERY,
-    "generation.batch_size": EVERY,
+    "generation.max_new_tokens": EVERY | OPTIMIZED,
+    "generation.batch_size": EVERY | OPTIMIZED,
     "finetune.method": TRAINED,
     "finetune.rank": TRAINED,
     "finetune.alpha": TRAINED,
@@ -94,12 +96,19 @@ QA_EXPECTED: dict[str, set[str]] = {
     "finetune.distractors": RAFT,
     "finetune.p_no_gold": RAFT,
     "finetune.records": RAFT,  # rag+ft to plain SFT on its top k; ft is plain SFT already
+    "optimize.demos": OPTIMIZED,
+    "optimize.candidates": OPTIMIZED,
+    "optimize.train_questions": OPTIMIZED,
+    "optimize.validation_questions": OPTIMIZED,
+    "optimize.threshold": OPTIMIZED,
     "sql.database": set(),
     "sql.sample_rows": set(),
     "sql.timeout_s": set(),
     "sql.max_rows": set(),
     "tracking.mlflow_uri": set(),
     "tracking.mlflow_experiment": set(),
+    "prices.cpu_hour": set(),  # prices the report's costs, rebuilds nothing
+    "prices.gpu_hour": set(),
 }
 
 SQL_LADDER = ["prompt", "fewshot", "rag", "ft", "rag+ft"]

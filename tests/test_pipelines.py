@@ -49,7 +49,7 @@ retrieval = { method = "hybrid" }
     report = compare(config, tmp_path / "run", generator=generator, embedder=embedder)
     assert list(report["variants"]) == ["rag-dense", "rag-hybrid"]
     pair = [c for c in report["comparisons"] if (c["from"], c["to"]) == ("rag-dense", "rag-hybrid")]
-    assert {c["metric"] for c in pair} == {"f1", "em"}
+    assert {c["metric"] for c in pair} == {"f1", "em", "acc"}
     assert report["variants"]["rag-hybrid"]["pipeline"]["retrieval"] == "hybrid"
 
     def retrieved(name):

@@ -24,6 +24,8 @@ class SqlExample:
     query: str
     db_id: str
     split: str
+    group: str | None = None
+    """The cluster it was sampled in, when not its database; the bootstrap resamples clusters."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ def load_spider(folder: str | Path, splits: tuple[str, ...] = ("train", "dev")) 
 
 
 def load_sqlite_task(database: str | Path, pairs: str | Path) -> SqlTask:
-    """One SQLite file and a JSONL of {id?, question, query, split} rows (split: train/test)."""
+    """One SQLite file and a JSONL of {id?, question, query, split, group?} rows (split: train/test)."""
     database, pairs = Path(database), Path(pairs)
     if not database.is_file():
         raise InputError("SQLite database not found", database)
@@ -135,5 +137,8 @@ def load_sqlite_task(database: str | Path, pairs: str | Path) -> SqlTask:
             raise InputError(f"missing key {missing[0]!r}", pairs, number)
         if row["split"] not in ("train", "test"):
             raise InputError(f"split must be train or test, got {row['split']!r}", pairs, number)
-        examples.append(SqlExample(str(row.get("id", number)), row["question"], row["query"], db_id, row["split"]))
+        group = None if row.get("group") is None else str(row["group"])
+        examples.append(
+            SqlExample(str(row.get("id", number)), row["question"], row["query"], db_id, row["split"], group)
+        )
     return SqlTask(examples, {db_id: schema_from_sqlite(database)}, {db_id: database})

@@ -247,6 +247,13 @@ class SqlRun:
     def answers(self, i: int) -> tuple[str, ...]:
         return (self.test[i].query,)
 
+    def groups(self) -> tuple[dict[str, str], str]:
+        by = "group" if any(e.group for e in self.test) else "database"
+        return {e.id: e.group or e.db_id for e in self.test}, by
+
+    def train_answers(self) -> list[tuple[str, str]]:
+        return [(normal_sql(e.query).lower(), e.query) for e in self.train]
+
     def retrieved(self, pipeline: Arm, i: int) -> tuple[str, ...]:
         return tuple(self.context_ids(pipeline)[i]) if pipeline.context else ()
 

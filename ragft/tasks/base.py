@@ -30,6 +30,15 @@ class TaskRun(KeyedTask, Protocol):
 
     def answers(self, i: int) -> tuple[str, ...]: ...
 
+    def groups(self) -> tuple[dict[str, str], str]:
+        """Each test example's cluster (its document, its database, or its `group` field) by
+        id, and what the clusters are, in a word: the bootstrap resamples clusters."""
+        ...
+
+    def train_answers(self) -> list[tuple[str, str]]:
+        """Each training example's answer, (normalised, as written): the constant-answer baseline's source."""
+        ...
+
     def retrieved(self, pipeline: Arm, i: int) -> tuple[str, ...]:
         """Ids of what retrieval put into test example i's prompt (empty without context)."""
         ...

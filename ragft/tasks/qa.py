@@ -10,7 +10,7 @@ from pathlib import Path
 from ragft.corpus.loaders import Corpus, load_corpus
 from ragft.errors import InputError
 from ragft.io import read_json, read_jsonl
-from ragft.metrics import exact_match, token_f1
+from ragft.metrics import exact_match, lenient_match, token_f1
 from ragft.types import Document, Example
 
 SPLITS = ("train", "dev", "test")
@@ -18,7 +18,8 @@ SPLITS = ("train", "dev", "test")
 
 def load_examples(path: str | Path) -> list[Example]:
     """Read examples: one JSON object a line with id, question, answers (list), split,
-    and optionally doc_id (the document that holds the answer); or a SQuAD JSON file."""
+    and optionally doc_id (the document that holds the answer) and group (the cluster it was
+    sampled in, when not its document); or a SQuAD JSON file (grouped by article)."""
     path = Path(path)
     if not path.is_file():
         raise InputError("examples file not found", path)
@@ -40,7 +41,9 @@ def load_examples(path: str | Path) -> list[Example]:
         if ex_id in seen:
             raise InputError(f"duplicate id {ex_id!r} (first on line {seen[ex_id]})", path, line)
         seen[ex_id] = line
-        examples.append(Example(ex_id, str(row["question"]), tuple(answers), row["split"], row.get("doc_id")))
+        group = row.get("group")
+        group = None if group is None else str(group)
+        examples.append(Example(ex_id, str(row["question"]), tuple(answers), row["split"], row.get("doc_id"), group))
     if not examples:
         raise InputError("no examples in file", path)
     return examples
@@ -100,7 +103,8 @@ def load_squad_examples(path: str | Path) -> list[Example]:
             for qa in paragraph.get("qas", []):
                 answers = tuple(dict.fromkeys(a["text"] for a in qa.get("answers", []) if a.get("text")))
                 if answers:  # SQuAD 2.0's unanswerable questions have none
-                    rows.append(Example(str(qa["id"]), qa["question"], answers, squad_split(title), f"{title}/{n}"))
+                    split, doc = squad_split(title), f"{title}/{n}"
+                    rows.append(Example(str(qa["id"]), qa["question"], answers, split, doc, title))
         by_article.append(rows)
     examples = [row[i] for i in range(max(map(len, by_article), default=0)) for row in by_article if i < len(row)]
     if not examples:
@@ -115,7 +119,16 @@ def final_answer(output: str) -> str:
     return tail.strip() if marker else output.strip()
 
 
+SCORING = "squad em/f1 and lenient match of the final answer"
+"""What `score` computes, for the prediction keys: a change here rescores every prediction."""
+
+
 def score(prediction: str, answers: tuple[str, ...]) -> dict[str, float]:
-    """SQuAD exact match and token F1 of the prediction's final answer."""
+    """SQuAD exact match and token F1 of the prediction's final answer, and the lenient
+    match (a gold answer among its words, whatever else it says)."""
     prediction = final_answer(prediction)
-    return {"em": exact_match(prediction, answers), "f1": token_f1(prediction, answers)}
+    return {
+        "em": exact_match(prediction, answers),
+        "f1": token_f1(prediction, answers),
+        "acc": lenient_match(prediction, answers),
+    }

@@ -16,13 +16,14 @@ from ragft.errors import ArtifactError
 from ragft.finetune.data import SFTRecord, gold_chunk, make_record, quoted_answer, raft_passages
 from ragft.io import append_jsonl, read_jsonl, read_manifest, sha256_json
 from ragft.keys import hits_key
-from ragft.metrics import recall_at_k
+from ragft.metrics import normalize_answer, recall_at_k
 from ragft.models import model_id
+from ragft.optimize import Question
 from ragft.retrieval import DenseRetriever, Retriever, VectorIndex
 from ragft.retrieval.build import sync_index
 from ragft.retrieval.compose import QuerySide, make_retriever
 from ragft.retrieval.index import choose_kind, corpus_hash
-from ragft.tasks.qa import QATask, score
+from ragft.tasks.qa import SCORING, QATask, score
 from ragft.types import Chunk, Example, Hit
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ class QaRun:
     embedder and retrieval settings): the index and test passages are built on first use
     and cached there, so planning a run's keys loads no model."""
 
-    metrics = ("f1", "em")
+    metrics = ("f1", "em", "acc")
     oracle = "the passage of the question's document that holds its answer"
 
     def __init__(self, run: Path, task: QATask, chunking: ChunkingConfig, retrieval: RetrievalConfig, models: Models):
@@ -117,7 +118,7 @@ class QaRun:
         return {"test": self.test_sha256, "shots": _content(self.train[: pipeline.shots])}
 
     def scoring_identity(self) -> Any:
-        return {"score": "squad em/f1 of the final answer"}
+        return {"score": SCORING}
 
     # Retrieval, built on first use.
 
@@ -208,11 +209,22 @@ class QaRun:
     def answers(self, i: int) -> tuple[str, ...]:
         return self.test[i].answers
 
+    def groups(self) -> tuple[dict[str, str], str]:
+        by = "group" if any(e.group for e in self.test) else "document"
+        return {e.id: e.group or e.doc_id or e.id for e in self.test}, by
+
+    def train_answers(self) -> list[tuple[str, str]]:
+        return [(normalize_answer(e.answers[0]), e.answers[0]) for e in self.train]
+
     def retrieved(self, pipeline: Arm, i: int) -> tuple[str, ...]:
         return tuple(c.id for c in self.context(pipeline, i))
 
     def score(self, i: int, output: str) -> tuple[dict[str, float], str]:
         return score(output, self.test[i].answers), ""
+
+    def primary_score(self, output: str, answers: tuple[str, ...]) -> float:
+        """The primary metric (F1) of an output against gold answers: what prompt optimization maximises."""
+        return score(output, answers)[self.metrics[0]]
 
     def train_records(self, pipeline: Arm, generator: Generator) -> list[SFTRecord]:
         """SFT records. A retrieving pipeline's prompts carry context from its own retriever:
@@ -223,12 +235,8 @@ class QaRun:
         """
         ft = pipeline.config.finetune
         rng = random.Random(pipeline.config.experiment.seed)
-        held_out = {e.doc_id for e in self.test if e.doc_id}
         n_passages = ft.distractors + 1 if pipeline.raft else self.retrieval_settings.k
-        hits: list[list[Hit]] = [[] for _ in self.train]
-        if pipeline.context:
-            raw = self.retriever.retrieve([e.question for e in self.train], n_passages + 8)
-            hits = [[h for h in row if h.chunk.doc_id not in held_out] for row in raw]
+        hits = self._train_hits(pipeline, self.train, n_passages)
         records = []
         eos = generator.tokenizer.eos_token_id
         for e, row in zip(self.train, hits):
@@ -243,6 +251,30 @@ class QaRun:
             answer = generator.encode(target)
             records.append(make_record(e.id, generator.encode(prompt), answer, eos, ft.max_length))
         return records
+
+    def _train_hits(self, pipeline: Arm, examples: Sequence[Example], n: int) -> list[list[Hit]]:
+        """Retrieved passages for training questions (none where the pipeline retrieves
+        nothing), leaving out the test examples' documents; at least n where there are."""
+        if not pipeline.context:
+            return [[] for _ in examples]
+        held_out = {e.doc_id for e in self.test if e.doc_id}
+        raw = self.retriever.retrieve([e.question for e in examples], n + 8)
+        return [[h for h in row if h.chunk.doc_id not in held_out] for row in raw]
+
+    def optimizer_questions(self, pipeline: Arm) -> tuple[list[Question], list[Question]]:
+        """Training questions for prompt optimization, shown the top k passages as at test
+        time: a seeded draw of `optimize.train_questions` to bootstrap from and
+        `optimize.validation_questions` others to score candidate prompts on."""
+        o, k = pipeline.config.optimize, self.retrieval_settings.k
+        order = list(self.train)
+        random.Random(pipeline.config.experiment.seed).shuffle(order)
+        n_val = min(o.validation_questions, len(order) // 2)
+        chosen = order[: n_val + o.train_questions]
+        hits = self._train_hits(pipeline, chosen, k)
+        questions = [
+            Question(e.question, e.answers, tuple(h.chunk.text for h in row[:k])) for e, row in zip(chosen, hits)
+        ]
+        return questions[n_val:], questions[:n_val]
 
     def prepare(self, pipeline: Arm) -> None:
         if pipeline.context and self.index_identity() is not None:

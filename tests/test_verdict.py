@@ -1,0 +1,114 @@
+"""What stops a wrong conclusion, on predictions whose right answer is known: the constant
+baseline and the collapse warning, money and break-even arithmetic, and the verdict."""
+
+import pytest
+
+from ragft.aggregate import aggregate
+from ragft.report import markdown
+from ragft.sanity import collapse_warnings, constant_answer
+from ragft.tasks.qa import score
+from ragft.types import Prediction
+from ragft.verdict import break_even, frontier, money
+
+IDS = [f"q{i}" for i in range(60)]
+GOLD = {i: ("yes", "no", "maybe")[n % 3] if n < 30 else f"answer {n}" for n, i in enumerate(IDS)}
+GROUPS = {i: f"doc{n // 6}" for n, i in enumerate(IDS)}
+
+
+def _predictions(name: str, answer, seconds: float = 0.2, prompt_tokens: int = 100) -> list[Prediction]:
+    out = []
+    for n, i in enumerate(IDS):
+        text = answer(n, i)
+        out.append(
+            Prediction(i, name, "prompt", text, (GOLD[i],), (), score(text, (GOLD[i],)), prompt_tokens, 3, seconds)
+        )
+    return out
+
+
+def _always_yes(n, i):
+    return "yes"
+
+
+def _right_then_sentences(n, i):
+    return GOLD[i] if n % 2 == 0 else f"I would say {GOLD[i]} here"
+
+
+def test_collapse_warning_names_an_arm_that_always_gives_one_answer_and_not_a_varied_one():
+    runs = {"rag+ft": [_predictions("rag+ft", _always_yes)], "rag": [_predictions("rag", _right_then_sentences)]}
+    warnings = collapse_warnings(runs, trained=["rag+ft"])
+    assert {(w["pipeline"], w["kind"]) for w in warnings} == {("rag+ft", "one_output"), ("rag+ft", "low_variety")}
+    one = next(w for w in warnings if w["kind"] == "one_output")
+    assert one["share"] == 1.0 and "60 of 60 test questions (100%)" in one["message"]
+
+
+def test_constant_answer_baseline_flags_an_arm_no_better_than_it():
+    train = [(a, a) for a in ["yes"] * 5 + ["no"] * 3 + ["Maybe"]]
+    baseline = constant_answer(train, IDS, lambda n, text: (score(text, (GOLD[IDS[n]],)), ""))
+    assert baseline["answer"] == "yes" and baseline["train_count"] == 5
+    assert constant_answer([("a", "a"), ("b", "b")], IDS, lambda n, t: ({}, "")) is None  # nothing repeats
+    predictions = {"rag": _predictions("rag", _right_then_sentences), "rag+ft": _predictions("rag+ft", _always_yes)}
+    costs = {"rag+ft": {"training": {"seconds": 100.0}}}
+    report = aggregate(
+        predictions, costs, 500, 0, ("f1", "em", "acc"), groups=GROUPS, baseline=baseline, trained=["rag+ft"]
+    )
+    assert report["baseline"]["metrics"]["f1"]["mean"] == pytest.approx(10 / 60)
+    above = {r["pipeline"]: r["above"] for r in report["baseline"]["comparisons"]}
+    assert above == {"rag": True, "rag+ft": False}
+    flags = " ".join(report["verdict"]["flags"])
+    assert "Not significantly above answering 'yes' to every question" in flags and "rag+ft" in flags
+    assert "constant 'yes' (baseline)" in markdown(_whole(report))
+
+
+def test_money_and_break_even_arithmetic():
+    costs = {"seconds_per_query_mean": 0.2, "training": {"seconds": 300.0}}
+    priced = money(costs, {"cpu_hour": 3.6, "gpu_hour": 10.0})  # a dollar every 1,000 seconds
+    assert priced["dollars_per_1000_queries"] == pytest.approx(0.2)
+    assert priced["training_dollars"] == pytest.approx(0.3)
+    assert money({**costs, "peak_gpu_bytes": 1}, {"cpu_hour": 3.6, "gpu_hour": 36.0})["training_dollars"] == 3.0
+    assert money(costs, {"cpu_hour": 0.0}) == {}
+    assert break_even(0.3, 0.0001) == pytest.approx(3000)
+    assert break_even(0.3, 0.0) is None and break_even(0.3, -1.0) is None
+    assert frontier({"a": (0.5, 1.0), "b": (0.6, 2.0), "c": (0.4, 1.5), "d": (0.6, 3.0)}) == ["a", "b"]
+
+
+def test_verdict_names_best_cheapest_as_good_break_even_and_what_a_step_bought():
+    predictions = {
+        "prompt": _predictions("prompt", lambda n, i: f"It might be {GOLD[i]} I think", 0.2, 50),
+        "rag": _predictions("rag", lambda n, i: f"It might be {GOLD[i]} I think", 0.3, 300),
+        "rag+ft": _predictions("rag+ft", lambda n, i: GOLD[i], 0.1, 300),
+    }
+    costs = {"rag+ft": {"training": {"seconds": 360.0}}}
+    report = aggregate(
+        predictions, costs, 500, 0, ("f1", "em", "acc"), groups=GROUPS, trained=["rag+ft"], prices={"cpu_hour": 3.6}
+    )
+    v = report["verdict"]
+    assert v["best"] == "rag+ft" and v["cheapest_not_worse"] == "rag+ft" and v["frontier"] == ["rag+ft"]
+    assert v["cost_unit"] == "dollars per 1,000 queries"
+    even = {e["replaces"]: e for e in v["break_even"]}
+    # $0.36 of training; rag costs $0.0003 a query, rag+ft $0.0001: repaid after 1,800 queries.
+    assert even["rag"]["queries"] == pytest.approx(1800) and even["prompt"]["queries"] == pytest.approx(3600)
+    step = v["steps"][1]
+    assert step.startswith("rag -> rag+ft buys +") and "the form of the answer more than its content" in step
+    assert report["clustering"] == {"by": "group", "clusters": 10, "examples": 60, "groups": GROUPS}
+    assert all("mcnemar_p" not in c for c in report["comparisons"])  # clustered: McNemar would ignore clusters
+    text = markdown(_whole(report))
+    assert text.index("## Verdict") < text.index("Quality with 95% bootstrap intervals")
+    assert "Break-even" in text and "clustered" in text
+
+
+def _whole(report):
+    return {
+        "name": "t",
+        "generator": "g",
+        "test_examples": 60,
+        "metric_names": ["f1", "em", "acc"],
+        "retrieval": {"line": ""},
+        **report,
+    }
+
+
+def test_too_few_resamples_for_the_holm_family_are_named():
+    predictions = {n: _predictions(n, _right_then_sentences) for n in ("a", "b", "c")}
+    flags = aggregate(predictions, {}, 40, 0, ("f1",))["verdict"]["flags"]
+    assert any("no Holm-adjusted p-value can fall below 0.075" in f for f in flags)
+    assert not any("bootstrap resamples" in f for f in aggregate(predictions, {}, 2000, 0, ("f1",))["verdict"]["flags"])
