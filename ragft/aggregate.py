@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from ragft.metrics import METRICS
 from ragft.sanity import baseline_block, collapse_warnings
-from ragft.stats import bootstrap, holm, mcnemar, paired_difference
-from ragft.verdict import SIGNIFICANT, money, one_off_seconds, verdict
+from ragft.stats import ALPHA, bootstrap, holm, mcnemar, paired_difference
+from ragft.verdict import money, one_off_seconds, verdict
 
 if TYPE_CHECKING:
     from ragft.types import Prediction
@@ -131,7 +131,7 @@ def aggregate(
         report["warnings"] = warnings
     all_primary = [rows[pair][metrics[0]] for pair in every]
     report["verdict"] = verdict(variants, all_primary, steps, metrics, report.get("baseline"), warnings, prices)
-    if every and len(every) / samples >= SIGNIFICANT:  # bootstrap p-values stop at 1 / samples
+    if every and len(every) / samples >= ALPHA:  # bootstrap p-values stop at 1 / samples
         report["verdict"]["flags"].append(
             f"With {len(every)} pairs of pipelines and {samples} bootstrap resamples no Holm-adjusted p-value "
             f"can fall below {len(every) / samples:.3f}, so no difference can be called significant: raise "
@@ -144,14 +144,11 @@ def _compare_pair(
     a: str, b: str, scores: Any, samples: int, seed: int, metrics: Sequence[str], labels: list[str] | None
 ) -> dict[str, dict[str, Any]]:
     """b against a on the same examples, per metric: paired cluster bootstrap, and (where
-    examples are independent) exact McNemar for 0/1 metrics; the per-question interval beside it."""
+    examples are independent) exact McNemar for 0/1 metrics."""
     out = {}
     for m in metrics:
         x, y = scores(a, m), scores(b, m)
         row = {"from": a, "to": b, "metric": m, **asdict(paired_difference(x, y, samples, seed, labels))}
-        if labels is not None:
-            loose = paired_difference(x, y, samples, seed)
-            row["per_question_low"], row["per_question_high"] = loose.low, loose.high
         if labels is None and len(x) == len(y) == 1 and {*x[0], *y[0]} <= {0.0, 1.0}:
             row["only_from_right"], row["only_to_right"], row["mcnemar_p"] = mcnemar(x[0], y[0])
         out[m] = row

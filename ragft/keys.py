@@ -133,6 +133,7 @@ def predictions_key(
         task.prompt_identity(p),
         task.scoring_identity(),
     ]
+    # Only optimized pipelines add their prompt key, so every other pipeline's key stays as it was.
     return key(*parts, prompt) if prompt is not None else key(*parts)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from ragft.io import library_versions
 from ragft.metrics import label, metric_names
-from ragft.verdict import one_off_seconds
+from ragft.verdict import dollars, one_off, one_off_seconds
 
 
 def environment() -> dict[str, Any]:
@@ -66,12 +66,6 @@ def _ci(m: dict[str, float]) -> str:
     return f"{100 * m['mean']:.1f} ({100 * m['low']:.1f}-{100 * m['high']:.1f})"
 
 
-def _dollars(d: float | None) -> str:
-    if d is None:
-        return "-"
-    return f"${d:,.2f}" if d >= 0.1 else f"${d:.4f}"
-
-
 def _mb(n: float | None) -> str:
     if n is None:
         return "-"
@@ -94,8 +88,8 @@ def tables(report: dict[str, Any]) -> list[Table]:
     for name, v in report["variants"].items():
         c = v["costs"]
         train = one_off_seconds(c) or None
-        once = c.get("training_dollars", 0.0) + c.get("optimization_dollars", 0.0)
-        money = [_dollars(c.get("dollars_per_1000_queries")), _dollars(once if train else None)] if priced else []
+        once = one_off(c, priced=True)
+        money = [dollars(c.get("dollars_per_1000_queries")), dollars(once if train else None)] if priced else []
         quality.append(
             [
                 name,
@@ -299,7 +293,7 @@ def _break_even_table(report: dict[str, Any]) -> list[Table]:
             e["pipeline"],
             e["replaces"],
             f"{e['queries']:,.0f}",
-            _dollars(e["saved_per_query"] * 1000) + " / 1k"
+            dollars(e["saved_per_query"] * 1000) + " / 1k"
             if e["unit"] == "dollars"
             else f"{e['saved_per_query']:.3f} s",
             f"{e['saved_prompt_tokens_per_query']:+.0f}",

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from ragft.metrics import normalize_answer
-from ragft.stats import bootstrap, holm, paired_difference
+from ragft.stats import ALPHA, bootstrap, holm, paired_difference
 from ragft.tasks.qa import final_answer
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def baseline_block(
         rows.append({"pipeline": name, "metric": primary, **asdict(d)})
     for row, p in zip(rows, holm([r["p_value"] for r in rows])):
         row["p_holm"] = p
-        row["above"] = row["mean"] > 0 and p < 0.05
+        row["above"] = row["mean"] > 0 and p < ALPHA
     return {
         **baseline,
         "metrics": {m: asdict(bootstrap(own[m], samples, seed, labels)) for m in metrics},

@@ -22,6 +22,7 @@ Scores = Sequence[float] | Sequence[Sequence[float]]
 """One score per example, or one row of them per training seed."""
 
 ALPHA = 0.05
+"""Two-sided (family-wise, for Holm-adjusted p-values) significance level the report reads."""
 POWER = 0.8
 
 

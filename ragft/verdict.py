@@ -5,15 +5,15 @@ is repaid, and a sentence per step up the ladder saying what it buys and costs."
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from ragft.metrics import label
+from ragft.stats import ALPHA
 
 MONEY = ("dollars_per_hour", "dollars_per_1000_queries", "training_dollars", "optimization_dollars")
 """The cost entries `money` adds: priced afresh whenever a report is made."""
-SIGNIFICANT = 0.05
-"""Family-wise alpha for the Holm-adjusted p-values the verdict reads."""
 
 
 def money(costs: dict[str, Any], prices: dict[str, float] | None) -> dict[str, float]:
@@ -43,7 +43,8 @@ def one_off_seconds(costs: dict[str, Any]) -> float:
     return sum(costs[stage]["seconds"] for stage in ("training", "optimization") if stage in costs)
 
 
-def _one_off(costs: dict[str, Any], priced: bool) -> float:
+def one_off(costs: dict[str, Any], priced: bool) -> float:
+    """A pipeline's one-off cost: dollars where priced, else machine seconds."""
     if not priced:
         return one_off_seconds(costs)
     return costs.get("training_dollars", 0.0) + costs.get("optimization_dollars", 0.0)
@@ -79,8 +80,11 @@ def _p(p: float) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
-def _money(d: float, sign: bool = False) -> str:
-    text = f"${abs(d):.2f}" if abs(d) >= 0.1 else f"${abs(d):.4f}"
+def dollars(d: float | None, sign: bool = False) -> str:
+    """An amount of dollars for reports: cents above a dime, four decimals below; '-' for none."""
+    if d is None:
+        return "-"
+    text = f"${abs(d):,.2f}" if abs(d) >= 0.1 else f"${abs(d):.4f}"
     return ("-" if d < 0 else "+" if sign else "") + text
 
 
@@ -103,17 +107,17 @@ def verdict(
     costs = {n: variants[n]["costs"] for n in names}
     per_query = {n: _per_query(costs[n], priced) for n in names}
     best = max(names, key=lambda n: quality[n])
-    close = [best] + [n for n in names if n != best and _row(pairwise, best, n)[0]["p_holm"] >= SIGNIFICANT]
+    close = [best] + [n for n in names if n != best and _row(pairwise, best, n)[0]["p_holm"] >= ALPHA]
     cheapest = min(close, key=lambda n: (per_query[n], -quality[n]))
     on_frontier = frontier({n: (quality[n], per_query[n]) for n in names})
     unit = "dollars per 1,000 queries" if priced else "machine seconds per query"
     lines = [
         f"Best: {best} ({label(primary)} {100 * quality[best]:.1f}).",
-        f"Cheapest not significantly worse than {best} (Holm-adjusted p >= {SIGNIFICANT} against it): "
+        f"Cheapest not significantly worse than {best} (Holm-adjusted p >= {ALPHA} against it): "
         + (f"{cheapest} ({label(primary)} {100 * quality[cheapest]:.1f})." if cheapest != best else f"{best} itself."),
         f"On the quality-cost frontier ({unit}): {', '.join(on_frontier)}.",
     ]
-    detect = [r["detectable"] for r in pairwise if r.get("detectable") == r.get("detectable")]
+    detect = [r["detectable"] for r in pairwise if not math.isnan(r.get("detectable", math.nan))]
     if detect:
         lines.append(
             f"Smallest differences these test questions can show (80% power, alpha 0.05, paired): "
@@ -136,11 +140,11 @@ def verdict(
         for u in names:
             if one_off_seconds(costs[u]):
                 continue
-            queries = break_even(_one_off(costs[t], priced), per_query[u] - per_query[t])
+            queries = break_even(one_off(costs[t], priced), per_query[u] - per_query[t])
             if queries is None:
                 continue
             row, sign = _row(pairwise, u, t)
-            if sign * row["mean"] < 0 and row["p_holm"] < SIGNIFICANT:
+            if sign * row["mean"] < 0 and row["p_holm"] < ALPHA:
                 continue  # significantly worse: it cannot replace u
             evens.append(
                 {
@@ -171,8 +175,8 @@ def _step_sentence(step: dict[str, Any], variants: dict[str, Any], metrics: Sequ
     """One sentence: what a step up the ladder buys (and whether content or form) and costs."""
     primary, by = metrics[0], step["by_metric"]
     g = by[primary]
-    up = g["p_holm"] < SIGNIFICANT and g["points"] > 0
-    down = g["p_holm"] < SIGNIFICANT and g["points"] < 0
+    up = g["p_holm"] < ALPHA and g["points"] > 0
+    down = g["p_holm"] < ALPHA and g["points"] < 0
     gain = f"{g['points']:+.1f} {label(primary)} ({g['low']:+.1f} to {g['high']:+.1f}, Holm {_p(g['p_holm'])})"
     if up:
         buys = f"buys {gain}"
@@ -180,9 +184,9 @@ def _step_sentence(step: dict[str, Any], variants: dict[str, Any], metrics: Sequ
         buys = f"costs quality: {gain}"
     else:
         buys = f"buys no significant change: {gain}"
-    if "acc" in by and (up or down or by["acc"]["p_holm"] < SIGNIFICANT):
+    if "acc" in by and (up or down or by["acc"]["p_holm"] < ALPHA):
         a = by["acc"]
-        moved = a["p_holm"] < SIGNIFICANT
+        moved = a["p_holm"] < ALPHA
         lenient = f"lenient match {a['points']:+.1f} (Holm {_p(a['p_holm'])})"
         if up and moved and a["points"] > 0:
             buys += f": more right answers, {lenient}"
@@ -200,10 +204,10 @@ def _step_sentence(step: dict[str, Any], variants: dict[str, Any], metrics: Sequ
     cost = f"{seconds:+.3f} s/query, {tokens:+.0f} prompt tokens/query"
     if priced:
         extra = cb["dollars_per_1000_queries"] - ca["dollars_per_1000_queries"]
-        cost += f" ({_money(extra, sign=True)} per 1,000 queries)"
+        cost += f" ({dollars(extra, sign=True)} per 1,000 queries)"
     if step["added_training_seconds"] > 0:
         what = "training" if "training" in cb else "prompt optimization"
         cost += f", {step['added_training_seconds']:.0f} s of {what}"
         if priced:
-            cost += f" ({_money(_one_off(cb, priced))})"
+            cost += f" ({dollars(one_off(cb, priced))})"
     return f"{step['from']} -> {step['to']} {buys}; it costs {cost}."
