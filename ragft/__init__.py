@@ -37,6 +37,8 @@ _LAZY = {
     "Retrieval": "ragft.parts",
     "FineTune": "ragft.parts",
     "DSPy": "ragft.parts",
+    "Synth": "ragft.parts",
+    "synthesize": "ragft.synth.corpus",
     "LoRA": "ragft.parts",
     "RAFT": "ragft.parts",
     "SFT": "ragft.parts",
@@ -74,20 +76,23 @@ __all__ = [
     "QATask",
     "Report",
     "Retrieval",
+    "Synth",
     "compare",
     "load_config",
     "load_corpus",
+    "synthesize",
 ]
 
 if TYPE_CHECKING:
     from ragft.corpus.loaders import Corpus, load_corpus
     from ragft.experiment import compare
     from ragft.generation import Generator
-    from ragft.parts import RAFT, SFT, DSPy, FineTune, Index, LoRA, Retrieval
+    from ragft.parts import RAFT, SFT, DSPy, FineTune, Index, LoRA, Retrieval, Synth
     from ragft.pipeline import Experiment, Pipeline
     from ragft.prompts import TEMPLATES, PromptTemplate
     from ragft.results import Report
     from ragft.retrieval.embedder import Embedder
+    from ragft.synth.corpus import synthesize
     from ragft.tasks.qa import QATask
 
 

@@ -142,6 +142,13 @@ def resolve_arms(config: Config) -> list[Arm]:
     for table in config.pipelines:
         arms.append(_from_table(config, table))
     check_names([a.name for a in arms], config.source or None)
+    synthetic = [a.name for a in arms if a.trained and a.config.finetune.train_data]
+    if synthetic and config.data.kind != "qa":
+        raise ConfigError(
+            f"{', '.join(synthetic)}: finetune.train_data (other training pairs) applies to qa tasks, not "
+            f"{config.data.kind}",
+            config.source or None,
+        )
     optimized = [a.name for a in arms if a.optimized]
     if optimized and config.data.kind != "qa":
         raise ConfigError(

@@ -118,6 +118,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--out", help="with several runs: folder to write compare.md into")
 
+    y = _command(
+        sub,
+        common,
+        "synth",
+        help="write question-answer training pairs from a corpus (resumable; test documents left out)",
+    )
+    y.add_argument("corpus", help="folder of .txt/.md/.html/.pdf files, BEIR folder, JSONL file or SQuAD JSON")
+    y.add_argument("overrides", nargs="*", help="key.sub=value settings (synth.*, chunking.*, models.*, generation.*)")
+    y.add_argument("--out", required=True, help="examples JSONL to write (its record goes beside it: NAME.synth.json)")
+    y.add_argument(
+        "--examples", help="the task's examples: documents holding its test questions are left out, overlap measured"
+    )
+    y.add_argument("--config", help="TOML config whose settings apply (the overrides win over it)")
+
     c = _command(sub, common, "compare", help="run the pipelines of an experiment config and report")
     c.add_argument("config", nargs="?", help="TOML experiment config")
     c.add_argument("overrides", nargs="*", help="key.sub=value settings that win over the file")
@@ -141,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "index": _index,
             "search": _search,
             "compare": _compare,
+            "synth": _synth,
             "report": _report,
             "eval-retrieval": _eval_retrieval,
             "adapters": _adapters,
@@ -299,6 +314,23 @@ def _report(args: argparse.Namespace) -> int:
     print(side_by_side(args.runs))
     if args.out:
         print(f"wrote {write_side_by_side(args.runs, args.out)}")
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from ragft.config import load_config
+    from ragft.synth.corpus import synthesize
+    from ragft.synth.report import synthesis_lines
+
+    config = load_config(args.config, args.overrides)
+    test = []
+    if args.examples:
+        from ragft.tasks.qa import load_examples
+
+        test = [e for e in load_examples(args.examples) if e.split == "test"]
+    synthesis = synthesize(args.corpus, args.out, test=test, config=config)
+    print("\n".join(synthesis_lines(synthesis.stats)))
+    print(f"wrote {len(synthesis.rows)} pairs to {args.out}")
     return 0
 
 

@@ -27,6 +27,9 @@ METHODS = ("lora", "ia3", "prompt_tuning", "full")
 """What `finetune.method` chooses from: peft's LoRA, IA3 and prompt tuning, or every weight."""
 RECORDS = ("auto", "sft", "raft")
 """What `finetune.records` chooses from."""
+SYNTH_METHODS = ("answer_first", "passage")
+"""How `ragft synth` writes pairs: an answer picked from the passage first, then the model
+writes its question; or the model writes both."""
 
 
 @dataclass(frozen=True)
@@ -234,6 +237,10 @@ class FinetuneConfig:
     """Where training records come from: sft (the train split, prompts as at test time: retrieved
     top-k context where the pipeline retrieves), raft (the gold passage among distractors from the
     pipeline's own retriever; needs a retriever), or auto (raft where the pipeline retrieves, else sft)."""
+    train_data: str = ""
+    """What the pipeline fine-tunes on: empty for the task's train split; `synth` for question-answer
+    pairs the generator writes from the training documents during the run (the `[synth]` settings);
+    or a QA JSONL file of training pairs (its `train` rows, e.g. written by `ragft synth`)."""
 
 
 @dataclass
@@ -249,6 +256,34 @@ class OptimizeConfig:
     """Other training questions every candidate prompt is scored on; the best one is kept."""
     threshold: Annotated[float, Range(0.0, 1.0)] = 0.5
     """Primary-metric score (F1) a bootstrapped answer needs to become a demonstration."""
+
+
+@dataclass
+class SynthConfig:
+    method: Annotated[str, OneOf(SYNTH_METHODS)] = "answer_first"
+    """answer_first (an answer is picked from a sentence, a date, number, name or key phrase, and the
+    model writes its question) or passage (the model writes the question and its answer)."""
+    per_chunk: Annotated[int, Range(1)] = 8
+    """Pairs tried per chunk: answer-first, each sentence's best answer (dates, numbers, names before
+    key phrases) before any sentence's second; the passage method, one a sentence."""
+    max_chunks: Annotated[int, Range(0)] = 0
+    """Chunks to write from: a seeded sample of the training documents' chunks (0: every chunk)."""
+    max_question_words: Annotated[int, Range(1)] = 40
+    """Longer questions are dropped."""
+    max_answer_words: Annotated[int, Range(1)] = 10
+    """Longer answers are dropped."""
+    support_f1: Annotated[float, Range(0.0, 1.0)] = 0.8
+    """An answer not found word for word in its passage is kept only if some stretch of the
+    passage reaches this token F1 with it."""
+    roundtrip: bool = True
+    """Ask each question back (the chunk as its one passage, as `rag` asks) and keep the pair only
+    if the reply agrees with the answer."""
+    roundtrip_f1: Annotated[float, Range(0.0, 1.0)] = 0.5
+    """The reply agrees when the answer appears in it as whole words, or its token F1 reaches this."""
+    dedupe_similarity: Annotated[float, Range(0.0, 1.0)] = 0.9
+    """A question whose embedding's cosine with a question kept before reaches this is dropped."""
+    max_new_tokens: Annotated[int, Range(1)] = 48
+    """Most tokens the model writes for a question (and its answer)."""
 
 
 FINETUNE_RUN_ONLY = ("checkpoint_every", "gradient_checkpointing")
@@ -294,7 +329,7 @@ class PricesConfig:
     """Dollars per hour of the machine when a pipeline runs on a GPU (0: not priced)."""
 
 
-PIPELINE_SECTIONS = ("models", "chunking", "retrieval", "generation", "finetune", "optimize", "sql")
+PIPELINE_SECTIONS = ("models", "chunking", "retrieval", "generation", "finetune", "optimize", "synth", "sql")
 """Sections a `[[pipelines]]` table may override; data and experiment settings are the
 experiment's own, so every pipeline answers the same test examples."""
 
@@ -325,6 +360,7 @@ class Config:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
     sql: SqlConfig = field(default_factory=SqlConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     prices: PricesConfig = field(default_factory=PricesConfig)
@@ -638,6 +674,7 @@ _SECTIONS = {
     "generation": GenerationConfig,
     "finetune": FinetuneConfig,
     "optimize": OptimizeConfig,
+    "synth": SynthConfig,
     "sql": SqlConfig,
 }
 

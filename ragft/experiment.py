@@ -155,6 +155,9 @@ class Run:
                 with adapted(folder, owner, generator, task, keys.adapter) as training:
                     costs["training"] = training
                     costs["adapter_bytes"] = sum(f.stat().st_size for f in folder.iterdir())
+                    data = task.training_data(owner)
+                    if data is not None:
+                        costs["synthesis"] = data
                     predict(path, label, pipeline, generator, task, done, keys.predictions)
             elif owner.optimized:
                 assert keys.prompt is not None

@@ -71,7 +71,8 @@ def finetune_identity(ft: FinetuneConfig, raft: bool) -> dict[str, Any]:
     """The fine-tuning settings an adapter's weights depend on: not run-only ones, not
     another method's, and RAFT's only for RAFT records."""
     other_methods = {k for m, keys in FINETUNE_METHOD_KEYS.items() if m != ft.method for k in keys}
-    skip = {*FINETUNE_RUN_ONLY, "records", *(other_methods - set(FINETUNE_METHOD_KEYS[ft.method]))}
+    # train_data names the training pairs; the task's training identity holds their content
+    skip = {*FINETUNE_RUN_ONLY, "records", "train_data", *(other_methods - set(FINETUNE_METHOD_KEYS[ft.method]))}
     if not raft:
         skip |= set(RAFT_KEYS)
     return {k: v for k, v in asdict(ft).items() if k not in skip}

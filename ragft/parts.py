@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragft.config import ChunkingConfig, FinetuneConfig, OptimizeConfig, RetrievalConfig, check_settings
+from ragft.config import (
+    ChunkingConfig,
+    FinetuneConfig,
+    OptimizeConfig,
+    RetrievalConfig,
+    SynthConfig,
+    check_settings,
+)
 from ragft.errors import InputError
 
 if TYPE_CHECKING:
@@ -162,6 +169,12 @@ def FineTune(method: str = "lora", records: RAFT | SFT | None = None, **settings
 def LoRA(rank: int = 16, alpha: int = 32, records: RAFT | SFT | None = None, **settings: Any) -> FinetuneConfig:  # noqa: N802
     """LoRA of this rank and alpha; other settings as in `FineTune`."""
     return FineTune("lora", records, rank=rank, alpha=alpha, **settings)
+
+
+def Synth(**settings: Any) -> SynthConfig:  # noqa: N802
+    """How a pipeline with `finetune=LoRA(train_data="synth")` writes its training pairs from
+    the training documents: any `synth.*` setting (method, per_chunk, max_chunks, roundtrip, ...)."""
+    return check_settings(SynthConfig, settings, "synth", "Synth")
 
 
 def DSPy(  # noqa: N802

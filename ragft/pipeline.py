@@ -31,6 +31,7 @@ from ragft.config import (
     FinetuneConfig,
     GenerationConfig,
     OptimizeConfig,
+    SynthConfig,
     check_pairs,
 )
 from ragft.errors import ConfigError, InputError
@@ -48,7 +49,9 @@ if TYPE_CHECKING:
 class Pipeline:
     """A named pipeline: a generator, a prompt template, optionally a retriever (whose top
     k passages go into the prompt), a fine-tuning spec and `shots` solved training examples,
-    or solved examples chosen by prompt optimization (`optimize=ragft.DSPy(...)`)."""
+    or solved examples chosen by prompt optimization (`optimize=ragft.DSPy(...)`). A spec
+    with `train_data="synth"` trains on pairs the generator writes from the training
+    documents, as `synth=ragft.Synth(...)` says (default settings without it)."""
 
     def __init__(
         self,
@@ -59,6 +62,7 @@ class Pipeline:
         finetune: FinetuneConfig | None = None,
         shots: int = 0,
         optimize: OptimizeConfig | None = None,
+        synth: SynthConfig | None = None,
     ):
         check_names([name])
         who = f"pipeline {name!r}"
@@ -74,6 +78,8 @@ class Pipeline:
             raise ConfigError(f"{who}: RAFT records come from the pipeline's own retriever, and it has none")
         if shots < 0:
             raise ConfigError(f"{who}: shots must be 0 or more, got {shots}")
+        if synth is not None and (finetune is None or finetune.train_data != "synth"):
+            raise ConfigError(f"{who}: synth settings apply to a fine-tuning spec with train_data='synth'")
         if optimize is not None and (finetune is not None or shots):
             raise ConfigError(f"{who}: an optimized prompt chooses its own solved examples, on the base model only")
         self.name = name
@@ -83,6 +89,7 @@ class Pipeline:
         self.finetune = finetune
         self.shots = shots
         self.optimize = optimize
+        self.synth = synth
 
     def __repr__(self) -> str:
         parts = [repr(self.name), self.generator.name, self.template.name]
@@ -112,6 +119,8 @@ class Pipeline:
             sections["finetune"] = self.finetune
         if self.optimize is not None:
             sections["optimize"] = self.optimize
+        if self.synth is not None:
+            sections["synth"] = self.synth
         settings = dataclasses.replace(config, models=models, pipelines=[], **sections)
         context, trained = self.retriever is not None, self.finetune is not None
         optimized = self.optimize is not None

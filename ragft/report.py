@@ -175,7 +175,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
     return [
         (
             f"Quality with 95% bootstrap intervals ({resampled}), and costs per query (s/q: batch time / batch "
-            "size; train s: training an adapter or optimizing a prompt, once)",
+            "size; train s: training an adapter (and writing its training pairs) or optimizing a prompt, once)",
             [
                 "variant",
                 *(f"{label(m)} (95% CI)" for m in names),
@@ -223,6 +223,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
         ),
         *seeds_table,
         *_optimization_table(report),
+        *_synthesis_table(report),
         *_width_table(report),
         *_break_even_table(report),
         *_views_table(report),
@@ -259,6 +260,41 @@ def _optimization_table(report: dict[str, Any]) -> list[Table]:
         "what was chosen and what the search cost"
     )
     return [(caption, [*header, "output tokens", "seconds"], rows)]
+
+
+def _synthesis_table(report: dict[str, Any]) -> list[Table]:
+    """The synthetic training pairs of the pipelines trained on them: tried, kept per filter, cost, leakage."""
+    from ragft.synth.filters import DROPS
+
+    rows = []
+    for name, v in report["variants"].items():
+        s = v["costs"].get("synthesis")
+        if s is None:
+            continue
+        overlap = s.get("test_overlap", {}).get("words")
+        rows.append(
+            [
+                name,
+                s["method"],
+                f"{s['chunks']} ({s['documents']} docs, {s['held_out_documents']} held out)",
+                str(s["candidates"]),
+                *(f"{100 * s['pass_rate'][d]:.0f}%" if d in s["pass_rate"] else "-" for d in DROPS),
+                f"{s['kept']} ({100 * s['kept'] / max(1, s['candidates']):.0f}%)",
+                f"{s['prompt_tokens'] + s['completion_tokens']:,}",
+                f"{s['seconds']:.0f}",
+                f"{s['pairs_per_second']:.2f}",
+                "-" if overlap is None else str(overlap),
+            ]
+        )
+    if not rows:
+        return []
+    header = ["pipeline", "method", "chunks", "tried", *(f"{d.replace('_', ' ')} kept" for d in DROPS)]
+    caption = (
+        "Synthetic training pairs (written by the generator from documents without test questions): the share "
+        "of the pairs reaching each filter that pass it, cost (its seconds count in the one-off cost), and the "
+        "longest word run any pair's question shares with a test question"
+    )
+    return [(caption, [*header, "kept", "tokens", "seconds", "kept/s", "test overlap (words)"], rows)]
 
 
 def _width_table(report: dict[str, Any]) -> list[Table]:
@@ -303,8 +339,8 @@ def _break_even_table(report: dict[str, Any]) -> list[Table]:
     ]
     header = ["pipeline", "replaces", "break-even queries", "saved per query", "prompt tokens saved/q"]
     caption = (
-        "Break-even: queries after which a pipeline's one-off cost (training, prompt optimization) is repaid by "
-        "what each query saves against a pipeline it is not significantly worse than"
+        "Break-even: queries after which a pipeline's one-off cost (training and any pair writing, prompt "
+        "optimization) is repaid by what each query saves against a pipeline it is not significantly worse than"
     )
     return [(caption, [*header, f"{primary} change"], rows)]
 

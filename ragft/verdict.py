@@ -12,7 +12,10 @@ from typing import Any
 from ragft.metrics import label
 from ragft.stats import ALPHA
 
-MONEY = ("dollars_per_hour", "dollars_per_1000_queries", "training_dollars", "optimization_dollars")
+ONE_OFF = ("training", "optimization", "synthesis")
+"""What a pipeline spends once, before its first query: training an adapter, optimizing a
+prompt, writing its training pairs."""
+MONEY = ("dollars_per_hour", "dollars_per_1000_queries", *(f"{stage}_dollars" for stage in ONE_OFF))
 """The cost entries `money` adds: priced afresh whenever a report is made."""
 
 
@@ -27,7 +30,7 @@ def money(costs: dict[str, Any], prices: dict[str, float] | None) -> dict[str, f
         "dollars_per_hour": rate,
         "dollars_per_1000_queries": 1000 * costs["seconds_per_query_mean"] * rate / 3600,
     }
-    for stage in ("training", "optimization"):
+    for stage in ONE_OFF:
         if stage in costs:
             out[f"{stage}_dollars"] = costs[stage]["seconds"] * rate / 3600
     return out
@@ -38,16 +41,15 @@ def _per_query(costs: dict[str, Any], priced: bool) -> float:
 
 
 def one_off_seconds(costs: dict[str, Any]) -> float:
-    """Machine seconds a pipeline spends once, before its first query: training an adapter
-    or optimizing a prompt."""
-    return sum(costs[stage]["seconds"] for stage in ("training", "optimization") if stage in costs)
+    """Machine seconds a pipeline spends once, before its first query (`ONE_OFF`)."""
+    return sum(costs[stage]["seconds"] for stage in ONE_OFF if stage in costs)
 
 
 def one_off(costs: dict[str, Any], priced: bool) -> float:
     """A pipeline's one-off cost: dollars where priced, else machine seconds."""
     if not priced:
         return one_off_seconds(costs)
-    return costs.get("training_dollars", 0.0) + costs.get("optimization_dollars", 0.0)
+    return sum(costs.get(f"{stage}_dollars", 0.0) for stage in ONE_OFF)
 
 
 def frontier(points: dict[str, tuple[float, float]]) -> list[str]:
@@ -207,6 +209,8 @@ def _step_sentence(step: dict[str, Any], variants: dict[str, Any], metrics: Sequ
         cost += f" ({dollars(extra, sign=True)} per 1,000 queries)"
     if step["added_training_seconds"] > 0:
         what = "training" if "training" in cb else "prompt optimization"
+        if "synthesis" in cb:
+            what = "writing training pairs and training"
         cost += f", {step['added_training_seconds']:.0f} s of {what}"
         if priced:
             cost += f" ({dollars(one_off(cb, priced))})"

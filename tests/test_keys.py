@@ -7,19 +7,23 @@ changed key is a rebuilt artifact and an unchanged one is reused.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
 import pytest
 from conftest import HANDBOOK, ROOT
 
-from ragft.config import describe, load_config
+from ragft.config import SynthConfig, describe, load_config
 from ragft.experiment import plan
 from ragft.generation import pick_dtype
 
 LADDER = ["prompt", "fewshot", "rag", "dspy", "rag+dspy", "ft", "rag+ft"]
 QA_BASE = [f"experiment.variants={json.dumps(LADDER)}", "chunking.chunk_size=200"]
 QA_BASE += ["chunking.chunk_overlap=20"]  # small enough to count in tokens too
+
+
+SYNTH = [f.name for f in dataclasses.fields(SynthConfig)]
 
 
 def arts(stages: str, pipelines: list[str]) -> set[str]:
@@ -96,6 +100,8 @@ QA_EXPECTED: dict[str, set[str]] = {
     "finetune.distractors": RAFT,
     "finetune.p_no_gold": RAFT,
     "finetune.records": RAFT,  # rag+ft to plain SFT on its top k; ft is plain SFT already
+    "finetune.train_data": TRAINED,  # pairs the generator writes instead of the train split
+    **{f"synth.{name}": set() for name in SYNTH},  # read only where finetune.train_data = "synth"
     "optimize.demos": OPTIMIZED,
     "optimize.candidates": OPTIMIZED,
     "optimize.train_questions": OPTIMIZED,
@@ -152,6 +158,8 @@ def changed(key: str, default, tmp_path) -> object:
         "finetune.method": "ia3",
         "finetune.records": "sft",
         "finetune.target_modules": ["q_proj"],
+        "finetune.train_data": "synth",
+        "synth.method": "passage",
         "sql.database": str(_edited_database(tmp_path)),
         "tracking.mlflow_uri": "sqlite:///elsewhere.db",
     }
@@ -229,6 +237,32 @@ def test_every_config_key_rebuilds_exactly_what_reads_it(tmp_path):
     assert set(keys) == set(QA_EXPECTED) | set(STRUCTURAL), "a config key has no expectation here"
     wrong = _walk(ROOT / "configs" / "handbook.toml", QA_BASE, QA_EXPECTED, list(QA_EXPECTED), tmp_path)
     assert not wrong, json.dumps(wrong, indent=1)
+
+
+def test_synth_keys_rebuild_the_adapters_trained_on_synthetic_pairs(tmp_path):
+    base = [*QA_BASE, "finetune.train_data=synth"]
+    expected = {f"synth.{name}": TRAINED for name in SYNTH}
+    expected["data.examples"] = OPTIMIZED  # test questions only: the synthetic pairs are the training data
+    expected["data.corpus"] = INDEX | TRAINED  # every adapter trains on pairs written from the documents
+    wrong = _walk(ROOT / "configs" / "handbook.toml", base, expected, list(expected), tmp_path)
+    assert not wrong, json.dumps(wrong, indent=1)
+
+
+def test_an_edited_training_file_retrains_the_adapters_on_it(tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [json.loads(line) for line in (HANDBOOK / "qa.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["split"] == "train"]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in train))
+    base = [*QA_BASE, f"finetune.train_data={pairs}"]
+    before = plan(load_config(ROOT / "configs" / "handbook.toml", base), tmp_path / "run")
+    moved = tmp_path / "elsewhere.jsonl"
+    moved.write_text(pairs.read_text())
+    same = plan(load_config(ROOT / "configs" / "handbook.toml", [*QA_BASE, f"finetune.train_data={moved}"]), tmp_path)
+    assert _rebuilt(before, same) == set()  # the pairs' content is the key, not the file's name
+    train[-1]["answers"] = ["an edited answer"]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in train))
+    after = plan(load_config(ROOT / "configs" / "handbook.toml", base), tmp_path / "run")
+    assert _rebuilt(before, after) == TRAINED
 
 
 def test_sql_keys_rebuild_exactly_what_reads_them(tmp_path):

@@ -281,6 +281,9 @@ class SqlRun:
             )
         return records
 
+    def training_data(self, pipeline: Arm) -> dict[str, Any] | None:
+        return None  # text-to-SQL trains on its train split only
+
     def prepare(self, pipeline: Arm) -> None:
         """Nothing: training neighbours are computed in memory, nothing is read from the run folder."""
 

@@ -49,6 +49,10 @@ class TaskRun(KeyedTask, Protocol):
 
     def train_records(self, pipeline: Arm, generator: Generator) -> list[SFTRecord]: ...
 
+    def training_data(self, pipeline: Arm) -> dict[str, Any] | None:
+        """What made a trained pipeline's synthetic training pairs (None: none were synthesized)."""
+        ...
+
     def prepare(self, pipeline: Arm) -> None:
         """Build and save what the pipeline's training reads from the run folder (the index),
         so that the processes of a distributed training only read it."""

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from ragft.arms import Arm, build_prompt
 from ragft.corpus.chunking import chunk_for_embedder
-from ragft.errors import ArtifactError
+from ragft.errors import ArtifactError, InputError
 from ragft.finetune.data import SFTRecord, gold_chunk, make_record, quoted_answer, raft_passages
-from ragft.io import append_jsonl, read_jsonl, read_manifest, sha256_json
+from ragft.io import append_jsonl, read_json, read_jsonl, read_manifest, sha256_json, write_manifest
 from ragft.keys import hits_key
 from ragft.metrics import normalize_answer, recall_at_k
 from ragft.models import model_id
@@ -23,7 +23,15 @@ from ragft.retrieval import DenseRetriever, Retriever, VectorIndex
 from ragft.retrieval.build import sync_index
 from ragft.retrieval.compose import QuerySide, make_retriever
 from ragft.retrieval.index import choose_kind, corpus_hash
-from ragft.tasks.qa import SCORING, QATask, score
+from ragft.synth.synthesize import (
+    Synthesis,
+    fingerprint,
+    held_out_documents,
+    recorded_stats,
+    synthesize,
+    write_synthesis,
+)
+from ragft.tasks.qa import SCORING, QATask, load_examples, score
 from ragft.types import Chunk, Example, Hit
 
 if TYPE_CHECKING:
@@ -106,7 +114,14 @@ class QaRun:
         return {"chunks": self.chunks_sha256}  # the gold chunk of each test question's document
 
     def training_identity(self, pipeline: Arm) -> Any:
-        out: dict[str, Any] = {"train": self.train_sha256, "context": pipeline.context}
+        source = _train_data(pipeline)
+        if not source:
+            train: Any = self.train_sha256
+        elif source == "synth":
+            train = {"synth": self.synth_key(pipeline)}
+        else:
+            train = _content(self.train_file(pipeline))
+        out: dict[str, Any] = {"train": train, "context": pipeline.context}
         if pipeline.context:
             out["held_out"] = sorted({e.doc_id for e in self.test if e.doc_id})
             out["retriever"] = self.retriever_identity()
@@ -119,6 +134,96 @@ class QaRun:
 
     def scoring_identity(self) -> Any:
         return {"score": SCORING}
+
+    # Training examples: the task's train split, a file of pairs, or pairs written in the run.
+
+    def training_examples(self, pipeline: Arm, generator: Generator) -> list[Example]:
+        """What the pipeline fine-tunes on (`finetune.train_data`)."""
+        source = _train_data(pipeline)
+        if not source:
+            return self.train
+        if source == "synth":
+            return self.synthesized(pipeline, generator).examples()
+        return self.train_file(pipeline)
+
+    @cached_property
+    def held_out(self) -> set[str]:
+        """Documents that hold test questions: never a source of training pairs."""
+        return held_out_documents(self.corpus, self.test)
+
+    def train_file(self, pipeline: Arm) -> list[Example]:
+        """The `train` rows of a `finetune.train_data` examples file, refused where one comes
+        from a document that holds test questions."""
+        path = pipeline.config.path(pipeline.config.finetune.train_data)
+        rows = [e for e in load_examples(path) if e.split == "train"]
+        if not rows:
+            raise InputError("finetune.train_data: no train examples in the file", path)
+        leaked = next((e for e in rows if e.doc_id in self.held_out), None)
+        if leaked is not None:
+            line = next(n for n, row in read_jsonl(path) if str(row.get("id")) == leaked.id)
+            raise InputError(
+                f"training pair {leaked.id!r} comes from document {leaked.doc_id!r}, which holds test questions: "
+                "training on it leaks the test set (`ragft synth --examples` leaves test documents out)",
+                path,
+                line,
+            )
+        return rows
+
+    def synth_chunks(self) -> list[Chunk]:
+        """The chunks pairs are written from: those of documents without test questions."""
+        return [c for c in self.chunks if c.doc_id not in self.held_out]
+
+    def synth_key(self, pipeline: Arm) -> str:
+        c = pipeline.config
+        m = self.models.settings
+        embedder = [model_id(m.embedder), m.embedder_dtype]
+        decoding = [c.generation.batch_size, c.generation.max_new_tokens]
+        generator = self.models.generator_identity()
+        return fingerprint(self.synth_chunks(), generator, decoding, embedder, c.synth, c.experiment.seed)
+
+    def synth_folder(self, pipeline: Arm) -> Path:
+        return self.run / "synth" / self.synth_key(pipeline)[:12]
+
+    def synthesized(self, pipeline: Arm, generator: Generator) -> Synthesis:
+        """Pairs written from the training documents with the pipeline's `[synth]` settings,
+        kept in the run folder by their key (a killed synthesis continues from its journal)."""
+        key, folder = self.synth_key(pipeline), self.synth_folder(pipeline)
+        pairs = folder / "train.jsonl"
+        try:
+            if read_manifest(folder, "synthetic-pairs").get("fingerprint") == key:
+                rows = [row for _, row in read_jsonl(pairs)]
+                return Synthesis(rows, read_json(folder / "train.synth.json"))
+        except (ArtifactError, InputError, KeyError):
+            pass
+        folder.mkdir(parents=True, exist_ok=True)
+        c = pipeline.config
+        result = synthesize(
+            self.synth_chunks(),
+            generator,
+            self.models.embedder(),
+            c.synth,
+            seed=c.experiment.seed,
+            journal=folder / "journal.jsonl",
+            key=key,
+            test_questions=[e.question for e in self.test],
+            held_out=len(self.held_out),
+        )
+        write_synthesis(pairs, result)
+        write_manifest(folder, {"kind": "synthetic-pairs", "fingerprint": key, "settings": asdict(c.synth)})
+        (folder / "journal.jsonl").unlink(missing_ok=True)
+        return result
+
+    def training_data(self, pipeline: Arm) -> dict[str, Any] | None:
+        """What made a pipeline's synthetic training pairs (None: human pairs, or a file
+        without a synthesis record)."""
+        source = _train_data(pipeline)
+        if source == "synth":
+            path = self.synth_folder(pipeline) / "train.jsonl"
+        elif source:
+            path = pipeline.config.path(source)
+        else:
+            return None
+        return recorded_stats(path) if path.is_file() else None
 
     # Retrieval, built on first use.
 
@@ -236,10 +341,11 @@ class QaRun:
         ft = pipeline.config.finetune
         rng = random.Random(pipeline.config.experiment.seed)
         n_passages = ft.distractors + 1 if pipeline.raft else self.retrieval_settings.k
-        hits = self._train_hits(pipeline, self.train, n_passages)
+        train = self.training_examples(pipeline, generator)
+        hits = self._train_hits(pipeline, train, n_passages)
         records = []
         eos = generator.tokenizer.eos_token_id
-        for e, row in zip(self.train, hits):
+        for e, row in zip(train, hits):
             passages, target = [h.chunk.text for h in row[:n_passages]], e.answers[0]
             if pipeline.raft:
                 gold = gold_chunk(e, self.chunks_by_doc)
@@ -300,6 +406,11 @@ class QaRun:
 
     def passages(self) -> dict[str, str]:
         return {c.id: c.text for c in self.chunks}
+
+
+def _train_data(pipeline: Arm) -> str:
+    """A trained pipeline's `finetune.train_data` (prompt optimization reads the train split)."""
+    return pipeline.config.finetune.train_data if pipeline.trained else ""
 
 
 def _content(examples: Sequence[Example]) -> str:

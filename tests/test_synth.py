@@ -1,0 +1,236 @@
+"""Synthetic training pairs: answers picked from passages, the filters, resume after a kill,
+test documents kept out, and a pipeline trained on pairs written during its run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import HANDBOOK
+
+from ragft.cli import main
+from ragft.config import SynthConfig, load_config
+from ragft.corpus.chunking import chunk_documents
+from ragft.corpus.loaders import load_corpus
+from ragft.errors import InputError
+from ragft.synth import filters
+from ragft.synth.spans import answer_spans
+from ragft.synth.synthesize import NoPairs, held_out_documents, stats_path, synthesize
+from ragft.tasks.qa import load_examples
+from ragft.types import Document, Example
+
+DOCS = ("dues", "expenses")
+
+
+def test_answer_spans_prefer_dates_numbers_and_names():
+    sentence = "Annual dues are 120 crowns, payable to Anselm Fjeld by the last day of January, as agreed in 1994."
+    spans = answer_spans(sentence)
+    assert [(s.text, s.kind) for s in spans[:4]] == [
+        ("the last day of January", "date"),
+        ("1994", "date"),
+        ("120 crowns", "quantity"),
+        ("Anselm Fjeld", "name"),
+    ]
+    assert all(sentence[s.start : s.start + len(s.text)] == s.text for s in spans)
+    taken = [(s.start, s.start + len(s.text)) for s in spans]
+    assert not any(a < d and c < b for i, (a, b) in enumerate(taken) for c, d in taken[i + 1 :]), "spans overlap"
+    assert answer_spans("Members over seventy pay half.")[0].text == "seventy"  # no noun glued to a bare number
+    assert all(s.kind == "keyphrase" for s in answer_spans("the boat hall keeps old rowing oars dry"))
+
+
+def test_each_filter_names_why_a_pair_is_dropped():
+    s = SynthConfig(max_question_words=12, max_answer_words=3)
+    passage = "The rebate is credited automatically by the bookkeeper, Anselm Fjeld, every spring."
+    assert filters.shape_problem("Who credits the rebate?", "Anselm Fjeld", passage, s) is None
+    assert filters.shape_problem("Who?", "Anselm Fjeld", passage, s) == "empty"
+    assert filters.shape_problem("Who credits the rebate?", "", passage, s) == "empty"
+    long_q = "Who is it that credits the rebate to members every single spring of every year?"
+    assert filters.shape_problem(long_q, "Anselm Fjeld", passage, s) == "long_question"
+    assert filters.shape_problem("Who credits the rebate?", "the bookkeeper Anselm Fjeld", passage, s) == "long_answer"
+    copied = "The rebate is credited automatically by the bookkeeper?"
+    assert filters.shape_problem(copied, "Anselm Fjeld", passage, s) == "copied"
+    assert filters.shape_problem("What does Anselm Fjeld do?", "Anselm Fjeld", passage, s) == "answer_in_question"
+    assert filters.support("Anselm Fjeld", passage) == 1.0
+    assert filters.support("bookkeeper Anselm Fjeld himself", passage) == 0.75  # near, not word for word
+    assert filters.support("a harbour master", passage) == 0.0
+    assert filters.agreement("It is credited by Anselm Fjeld.", "Anselm Fjeld")[0]
+    assert not filters.agreement("The treasurer does.", "Anselm Fjeld")[0]
+    vectors = np.array([[1, 0], [0.99, 0.141], [0, 1]], dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert filters.near_duplicates(vectors, 0.9) == [False, True, False]
+
+
+def test_ngram_overlap_is_the_longest_word_run_shared_with_a_test_question():
+    synthetic = ["Who keeps the tide logs?", "When does the archive open on Tuesdays?"]
+    test = ["How late does the archive open on Tuesdays in winter?", "What is the cost?"]
+    overlap = filters.ngram_overlap(synthetic, test)
+    assert overlap == {
+        "words": 5,
+        "question": synthetic[1],
+        "test_question": test[0],
+    }  # does (the) archive open on tuesdays
+    assert filters.ngram_overlap(["Completely unrelated words"], test)["words"] == 0
+
+
+def test_held_out_documents_are_test_documents_and_their_articles():
+    docs = [Document("a", "x", "a"), Document("b", "x", "b"), Document("Art/0", "x", "s", {"title": "Art"})]
+    docs.append(Document("Art/1", "x", "s", {"title": "Art"}))
+    test = [Example("1", "q", ("a",), "test", "a"), Example("2", "q", ("a",), "test", "Art/0", "Art")]
+    assert held_out_documents(docs, test) == {"a", "Art/0", "Art/1"}
+
+
+@pytest.fixture(scope="module")
+def chunks():
+    docs = [d for d in load_corpus(HANDBOOK / "docs") if d.id in DOCS]
+    return chunk_documents(docs, 500, 50)
+
+
+SETTINGS = SynthConfig(per_chunk=2, max_new_tokens=24, roundtrip=False)  # round trips: test_round_trip...
+BLOCK = 4  # two blocks of 4 candidates, each 2 batches of 2
+
+
+@pytest.fixture(scope="module")
+def gen(generator):
+    return generator.with_decoding(2, 24, 0)
+
+
+@pytest.fixture(scope="module")
+def clean(gen, embedder, chunks):
+    return synthesize(chunks, gen, embedder, SETTINGS, test_questions=["What is the cost?"], block=BLOCK)
+
+
+def test_synthesis_keeps_supported_pairs_with_their_provenance(clean, chunks):
+    stats = clean.stats
+    assert stats["candidates"] == 2 * len(chunks) == stats["kept"] + sum(stats["dropped"].values())
+    assert clean.rows, stats
+    by_chunk = {c.id: c for c in chunks}
+    for row in clean.rows:
+        p = row["provenance"]
+        chunk = by_chunk[p["chunk"]]
+        assert row["split"] == "train" and row["doc_id"] == chunk.doc_id
+        assert p["method"] == "answer_first" and p["sentence"] in " ".join(chunk.text.split())
+        assert row["answers"][0] in p["sentence"]  # answer-first answers are spans of their sentence
+        assert row["answers"][0].lower() not in row["question"].lower() and p["support"] == 1.0
+    assert stats["prompt_tokens"] > 0 and stats["seconds"] > 0 and stats["test_overlap"]["words"] >= 1
+
+
+def test_killed_synthesis_continues_from_its_journal(gen, embedder, chunks, clean, tmp_path, monkeypatch):
+    real, calls = gen.generate_batch, []
+    journal = tmp_path / "journal.jsonl"
+
+    def dies_in_the_second_block(prompts, max_new_tokens=None):
+        if journal.exists():  # the first block is journaled
+            raise KeyboardInterrupt
+        return real(prompts, max_new_tokens)
+
+    monkeypatch.setattr(gen, "generate_batch", dies_in_the_second_block)
+    run = dict(journal=journal, key="k", test_questions=["What is the cost?"], block=BLOCK)
+    with pytest.raises(KeyboardInterrupt):
+        synthesize(chunks, gen, embedder, SETTINGS, **run)
+    assert len(journal.read_text().splitlines()) == BLOCK  # the first block, whole
+    monkeypatch.setattr(gen, "generate_batch", lambda p, m=None: (calls.append(len(p)), real(p, m))[1])
+    resumed = synthesize(chunks, gen, embedder, SETTINGS, **run)
+    assert resumed.rows == clean.rows and resumed.stats["dropped"] == clean.stats["dropped"]
+    assert sum(calls) == clean.stats["candidates"] - BLOCK  # only the second block's questions were written
+    calls.clear()
+    assert synthesize(chunks, gen, embedder, SETTINGS, **{**run, "key": "other settings"}).rows == clean.rows
+    assert sum(calls) == clean.stats["candidates"]  # a journal written under another key is not reused
+
+
+def test_round_trip_drops_pairs_the_model_does_not_answer_back(gen, embedder, chunks, clean):
+    try:
+        checked = synthesize(chunks, gen, embedder, SynthConfig(per_chunk=2, max_new_tokens=24), block=BLOCK)
+        stats, rows = checked.stats, checked.rows
+    except NoPairs as e:  # the 135M model answers few of its own questions back
+        stats, rows = e.stats, []
+    asked = clean.stats["kept"] + clean.stats["dropped"]["duplicate"]  # every pair that passed the other checks
+    dropped = stats["dropped"]
+    assert dropped["roundtrip"] >= 1 and dropped["roundtrip"] + stats["kept"] + dropped["duplicate"] == asked
+    for row in rows:
+        p = row["provenance"]
+        assert filters.agreement(p["roundtrip_answer"], row["answers"][0])[0] or p["roundtrip_f1"] >= 0.5
+
+
+def test_a_corpus_no_pair_survives_stops_with_the_counts_per_filter(gen, embedder, chunks):
+    strict = SynthConfig(per_chunk=1, max_question_words=1, max_new_tokens=16)
+    with pytest.raises(InputError) as caught:
+        synthesize(chunks[:2], gen, embedder, strict)
+    message = str(caught.value)
+    assert "no training pair survived" in message and "long_question 2" in message
+    assert "synth.method = 'passage'" in message and "chunking.chunk_size" in message
+
+
+def _small_task(tmp_path):
+    """Three handbook documents; the test question is on `dues`."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in (*DOCS, "library"):
+        shutil.copy(HANDBOOK / "docs" / f"{name}.md", docs / f"{name}.md")
+    rows = [json.loads(line) for line in (HANDBOOK / "qa.jsonl").read_text().splitlines()]
+    keep = [r for r in rows if r["doc_id"] in ("dues", "expenses")]
+    test = [dict(r, split="test") for r in keep if r["doc_id"] == "dues"][:2]
+    train = [dict(r, split="train") for r in keep if r["doc_id"] == "expenses"][:4]
+    examples = tmp_path / "qa.jsonl"
+    examples.write_text("".join(json.dumps(r) + "\n" for r in test + train))
+    return docs, examples
+
+
+def test_ragft_synth_writes_an_examples_file_without_test_documents(tmp_path, capsys):
+    docs, examples = _small_task(tmp_path)
+    out = tmp_path / "synthetic" / "train.jsonl"
+    args = ["synth", str(docs), "synth.per_chunk=2", "synth.max_chunks=2", "synth.roundtrip=false"]
+    args += ["generation.batch_size=4", "models.dtype=float32"]
+    assert main([*args, "--out", str(out), "--examples", str(examples)]) == 0
+    printed = capsys.readouterr().out
+    assert "kept fraction per filter" in printed and "1 documents with test questions left out" in printed
+    pairs = load_examples(out)
+    assert pairs and {e.doc_id for e in pairs} <= {"expenses", "library"} and all(e.split == "train" for e in pairs)
+    record = json.loads(stats_path(out).read_text())
+    assert record["held_out_documents"] == 1 and record["kept"] == len(pairs)
+    assert not out.with_name("train.jsonl.journal").exists()
+
+
+def test_training_pairs_from_a_test_document_are_refused(tmp_path):
+    from ragft.experiment import plan
+
+    docs, examples = _small_task(tmp_path)
+    leaky = tmp_path / "pairs.jsonl"
+    row = {"id": "p1", "question": "How much are dues?", "answers": ["120 crowns"], "split": "train"}
+    rows = [{**row, "doc_id": "expenses"}, {**row, "id": "p2", "doc_id": "dues"}]
+    leaky.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    settings = [f"data.corpus={docs}", f"data.examples={examples}", 'experiment.variants=["rag+ft"]']
+    config = load_config(None, [*settings, f"finetune.train_data={leaky}"])
+    with pytest.raises(InputError) as caught:
+        plan(config, tmp_path / "run")
+    assert "'dues', which holds test questions" in str(caught.value) and f"{leaky}:2" in str(caught.value)
+
+
+def test_a_pipeline_trains_on_pairs_written_in_its_run(tmp_path, generator, embedder):
+    import ragft
+
+    docs, examples = _small_task(tmp_path)
+    corpus = load_corpus(docs)
+    task = ragft.QATask.from_jsonl(examples, corpus)
+    index = ragft.Index.build(corpus, embedder=embedder)
+    spec = ragft.LoRA(rank=4, max_steps=1, batch_size=2, train_data="synth")
+    pipeline = ragft.Pipeline(
+        "rag+ft-synth",
+        generator,
+        template="qa-context",
+        retriever=index.dense(k=2),
+        finetune=spec,
+        synth=ragft.Synth(per_chunk=2, max_chunks=2, roundtrip=False, max_new_tokens=24),
+    )
+    run = tmp_path / "run"
+    report = ragft.Experiment(task, [pipeline], run_dir=run, context_views=False).run()
+    synthesis = report.pipelines["rag+ft-synth"].costs["synthesis"]
+    (folder,) = (run / "synth").iterdir()
+    pairs = load_examples(folder / "train.jsonl")
+    assert synthesis["kept"] == len(pairs) and synthesis["held_out_documents"] == 1
+    assert {e.doc_id for e in pairs} <= {"expenses", "library"}
+    assert report.pipelines["rag+ft-synth"].costs["training"]["records"] == len(pairs)
+    assert "Synthetic training pairs" in (run / "report.md").read_text()
+    again = ragft.Experiment(task, [pipeline], run_dir=run, context_views=False).run()  # all reused
+    assert again.pipelines["rag+ft-synth"].costs["synthesis"] == synthesis
