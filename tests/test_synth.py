@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import HANDBOOK
+from conftest import HANDBOOK, ROOT
 
 from ragft.cli import main
 from ragft.config import SynthConfig, load_config
@@ -234,3 +234,18 @@ def test_a_pipeline_trains_on_pairs_written_in_its_run(tmp_path, generator, embe
     assert "Synthetic training pairs" in (run / "report.md").read_text()
     again = ragft.Experiment(task, [pipeline], run_dir=run, context_views=False).run()  # all reused
     assert again.pipelines["rag+ft-synth"].costs["synthesis"] == synthesis
+
+
+def test_other_training_data_is_refused_where_it_cannot_apply(generator):
+    import ragft
+    from ragft.arms import resolve_arms
+    from ragft.errors import ConfigError
+
+    overrides = ['experiment.variants=["rag+ft"]', "finetune.train_data=synth"]
+    sql = load_config(ROOT / "configs" / "tidewatch-sql.toml", overrides)
+    with pytest.raises(ConfigError, match="finetune.train_data .* applies to qa tasks"):
+        resolve_arms(sql)
+    with pytest.raises(ConfigError, match="train_data='synth'"):
+        ragft.Pipeline("ft", generator, finetune=ragft.LoRA(), synth=ragft.Synth(per_chunk=2))
+    with pytest.raises(ConfigError, match="synth.method: unknown value 'cloze'"):
+        ragft.Synth(method="cloze")

@@ -8,11 +8,12 @@ finished blocks in `<out>.journal` and the same command continues from there.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ragft.config import Config
+from ragft.config import Config, SynthConfig
 from ragft.corpus.chunking import chunk_for_embedder
 from ragft.corpus.loaders import Corpus, JsonlFields, load_corpus
 from ragft.errors import InputError
@@ -31,18 +32,22 @@ def synthesize(
     *,
     test: Sequence[Example] = (),
     config: Config | None = None,
+    settings: SynthConfig | None = None,
     generator: Generator | None = None,
     embedder: Embedder | None = None,
 ) -> Synthesis:
     """Write training pairs from `corpus` into the examples file `out` (and its record,
     `train.synth.json` beside `train.jsonl`), leaving out the documents of the `test`
     examples and measuring how close the pairs come to them. Settings are `config`'s
-    (`synth`, `chunking`, `models`, `generation`, `experiment.seed`); a generator or embedder
-    passed in is used instead of loading the one `models` names."""
+    (`synth`, `chunking`, `models`, `generation`, `experiment.seed`), `settings`
+    (`ragft.Synth(...)`) in place of its `synth`; a generator or embedder passed in is used
+    instead of loading the one `models` names."""
     from ragft.generation import Generator
     from ragft.retrieval import Embedder
 
     c = config or Config()
+    if settings is not None:
+        c = dataclasses.replace(c, synth=settings)
     out = Path(out)
     if isinstance(corpus, (str, Path)):
         corpus = load_corpus(corpus, fields=JsonlFields(c.data.text_field, c.data.id_field), skip_bad=c.data.skip_bad)
