@@ -249,3 +249,8 @@ def test_other_training_data_is_refused_where_it_cannot_apply(generator):
         ragft.Pipeline("ft", generator, finetune=ragft.LoRA(), synth=ragft.Synth(per_chunk=2))
     with pytest.raises(ConfigError, match="synth.method: unknown value 'cloze'"):
         ragft.Synth(method="cloze")
+    from ragft.experiment import plan
+
+    missing = load_config(ROOT / "configs" / "handbook.toml", ["finetune.train_data=nowhere.jsonl"])
+    with pytest.raises(ConfigError, match="finetune.train_data: .*nowhere.jsonl is not a file"):
+        plan(missing, ROOT / "runs" / "never-made")

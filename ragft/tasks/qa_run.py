@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ragft.arms import Arm, build_prompt
 from ragft.corpus.chunking import chunk_for_embedder
-from ragft.errors import ArtifactError, InputError
+from ragft.errors import ArtifactError, ConfigError, InputError
 from ragft.finetune.data import SFTRecord, gold_chunk, make_record, quoted_answer, raft_passages
 from ragft.io import append_jsonl, read_json, read_jsonl, read_manifest, sha256_json, write_manifest
 from ragft.keys import hits_key
@@ -155,6 +155,12 @@ class QaRun:
         """The `train` rows of a `finetune.train_data` examples file, refused where one comes
         from a document that holds test questions."""
         path = pipeline.config.path(pipeline.config.finetune.train_data)
+        if not path.is_file():
+            raise ConfigError(
+                f"pipeline {pipeline.name!r}: finetune.train_data: {path} is not a file (name a QA JSONL of "
+                "training pairs, or 'synth' to write them from the training documents)",
+                pipeline.config.source or None,
+            )
         rows = [e for e in load_examples(path) if e.split == "train"]
         if not rows:
             raise InputError("finetune.train_data: no train examples in the file", path)
