@@ -149,13 +149,13 @@ def synthesize(
     size = block or generator.batch_size * BLOCK_BATCHES
     bar = progress(total=len(todo), desc="synthesizing", unit="pair")
     for start in range(0, len(todo), size):
-        block = todo[start : start + size]
-        if not all(c.id in rows for c in block):
-            fresh = _write_block(block, generator, settings)
+        part = todo[start : start + size]
+        if not all(c.id in rows for c in part):
+            fresh = _write_block(part, generator, settings)
             if journal is not None:
                 append_jsonl(journal, [{"key": key, **r} for r in fresh])
             rows.update((r["id"], r) for r in fresh)
-        bar.update(len(block))
+        bar.update(len(part))
     bar.close()
     done = [rows[c.id] for c in todo]
     passed = [r for r in done if not r["drop"]]
@@ -184,7 +184,7 @@ def synthesize(
 
 def stats_path(examples: Path) -> Path:
     """Where a written examples file's synthesis record lives (`train.jsonl` -> `train.synth.json`)."""
-    return examples.with_name(examples.name.split(".")[0] + ".synth.json")
+    return examples.with_name(examples.name.removesuffix(".jsonl") + ".synth.json")
 
 
 def write_synthesis(path: Path, synthesis: Synthesis) -> None:
