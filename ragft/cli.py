@@ -143,7 +143,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; any failure becomes a line or two naming its cause and an exit code
     (EXIT_CODES), with the traceback under --debug."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may also follow the options
+        if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     from ragft.errors import EXIT_INTERRUPTED, explain
 
     previous = signal.getsignal(signal.SIGTERM)

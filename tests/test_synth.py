@@ -181,8 +181,8 @@ def test_ragft_synth_writes_an_examples_file_without_test_documents(tmp_path, ca
     docs, examples = _small_task(tmp_path)
     out = tmp_path / "synthetic" / "train.jsonl"
     args = ["synth", str(docs), "synth.per_chunk=2", "synth.max_chunks=2", "synth.roundtrip=false"]
-    args += ["generation.batch_size=4", "models.dtype=float32"]
-    assert main([*args, "--out", str(out), "--examples", str(examples)]) == 0
+    args += ["generation.batch_size=4", "--out", str(out), "--examples", str(examples), "models.dtype=float32"]
+    assert main(args) == 0  # settings before and after the options
     printed = capsys.readouterr().out
     assert "kept fraction per filter" in printed and "1 documents with test questions left out" in printed
     pairs = load_examples(out)
