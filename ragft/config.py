@@ -284,6 +284,9 @@ class SynthConfig:
     """A question whose embedding's cosine with a question kept before reaches this is dropped."""
     max_new_tokens: Annotated[int, Range(1)] = 48
     """Most tokens the model writes for a question (and its answer)."""
+    question_word: bool = False
+    """Answer-first: the model's question starts with a question word that fits the answer (When for
+    a date, How for a number, Who for a person's name, What otherwise), written before it goes on."""
 
 
 FINETUNE_RUN_ONLY = ("checkpoint_every", "gradient_checkpointing")

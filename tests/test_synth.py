@@ -254,3 +254,15 @@ def test_other_training_data_is_refused_where_it_cannot_apply(generator):
     missing = load_config(ROOT / "configs" / "handbook.toml", ["finetune.train_data=nowhere.jsonl"])
     with pytest.raises(ConfigError, match="finetune.train_data: .*nowhere.jsonl is not a file"):
         plan(missing, ROOT / "runs" / "never-made")
+
+
+def test_question_words_fit_the_answer_and_start_the_question(gen, embedder, chunks):
+    from ragft.synth.writing import question_word
+
+    assert [question_word(k, a) for k, a in [("date", "1994"), ("quantity", "90 days")]] == ["When", "How"]
+    assert [question_word("name", a) for a in ("Anselm Fjeld", "the Skerrow Savings Bank")] == ["Who", "What"]
+    settings = SynthConfig(per_chunk=4, max_new_tokens=24, roundtrip=False, question_word=True)
+    synthesis = synthesize(chunks[:1], gen, embedder, settings, block=BLOCK)
+    for row in synthesis.rows:
+        kind, answer = row["provenance"]["answer_kind"], row["answers"][0]
+        assert row["question"].startswith(question_word(kind, answer) + " "), row

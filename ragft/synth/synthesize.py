@@ -94,7 +94,10 @@ def fingerprint(
     """What a synthesis's pairs depend on: the chunks, the generator's identity and decoding,
     the embedder (near duplicates), the settings, the seed (chunk sample) and the prompts."""
     prompts = [writing.SYSTEM, writing.EXAMPLES, writing.roundtrip_messages("{q}", "{p}")]
-    parts = [(c.id, c.text) for c in chunks], generator, decoding, embedder, asdict(settings), seed, prompts
+    read = asdict(settings)
+    if not settings.question_word:  # added later: off, it stays out, so pairs made before keep their key
+        del read["question_word"]
+    parts = [(c.id, c.text) for c in chunks], generator, decoding, embedder, read, seed, prompts
     return sha256_json(["synth", *parts])
 
 
@@ -217,16 +220,20 @@ def _journaled(journal: Path | None, key: str) -> dict[str, dict[str, Any]]:
 def _write_block(block: Sequence[Candidate], generator: Generator, settings: SynthConfig) -> list[dict[str, Any]]:
     """Write and check one block of candidates: a row each, `drop` naming why it failed ('' kept)."""
     start = time.perf_counter()
+    starts = [""] * len(block)
     if settings.method == "answer_first":
         prompts = [writing.question_messages(c.sentence, c.answer) for c in block]
+        if settings.question_word:
+            starts = [writing.question_word(c.kind, c.answer) for c in block]
     else:
         prompts = [writing.pair_messages(c.sentence) for c in block]
-    written = _generate(generator, prompts, settings.max_new_tokens)
+    written = _generate(generator, prompts, settings.max_new_tokens, starts)
     rows = []
-    for c, g in zip(block, written):
+    for c, g, start_with in zip(block, written, starts):
+        reply = f"{start_with} {g.text}".strip()
         row: dict[str, Any] = {
             "id": c.id,
-            "reply": g.text,
+            "reply": reply,
             "question": "",
             "answer": c.answer,
             "drop": "",
@@ -234,9 +241,9 @@ def _write_block(block: Sequence[Candidate], generator: Generator, settings: Syn
             "completion_tokens": g.completion_tokens,
         }
         if settings.method == "answer_first":
-            row["question"] = writing.read_question(g.text)
+            row["question"] = writing.read_question(reply)
         else:
-            pair = writing.read_pair(g.text)
+            pair = writing.read_pair(reply)
             if pair is None:
                 row["drop"] = "unparsed"
             else:
@@ -265,10 +272,14 @@ def _write_block(block: Sequence[Candidate], generator: Generator, settings: Syn
 
 
 def _generate(
-    generator: Generator, messages: Sequence[list[dict[str, str]]], max_new_tokens: int | None = None
+    generator: Generator,
+    messages: Sequence[list[dict[str, str]]],
+    max_new_tokens: int | None = None,
+    starts: Sequence[str] = (),
 ) -> list[Any]:
-    """The generator's greedy replies to chat messages, in order (batched by length)."""
-    prompts = [generator.render(m) for m in messages]
+    """The generator's greedy replies to chat messages, in order (batched by length); a reply
+    goes on from its `starts` text where one is given (the text itself is not returned)."""
+    prompts = [generator.render(m) + (starts[i] if starts else "") for i, m in enumerate(messages)]
     out: dict[int, Any] = {}
     for batch in generator.plan(prompts):
         out.update(zip(batch, generator.generate_batch([prompts[i] for i in batch], max_new_tokens)))

@@ -51,6 +51,19 @@ def _cloze(sentence: str, answer: str) -> str:
     return f"Sentence: {blanked}\nThe blank is: {answer}\nWrite a question whose answer is what fills the blank."
 
 
+def question_word(kind: str, answer: str) -> str:
+    """The question word an answer of this kind is asked with: When for a date, How for a
+    quantity, Who for a name of two or more capitalised words without an article, else What."""
+    if kind == "date":
+        return "When"
+    if kind == "quantity":
+        return "How"
+    words = answer.split()
+    if kind == "name" and len(words) >= 2 and all(w[:1].isupper() for w in words):
+        return "Who"
+    return "What"
+
+
 def pair_messages(sentence: str) -> list[dict[str, str]]:
     """Passage method: write a question about this sentence and its short answer."""
     messages = [{"role": "system", "content": SYSTEM}]
