@@ -17,8 +17,7 @@ from ragft.config import Config, SynthConfig
 from ragft.corpus.chunking import chunk_for_embedder
 from ragft.corpus.loaders import Corpus, JsonlFields, load_corpus
 from ragft.errors import InputError
-from ragft.synth import synthesize as synth
-from ragft.synth.synthesize import Synthesis, fingerprint, held_out_documents, write_synthesis
+from ragft.synth.synthesize import Synthesis, chunks_identity, fingerprint, held_out_documents, write_pairs
 from ragft.types import Document, Example
 
 if TYPE_CHECKING:
@@ -65,20 +64,16 @@ def synthesize(
         embedder = Embedder(c.models.embedder, dtype=c.models.embedder_dtype, device=c.models.device)
     decoding = [c.generation.batch_size, c.generation.max_new_tokens]
     embedding = [embedder.name, embedder.dtype]
-    key = fingerprint(chunks, generator.identity(), decoding, embedding, c.synth, c.experiment.seed)
-    journal = out.with_name(out.name + ".journal")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    synthesis = synth.synthesize(
+    key = fingerprint(chunks_identity(chunks), generator.identity(), decoding, embedding, c.synth, c.experiment.seed)
+    test_questions = [e.question for e in test]
+    return write_pairs(
+        out,
         chunks,
         generator,
         embedder,
         c.synth,
-        seed=c.experiment.seed,
-        journal=journal,
         key=key,
-        test_questions=[e.question for e in test],
+        seed=c.experiment.seed,
+        test_questions=test_questions,
         held_out=len(held_out),
     )
-    write_synthesis(out, synthesis)
-    journal.unlink(missing_ok=True)
-    return synthesis

@@ -88,16 +88,23 @@ def held_out_documents(documents: Iterable[Document], test: Sequence[Example]) -
     return {d.id for d in documents if d.id in docs or (groups and d.metadata.get("title") in groups)}
 
 
+def chunks_identity(chunks: Sequence[Chunk]) -> str:
+    """Content hash of the chunks pairs are written from, in their order (candidates, journal
+    blocks and near-duplicate checks follow it)."""
+    return sha256_json([(c.id, c.text) for c in chunks])
+
+
 def fingerprint(
-    chunks: Sequence[Chunk], generator: dict[str, Any], decoding: Any, embedder: Any, settings: SynthConfig, seed: int
+    chunks: str, generator: dict[str, Any], decoding: Any, embedder: Any, settings: SynthConfig, seed: int
 ) -> str:
-    """What a synthesis's pairs depend on: the chunks, the generator's identity and decoding,
-    the embedder (near duplicates), the settings, the seed (chunk sample) and the prompts."""
+    """What a synthesis's pairs depend on: the chunks (`chunks_identity`), the generator's
+    identity and decoding, the embedder (near duplicates), the settings, the seed (chunk
+    sample) and the prompts."""
     prompts = [writing.SYSTEM, writing.EXAMPLES, writing.roundtrip_messages("{q}", "{p}")]
     read = asdict(settings)
     if not settings.question_word:  # added later: off, it stays out, so pairs made before keep their key
         del read["question_word"]
-    parts = [(c.id, c.text) for c in chunks], generator, decoding, embedder, read, seed, prompts
+    parts = chunks, generator, decoding, embedder, read, seed, prompts
     return sha256_json(["synth", *parts])
 
 
@@ -183,6 +190,38 @@ def synthesize(
             stats,
         )
     return Synthesis(kept, stats)
+
+
+def write_pairs(
+    out: Path,
+    chunks: Sequence[Chunk],
+    generator: Generator,
+    embedder: Embedder,
+    settings: SynthConfig,
+    *,
+    key: str,
+    seed: int = 0,
+    test_questions: Sequence[str] = (),
+    held_out: int = 0,
+) -> Synthesis:
+    """`synthesize` into the examples file `out` and its record, journaling finished blocks
+    under `key` in `<out>.journal` (a killed run continues from it; removed once `out` is written)."""
+    journal = out.with_name(out.name + ".journal")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    synthesis = synthesize(
+        chunks,
+        generator,
+        embedder,
+        settings,
+        seed=seed,
+        journal=journal,
+        key=key,
+        test_questions=test_questions,
+        held_out=held_out,
+    )
+    write_synthesis(out, synthesis)
+    journal.unlink(missing_ok=True)
+    return synthesis
 
 
 def stats_path(examples: Path) -> Path:

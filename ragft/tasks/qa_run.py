@@ -14,7 +14,7 @@ from ragft.arms import Arm, build_prompt
 from ragft.corpus.chunking import chunk_for_embedder
 from ragft.errors import ArtifactError, ConfigError, InputError
 from ragft.finetune.data import SFTRecord, gold_chunk, make_record, quoted_answer, raft_passages
-from ragft.io import append_jsonl, read_json, read_jsonl, read_manifest, sha256_json, write_manifest
+from ragft.io import append_jsonl, read_jsonl, read_manifest, sha256_json, write_manifest
 from ragft.keys import hits_key
 from ragft.metrics import normalize_answer, recall_at_k
 from ragft.models import model_id
@@ -25,11 +25,11 @@ from ragft.retrieval.compose import QuerySide, make_retriever
 from ragft.retrieval.index import choose_kind, corpus_hash
 from ragft.synth.synthesize import (
     Synthesis,
+    chunks_identity,
     fingerprint,
     held_out_documents,
     recorded_stats,
-    synthesize,
-    write_synthesis,
+    write_pairs,
 )
 from ragft.tasks.qa import SCORING, QATask, load_examples, score
 from ragft.types import Chunk, Example, Hit
@@ -59,6 +59,7 @@ class QaRun:
         self.train = list(task.train)
         self.test = list(task.test)
         self.test_ids = [e.id for e in self.test]
+        self._train_files: dict[Path, list[Example]] = {}
 
     # Identities: what each stage's key is made of (see ragft.keys).
 
@@ -155,6 +156,11 @@ class QaRun:
         """The `train` rows of a `finetune.train_data` examples file, refused where one comes
         from a document that holds test questions."""
         path = pipeline.config.path(pipeline.config.finetune.train_data)
+        if path not in self._train_files:  # read for every stage key: once
+            self._train_files[path] = self._read_train_file(pipeline, path)
+        return self._train_files[path]
+
+    def _read_train_file(self, pipeline: Arm, path: Path) -> list[Example]:
         if not path.is_file():
             raise ConfigError(
                 f"pipeline {pipeline.name!r}: finetune.train_data: {path} is not a file (name a QA JSONL of "
@@ -175,9 +181,14 @@ class QaRun:
             )
         return rows
 
+    @cached_property
     def synth_chunks(self) -> list[Chunk]:
         """The chunks pairs are written from: those of documents without test questions."""
         return [c for c in self.chunks if c.doc_id not in self.held_out]
+
+    @cached_property
+    def synth_chunks_sha256(self) -> str:
+        return chunks_identity(self.synth_chunks)
 
     def synth_key(self, pipeline: Arm) -> str:
         c = pipeline.config
@@ -185,38 +196,35 @@ class QaRun:
         embedder = [model_id(m.embedder), m.embedder_dtype]
         decoding = [c.generation.batch_size, c.generation.max_new_tokens]
         generator = self.models.generator_identity()
-        return fingerprint(self.synth_chunks(), generator, decoding, embedder, c.synth, c.experiment.seed)
+        return fingerprint(self.synth_chunks_sha256, generator, decoding, embedder, c.synth, c.experiment.seed)
 
-    def synth_folder(self, pipeline: Arm) -> Path:
-        return self.run / "synth" / self.synth_key(pipeline)[:12]
+    def synth_pairs(self, pipeline: Arm) -> Path:
+        """Where a pipeline's synthetic pairs live in the run folder: one folder per key."""
+        return self.run / "synth" / self.synth_key(pipeline)[:12] / "train.jsonl"
 
     def synthesized(self, pipeline: Arm, generator: Generator) -> Synthesis:
         """Pairs written from the training documents with the pipeline's `[synth]` settings,
         kept in the run folder by their key (a killed synthesis continues from its journal)."""
-        key, folder = self.synth_key(pipeline), self.synth_folder(pipeline)
-        pairs = folder / "train.jsonl"
+        key, pairs = self.synth_key(pipeline), self.synth_pairs(pipeline)
         try:
-            if read_manifest(folder, "synthetic-pairs").get("fingerprint") == key:
-                rows = [row for _, row in read_jsonl(pairs)]
-                return Synthesis(rows, read_json(folder / "train.synth.json"))
-        except (ArtifactError, InputError, KeyError):
+            stats = recorded_stats(pairs)
+            if stats is not None and read_manifest(pairs.parent, "synthetic-pairs").get("fingerprint") == key:
+                return Synthesis([row for _, row in read_jsonl(pairs)], stats)
+        except (ArtifactError, InputError):
             pass
-        folder.mkdir(parents=True, exist_ok=True)
         c = pipeline.config
-        result = synthesize(
-            self.synth_chunks(),
+        result = write_pairs(
+            pairs,
+            self.synth_chunks,
             generator,
             self.models.embedder(),
             c.synth,
-            seed=c.experiment.seed,
-            journal=folder / "journal.jsonl",
             key=key,
+            seed=c.experiment.seed,
             test_questions=[e.question for e in self.test],
             held_out=len(self.held_out),
         )
-        write_synthesis(pairs, result)
-        write_manifest(folder, {"kind": "synthetic-pairs", "fingerprint": key, "settings": asdict(c.synth)})
-        (folder / "journal.jsonl").unlink(missing_ok=True)
+        write_manifest(pairs.parent, {"kind": "synthetic-pairs", "fingerprint": key, "settings": asdict(c.synth)})
         return result
 
     def training_data(self, pipeline: Arm) -> dict[str, Any] | None:
@@ -224,7 +232,7 @@ class QaRun:
         without a synthesis record)."""
         source = _train_data(pipeline)
         if source == "synth":
-            path = self.synth_folder(pipeline) / "train.jsonl"
+            path = self.synth_pairs(pipeline)
         elif source:
             path = pipeline.config.path(source)
         else:
