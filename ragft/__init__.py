@@ -43,6 +43,7 @@ _LAZY = {
     "RAFT": "ragft.parts",
     "SFT": "ragft.parts",
     "Generator": "ragft.generation",
+    "EndpointGenerator": "ragft.endpoint",
     "Embedder": "ragft.retrieval.embedder",
     "PromptTemplate": "ragft.prompts",
     "TEMPLATES": "ragft.prompts",
@@ -62,6 +63,7 @@ __all__ = [
     "DSPy",
     "Document",
     "Embedder",
+    "EndpointGenerator",
     "Example",
     "Experiment",
     "FineTune",
@@ -85,6 +87,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from ragft.corpus.loaders import Corpus, load_corpus
+    from ragft.endpoint import EndpointGenerator
     from ragft.experiment import compare
     from ragft.generation import Generator
     from ragft.parts import RAFT, SFT, DSPy, FineTune, Index, LoRA, Retrieval, Synth

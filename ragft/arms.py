@@ -149,6 +149,9 @@ def resolve_arms(config: Config) -> list[Arm]:
             f"{config.data.kind}",
             config.source or None,
         )
+    for a in arms:
+        check_endpoint(a, config.source or None)
+    check_starts(arms, config.source or None)
     optimized = [a.name for a in arms if a.optimized]
     if optimized and config.data.kind != "qa":
         raise ConfigError(
@@ -156,6 +159,76 @@ def resolve_arms(config: Config) -> list[Arm]:
             config.source or None,
         )
     return arms
+
+
+def check_endpoint(arm: Arm, source: str | None = None) -> None:
+    """A generator behind an endpoint answers prompts; it cannot be trained or score passages."""
+    c = arm.config
+    if not c.models.endpoint:
+        return
+    if arm.trained:
+        raise ConfigError(
+            f"pipeline {arm.name!r}: models.endpoint: a generator behind an endpoint owns its weights, so it "
+            "cannot be fine-tuned here (serve a trained pipeline with `ragft serve` and point the endpoint at it)",
+            source,
+        )
+    if c.retrieval.rerank == "generator" and arm.context:
+        raise ConfigError(
+            f"pipeline {arm.name!r}: retrieval.rerank = 'generator' scores passages with the generator's own "
+            "tokens, which an endpoint does not give; rerank with a cross-encoder instead",
+            source,
+        )
+
+
+def check_starts(arms: Sequence[Arm], source: str | None = None) -> None:
+    """Training that goes on from another pipeline's adapter (`finetune.init_from`) needs a
+    trained one of the same base model and adapter shape; preference objectives need feedback."""
+    from ragft.config import FINETUNE_METHOD_KEYS
+
+    by_name = {a.name: a for a in arms}
+    for arm in arms:
+        ft = arm.config.finetune
+        if not arm.trained:
+            continue
+        who = f"pipeline {arm.name!r}"
+        if ft.objective != "sft" and not (ft.train_data == "feedback" or ft.train_data.endswith(".sqlite")):
+            raise ConfigError(
+                f"{who}: finetune.objective = {ft.objective!r} learns from feedback: set finetune.train_data = "
+                "'feedback' (what `ragft serve` collected in the run folder) or a feedback.sqlite file",
+                source,
+            )
+        if not ft.init_from:
+            continue
+        start = by_name.get(ft.init_from)
+        if start is None or not start.trained:
+            trained = [a.name for a in arms if a.trained and a.name != arm.name]
+            raise ConfigError(
+                f"{who}: finetune.init_from = {ft.init_from!r} names no trained pipeline of this experiment "
+                f"(trained: {', '.join(trained) or 'none'})",
+                source,
+            )
+        if start.name == arm.name:
+            raise ConfigError(f"{who}: finetune.init_from names the pipeline itself", source)
+        seen = {arm.name}
+        step = start
+        while step.config.finetune.init_from:  # A starts from B starts from A
+            if step.name in seen:
+                raise ConfigError(f"{who}: finetune.init_from goes round in a circle through {step.name!r}", source)
+            seen.add(step.name)
+            step = by_name[step.config.finetune.init_from]
+        s = start.config.finetune
+        same = ("method", *FINETUNE_METHOD_KEYS.get(ft.method, ()))
+        differ = [k for k in same if getattr(s, k) != getattr(ft, k)]
+        keys = ", ".join(f"finetune.{k}" for k in differ)
+        if ft.method == "full":
+            what = "a full fine-tune has no adapter to go on from"
+        elif differ:
+            what = f"{keys} {'differs' if len(differ) == 1 else 'differ'} from {start.name!r}'s"
+        elif start.config.models.generator != arm.config.models.generator:
+            what = f"its base model differs from {start.name!r}'s"
+        else:
+            continue
+        raise ConfigError(f"{who}: goes on training {start.name!r}'s adapter, but {what}", source)
 
 
 def check_names(names: Sequence[str], source: str | None = None) -> None:
@@ -226,6 +299,7 @@ def arm_settings(arm: Arm) -> dict[str, object]:
         "context": arm.context,
         "shots": arm.shots,
         "trained": arm.trained,
+        "optimized": arm.optimized,
         **{name: dataclasses.asdict(getattr(c, name)) for name in PIPELINE_SECTIONS},
     }
 

@@ -132,6 +132,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     y.add_argument("--config", help="TOML config whose settings apply (the overrides win over it)")
 
+    v = _command(
+        sub,
+        common,
+        "serve",
+        help="serve a pipeline of a finished run over an OpenAI-compatible API, with feedback and a review page",
+    )
+    v.add_argument("run", help="run folder written by `ragft compare`")
+    v.add_argument("--pipeline", required=True, help="the pipeline to serve (a name in the run's report)")
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (beyond loopback an API key is required)")
+    v.add_argument("--port", type=int, default=8000, help="port to listen on")
+    v.add_argument("--api-key-env", default="RAGFT_API_KEY", help="environment variable holding the API key")
+    v.add_argument("--max-body-bytes", type=int, default=65536, help="largest request body (larger: 413)")
+    v.add_argument("--max-question-chars", type=int, default=4000, help="longest question (longer: 422)")
+
+    f = _command(
+        sub, common, "feedback", help="write a served run's feedback as training data (SFT, DPO and KTO records)"
+    )
+    f.add_argument("run", help="run folder that `ragft serve` collected feedback in")
+    f.add_argument("--out", required=True, help="folder for sft.jsonl, dpo.jsonl and kto.jsonl")
+    f.add_argument("--pipeline", help="only feedback on this pipeline's answers")
+
     c = _command(sub, common, "compare", help="run the pipelines of an experiment config and report")
     c.add_argument("config", nargs="?", help="TOML experiment config")
     c.add_argument("overrides", nargs="*", help="key.sub=value settings that win over the file")
@@ -161,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "search": _search,
             "compare": _compare,
             "synth": _synth,
+            "serve": _serve,
+            "feedback": _feedback,
             "report": _report,
             "eval-retrieval": _eval_retrieval,
             "adapters": _adapters,
@@ -336,6 +359,35 @@ def _synth(args: argparse.Namespace) -> int:
     synthesis = synthesize(args.corpus, args.out, test=test, config=config)
     print("\n".join(synthesis_lines(synthesis.stats)))
     print(f"wrote {len(synthesis.rows)} pairs to {args.out}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ragft.serve.app import Limits
+    from ragft.serve.server import serve
+
+    limits = Limits(max_body_bytes=args.max_body_bytes, max_question_chars=args.max_question_chars)
+    serve(args.run, args.pipeline, args.host, args.port, args.api_key_env, limits)
+    return 0
+
+
+def _feedback(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ragft.errors import InputError
+    from ragft.feedback.records import export
+    from ragft.feedback.store import FILENAME, FeedbackStore
+
+    path = Path(args.run) / FILENAME
+    if not path.is_file():
+        raise InputError("no feedback store here: `ragft serve` on this run folder collects it", path)
+    with FeedbackStore(path) as store:
+        data = export(store, args.out, args.pipeline)
+    c = data.counts()
+    print(
+        f"{c['exchanges']} exchanges with feedback ({c['rated_up']} up, {c['rated_down']} down, "
+        f"{c['corrected']} corrected): wrote {c['sft']} SFT, {c['dpo']} DPO and {c['kto']} KTO records to {args.out}"
+    )
     return 0
 
 

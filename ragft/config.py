@@ -27,6 +27,8 @@ METHODS = ("lora", "ia3", "prompt_tuning", "full")
 """What `finetune.method` chooses from: peft's LoRA, IA3 and prompt tuning, or every weight."""
 RECORDS = ("auto", "sft", "raft")
 """What `finetune.records` chooses from."""
+OBJECTIVES = ("sft", "dpo", "kto")
+"""What `finetune.objective` chooses from: supervised answers, or preferences from feedback."""
 SYNTH_METHODS = ("answer_first", "passage")
 """How `ragft synth` writes pairs: an answer picked from the passage first, then the model
 writes its question; or the model writes both."""
@@ -114,6 +116,16 @@ class ModelsConfig:
     device: str = "auto"
     """Where the generator, the embedder and a cross-encoder run: auto (CUDA when present, else CPU),
     cpu, cuda or cuda:N."""
+    endpoint: str = ""
+    """Base URL of an OpenAI-compatible chat completions API (e.g. http://127.0.0.1:8000/v1) whose
+    model `generator` names the generator answers with; empty: the generator runs here. Untrained
+    pipelines only (the endpoint owns its weights); `generation.batch_size` requests at a time."""
+    endpoint_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the endpoint's API key (unset: no key is sent)."""
+    endpoint_timeout_s: Annotated[float, Range(0.1)] = 60.0
+    """Seconds a request to the endpoint may take before it is tried again."""
+    endpoint_retries: Annotated[int, Range(0)] = 3
+    """Tries again after a connection error, 408, 409, 429 or 5xx answer, with exponential backoff."""
 
 
 @dataclass
@@ -240,7 +252,18 @@ class FinetuneConfig:
     train_data: str = ""
     """What the pipeline fine-tunes on: empty for the task's train split; `synth` for question-answer
     pairs the generator writes from the training documents during the run (the `[synth]` settings);
-    or a QA JSONL file of training pairs (its `train` rows, e.g. written by `ragft synth`)."""
+    `feedback` for the ratings and corrections `ragft serve` collected in this run folder (or a
+    feedback.sqlite file elsewhere); or a QA JSONL file of training pairs (its `train` rows, e.g.
+    written by `ragft synth`)."""
+    init_from: str = ""
+    """Another pipeline of the experiment whose trained adapter this one starts from and goes on
+    training (same method and adapter settings); empty: a fresh adapter."""
+    objective: Annotated[str, OneOf(OBJECTIVES)] = "sft"
+    """sft: next-token loss on the target answers; dpo: prefer each corrected answer over the
+    model's own (TRL's DPOTrainer); kto: thumbs up / down as desirable / undesirable answers
+    (TRL's KTOTrainer). dpo and kto train on `train_data = "feedback"`, against the starting model."""
+    beta: Annotated[float, Range(0.0, low_open=True)] = 0.1
+    """dpo / kto: how far the trained model may move from the starting one (TRL's beta)."""
 
 
 @dataclass
@@ -290,6 +313,9 @@ class SynthConfig:
 
 
 FINETUNE_RUN_ONLY = ("checkpoint_every", "gradient_checkpointing")
+FINETUNE_FEEDBACK_KEYS = ("init_from", "objective", "beta")
+"""finetune keys of training on feedback: keyed by the starting adapter's key and the objective
+where set, so adapters trained before them keep their keys."""
 """finetune keys that change how training runs, not the weights it ends with: left out of
 the adapter's cache key, so changing them reuses a trained adapter."""
 FINETUNE_METHOD_KEYS = {
@@ -479,6 +505,22 @@ def _pipeline_tables(data: dict[str, Any], path: Path, text: str) -> list[Pipeli
             overrides[key] = value
         out.append(PipelineConfig(name, base, template, overrides, line))
     return out
+
+
+def saved_config(data: dict[str, Any]) -> Config:
+    """A Config written into a run folder (`Config.to_dict`), read back: settings this
+    version does not know are dropped, the others checked as in a file."""
+    config = _build(Config, data, prefix="")
+    _validate(config)
+    config.pipelines = [PipelineConfig(**table) for table in data.get("pipelines", [])]
+    config.source = data.get("source", "")
+    config.base_dir = data.get("base_dir", ".")
+    return config
+
+
+def saved_section(section: str, values: dict[str, Any]) -> Any:
+    """One pipeline section (`models`, `finetune`, ...) as a run folder's pipelines.json holds it."""
+    return _build(_SECTIONS[section], values, prefix=section + ".")
 
 
 def check_settings(cls: type, values: dict[str, Any], section: str, source: str) -> Any:

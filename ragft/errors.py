@@ -38,6 +38,10 @@ class WriteError(RagftError):
     """A file ragft writes could not be written (disk full, no permission); what was written before stays."""
 
 
+class EndpointError(RagftError):
+    """A generator endpoint that did not answer, or refused the request."""
+
+
 class BusyError(RagftError):
     """A run folder another ragft process is working in."""
 
@@ -69,7 +73,7 @@ def explain(error: BaseException) -> tuple[str, int]:
     """One or two lines for a user and the exit code, for any exception."""
     notes = [n for n in getattr(error, "__notes__", ()) if "\n" not in n]
     where = "".join(f"{n}: " for n in reversed(notes))
-    if isinstance(error, (WriteError, BusyError)):
+    if isinstance(error, (WriteError, BusyError, EndpointError)):
         return f"ragft: error: {where}{error}", EXIT_SYSTEM
     if isinstance(error, RagftError):
         return f"ragft: error: {where}{error}", EXIT_INPUT

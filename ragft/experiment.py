@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from ragft.arms import CONTEXTS, Arm, arm_settings, base_models, ladder, resolve
 from ragft.config import Config, check_pairs
 from ragft.errors import ConfigError, naming
 from ragft.io import read_json, sha256_json, write_json_atomic
-from ragft.keys import StageKeys, adapter_key, stage_keys
+from ragft.keys import StageKeys, stage_keys
 from ragft.locks import run_lock
 from ragft.monitor import PeakMemory
 from ragft.predict import load_predictions, predict
@@ -58,6 +59,14 @@ class Run:
         self._data = data
         self._tasks: dict[str, TaskRun] = {}
         self._by_key: dict[str, tuple[list[Prediction], dict[str, Any]]] = {}
+        self.arms: dict[str, Arm] = {}
+        """The experiment's pipelines by name (an adapter may start from another's)."""
+
+    def arm(self, name: str) -> Arm:
+        """A pipeline of this experiment by name (the config's, unless set in `arms`)."""
+        if not self.arms:
+            self.arms = {a.name: a for a in resolve_arms(self.config)}
+        return self.arms[name]
 
     def task(self, pipeline: Arm) -> TaskRun:
         """The task prepared with this pipeline's settings; pipelines whose settings agree share one."""
@@ -94,7 +103,36 @@ class Run:
     def keys(self, pipeline: Arm, trained: Arm | None = None) -> StageKeys:
         """Every stage key of a pipeline (or of another context view of `trained`)."""
         owner = trained or pipeline
-        return stage_keys(pipeline, self.task(owner), self.generator_identity(owner), trained)
+        return stage_keys(pipeline, self.task(owner), self.generator_identity(owner), trained, self.start_key(owner))
+
+    def start(self, pipeline: Arm) -> Arm | None:
+        """The pipeline whose adapter this one goes on training (`finetune.init_from`), if any."""
+        name = pipeline.config.finetune.init_from if pipeline.trained else ""
+        return self.arm(name) if name else None
+
+    def start_key(self, pipeline: Arm) -> str | None:
+        start = self.start(pipeline)
+        return self.keys(start).adapter if start is not None else None
+
+    def adapter_key(self, pipeline: Arm) -> str:
+        """The key of a trained pipeline's adapter."""
+        key = self.keys(pipeline).adapter
+        assert key is not None, f"{pipeline.name} trains no adapter"
+        return key
+
+    @contextlib.contextmanager
+    def adapted(self, pipeline: Arm, generator: Generator) -> Iterator[dict[str, Any]]:
+        """`generator` with the pipeline's adapter on inside the block (trained first where
+        needed: after the adapter it starts from, which is trained or found first)."""
+        start = self.start(pipeline)
+        if start is not None:
+            with naming(f"pipeline {start.name!r} ({pipeline.name!r} starts from it)"):
+                with self.adapted(start, generator):
+                    pass  # trained (or found trained) and taken off again
+        folder = adapter_dir(self.folder, pipeline.name)
+        begin = adapter_dir(self.folder, start.name) if start is not None else None
+        with adapted(folder, pipeline, generator, self.task(pipeline), self.adapter_key(pipeline), begin) as training:
+            yield training
 
     def generator_identity(self, pipeline: Arm) -> dict[str, Any]:
         return self.resources.generator_identity(pipeline.config.models)
@@ -151,8 +189,7 @@ class Run:
         with PeakMemory() as memory:
             if owner.trained:
                 folder = adapter_dir(self.folder, owner.name)
-                assert keys.adapter is not None
-                with adapted(folder, owner, generator, task, keys.adapter) as training:
+                with self.adapted(owner, generator) as training:
                     costs["training"] = training
                     costs["adapter_bytes"] = sum(f.stat().st_size for f in folder.iterdir())
                     data = task.training_data(owner)
@@ -336,9 +373,8 @@ def _finetune_held(state: Any, run: Run, pipeline: Arm) -> dict[str, Any]:
         task.prepare(pipeline)  # the main process writes the index; the others then read it
     if state.is_main_process:
         write_json_atomic(folder / "config.json", config.to_dict())
-    key = adapter_key(pipeline, task, run.generator_identity(pipeline))
-    adapters, generator = adapter_dir(folder, pipeline.name), run.generator(pipeline)
-    with naming(f"pipeline {pipeline.name!r}"), adapted(adapters, pipeline, generator, task, key) as training:
+    generator = run.generator(pipeline)
+    with naming(f"pipeline {pipeline.name!r}"), run.adapted(pipeline, generator) as training:
         state.wait_for_everyone()
     return training
 

@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from ragft.arms import Arm, base_models, base_name, build_prompt
 from ragft.io import sha256_file
-from ragft.keys import adapter_key, predictions_key
+from ragft.keys import predictions_key
 from ragft.predict import load_predictions, predict
 from ragft.stats import bootstrap, paired_difference
 from ragft.tasks.qa import SCORING, load_examples, score
-from ragft.training import adapted, adapter_dir
 
 if TYPE_CHECKING:
     from ragft.experiment import Run
@@ -67,9 +66,8 @@ def forgetting(run: Run, trained: list[Arm], general: GeneralSet, samples: int, 
     base_of: dict[str, str] = {}
     for name, model in [*bases.items(), *((p.name, p) for p in trained)]:
         view = model.with_context("none")
-        task = run.task(model)
         generator_id = run.generator_identity(model)
-        adapter = adapter_key(model, task, generator_id) if model.trained else None
+        adapter = run.adapter_key(model) if model.trained else None
         key = predictions_key(view, general, generator_id, adapter, None)
         path = run.folder / "predictions" / "general" / f"{name}.jsonl"
         done = load_predictions(path, key)
@@ -78,7 +76,7 @@ def forgetting(run: Run, trained: list[Arm], general: GeneralSet, samples: int, 
             if adapter is None:
                 predict(path, f"general/{name}", view, generator, general, done, key)
             else:
-                with adapted(adapter_dir(run.folder, name), model, generator, task, adapter):
+                with run.adapted(model, generator):
                     predict(path, f"general/{name}", view, generator, general, done, key)
         scores[name] = [done[i] for i in general.test_ids]
         if model.trained:

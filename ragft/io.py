@@ -55,6 +55,11 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
 
 
+def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write rows as JSON lines, all at once (temporary file, then rename)."""
+    write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
 def read_json(path: str | Path) -> Any:
     """Parse a JSON file; a malformed one is an error naming it."""
     try:

@@ -75,6 +75,8 @@ def finetune_identity(ft: FinetuneConfig, raft: bool) -> dict[str, Any]:
     skip = {*FINETUNE_RUN_ONLY, "records", "train_data", *(other_methods - set(FINETUNE_METHOD_KEYS[ft.method]))}
     if not raft:
         skip |= set(RAFT_KEYS)
+    # the starting adapter enters by its own key (adapter_key); sft, the default, adds nothing
+    skip |= {"init_from"} | ({"objective", "beta"} if ft.objective == "sft" else set())
     return {k: v for k, v in asdict(ft).items() if k not in skip}
 
 
@@ -83,17 +85,19 @@ def hits_key(task: KeyedTask, k: int) -> str:
     return key("hits", task.retriever_identity(), k)
 
 
-def adapter_key(trained: Arm, task: KeyedTask, generator: dict[str, Any]) -> str:
+def adapter_key(trained: Arm, task: KeyedTask, generator: dict[str, Any], start: str | None = None) -> str:
     """The key of a trained pipeline's adapter. `generator` is the base model's identity
-    (`Resources.generator_identity`)."""
-    return key(
+    (`Resources.generator_identity`); `start`, the key of the adapter it goes on training
+    (`finetune.init_from`)."""
+    parts: list[Any] = [
         "adapter",
         generator,
         finetune_identity(trained.config.finetune, trained.raft),
         trained.config.experiment.seed,
         asdict(trained.template),
         task.training_identity(trained),
-    )
+    ]
+    return key(*parts, {"init_from": start}) if start is not None else key(*parts)
 
 
 def prompt_key(optimized: Arm, task: KeyedTask, generator: dict[str, Any]) -> str:
@@ -138,14 +142,17 @@ def predictions_key(
     return key(*parts, prompt) if prompt is not None else key(*parts)
 
 
-def stage_keys(pipeline: Arm, task: KeyedTask, generator: dict[str, Any], trained: Arm | None = None) -> StageKeys:
+def stage_keys(
+    pipeline: Arm, task: KeyedTask, generator: dict[str, Any], trained: Arm | None = None, start: str | None = None
+) -> StageKeys:
     """The keys of one pipeline's stages. `trained` is the pipeline whose adapter this one
-    uses, when it is another context view of it."""
+    uses, when it is another context view of it; `start`, the key of the adapter that one
+    starts from."""
     p, trained = pipeline, trained or pipeline
     reads_context = p.context or trained.context
     index_identity = task.index_identity() if reads_context else None
     index = key("index", index_identity) if index_identity is not None else None
     hits = hits_key(task, p.config.retrieval.k) if reads_context else None
-    adapter = adapter_key(trained, task, generator) if trained.trained else None
+    adapter = adapter_key(trained, task, generator, start) if trained.trained else None
     prompt = prompt_key(p, task, generator) if p.optimized else None
     return StageKeys(index, hits, adapter, prompt, predictions_key(p, task, generator, adapter, hits, prompt))

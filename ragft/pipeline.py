@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ragft.arms import Arm, check_names
+from ragft.arms import Arm, check_names, check_starts
 from ragft.config import (
     Config,
     DataConfig,
@@ -34,6 +34,7 @@ from ragft.config import (
     SynthConfig,
     check_pairs,
 )
+from ragft.endpoint import EndpointGenerator
 from ragft.errors import ConfigError, InputError
 from ragft.prompts import PromptTemplate, get_template
 
@@ -56,7 +57,7 @@ class Pipeline:
     def __init__(
         self,
         name: str,
-        generator: Generator,
+        generator: Generator | EndpointGenerator,
         template: str | PromptTemplate = "qa",
         retriever: Retrieval | None = None,
         finetune: FinetuneConfig | None = None,
@@ -80,6 +81,8 @@ class Pipeline:
             raise ConfigError(f"{who}: shots must be 0 or more, got {shots}")
         if synth is not None and (finetune is None or finetune.train_data != "synth"):
             raise ConfigError(f"{who}: synth settings apply to a fine-tuning spec with train_data='synth'")
+        if finetune is not None and isinstance(generator, EndpointGenerator):
+            raise ConfigError(f"{who}: a generator behind an endpoint owns its weights; it cannot be fine-tuned here")
         if optimize is not None and (finetune is not None or shots):
             raise ConfigError(f"{who}: an optimized prompt chooses its own solved examples, on the base model only")
         self.name = name
@@ -104,10 +107,14 @@ class Pipeline:
     def arm(self, config: Config) -> Arm:
         """This pipeline resolved against an experiment's settings (what the runner runs)."""
         g = self.generator
-        identity = g.identity()
-        models = dataclasses.replace(
-            config.models, generator=g.name, dtype=identity["dtype"], device=identity["device"]
-        )
+        if isinstance(g, EndpointGenerator):
+            endpoint = dict(endpoint=g.url, endpoint_key_env=g.key_env, endpoint_timeout_s=g.timeout_s)
+            models = dataclasses.replace(config.models, generator=g.name, endpoint_retries=g.retries, **endpoint)
+        else:
+            identity = g.identity()
+            models = dataclasses.replace(
+                config.models, generator=g.name, dtype=identity["dtype"], device=identity["device"], endpoint=""
+            )
         sections: dict[str, object] = {
             "generation": GenerationConfig(max_new_tokens=g.max_new_tokens, batch_size=g.batch_size)
         }
@@ -186,6 +193,7 @@ class Experiment:
         models = dataclasses.replace(config.models, generator=g.models.generator, dtype=g.models.dtype)
         self.config = dataclasses.replace(config, models=dataclasses.replace(models, device=g.models.device))
         self.arms = [p.arm(self.config) for p in self.pipelines]
+        check_starts(self.arms)
 
     def _run(self) -> Run:
         from ragft.experiment import Run
@@ -194,7 +202,9 @@ class Experiment:
         generators = list({id(p.generator): p.generator for p in self.pipelines}.values())
         indexes = list({id(p.retriever.index): p.retriever.index for p in self.pipelines if p.retriever}.values())
         resources = Resources(generators, [i.embedder for i in indexes], [i.vectors for i in indexes])
-        return Run(self.folder, self.config, resources, data=self.task)
+        run = Run(self.folder, self.config, resources, data=self.task)
+        run.arms = {a.name: a for a in self.arms}
+        return run
 
     def run(self) -> Report:
         """Run every pipeline (reusing whatever this run folder already holds) and report."""
@@ -209,9 +219,8 @@ class Experiment:
     def fit(self, name: str) -> dict[str, object]:
         """Train (or find trained) one pipeline's adapter, or optimize its prompt; return what
         the training or the optimization recorded."""
-        from ragft.keys import adapter_key, prompt_key
+        from ragft.keys import prompt_key
         from ragft.locks import run_lock
-        from ragft.training import adapted, adapter_dir
 
         run, arm = self._run(), self._arm(name)
         task = run.task(arm)
@@ -219,8 +228,7 @@ class Experiment:
             with run_lock(self.folder):
                 key = prompt_key(arm, task, run.generator_identity(arm))
                 return run.optimized_prompt(arm, run.generator(arm), key).to_dict()
-        key = adapter_key(arm, task, run.generator_identity(arm))
-        with run_lock(self.folder), adapted(adapter_dir(self.folder, name), arm, run.generator(arm), task, key) as t:
+        with run_lock(self.folder), run.adapted(arm, run.generator(arm)) as t:
             return t
 
     def predictions(self, name: str) -> tuple[list[Prediction], dict[str, object]]:

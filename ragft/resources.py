@@ -39,13 +39,23 @@ class Resources:
 
     def _given(self, models: ModelsConfig) -> Generator | None:
         """A generator passed in for this model: the one in the named dtype if there are several."""
-        named = [g for g in self._given_generators if model_id(g.name) == model_id(models.generator)]
+        local = [g for g in self._given_generators if g.model is not None]  # not one behind an endpoint
+        named = [g for g in local if model_id(g.name) == model_id(models.generator)]
         exact = [g for g in named if g.identity()["dtype"] == models.dtype]
         return (exact or named or [None])[0]
 
     def generator(self, models: ModelsConfig, generation: GenerationConfig, seed: int = 0) -> Generator:
-        """The generator `models` names, with these decoding settings."""
+        """The generator `models` names, with these decoding settings (behind `models.endpoint`
+        when one is set)."""
         gen = generation
+        if models.endpoint:
+            from ragft.endpoint import EndpointGenerator
+
+            m = models
+            endpoint = EndpointGenerator(
+                m.endpoint, m.generator, m.endpoint_key_env, m.endpoint_timeout_s, m.endpoint_retries
+            )
+            return endpoint.with_decoding(gen.batch_size, gen.max_new_tokens, seed)  # type: ignore[return-value]
         base = self._given(models)
         if base is None:
             wanted = (models.generator, models.dtype, models.device)
@@ -58,6 +68,10 @@ class Resources:
 
     def generator_identity(self, models: ModelsConfig) -> dict[str, Any]:
         """What the generator's outputs depend on (name, weights, dtype, device), without loading it."""
+        if models.endpoint:
+            from ragft.endpoint import endpoint_identity
+
+            return endpoint_identity(models.endpoint, models.generator)
         key = (models.generator, models.dtype, models.device)
         if key not in self._identities:  # asked for every stage key: hash the weight files once
             given = self._given(models)

@@ -3,16 +3,20 @@ side by side."""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from ragft.aggregate import aggregate
-from ragft.config import ExperimentConfig, PricesConfig
+from ragft.arms import Arm
+from ragft.config import PIPELINE_SECTIONS, Config, ExperimentConfig, PricesConfig, saved_config, saved_section
 from ragft.errors import InputError
 from ragft.io import read_json, read_jsonl, write_text_atomic
 from ragft.metrics import label, metric_names
 from ragft.predict import prediction_from_row
+from ragft.prompts import PromptTemplate
 from ragft.report import markdown
 from ragft.report_files import write_report
 from ragft.types import Prediction
@@ -30,6 +34,33 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, list[Predic
     for chunks in sorted((run / "index").rglob("chunks.jsonl")) if (run / "index").is_dir() else []:
         passages.update({row["id"]: row["text"] for _, row in read_jsonl(chunks)})
     return report, predictions, passages
+
+
+def run_config(run_dir: str | Path) -> Config:
+    """The settings a run folder was made with (its config.json)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise InputError("not a ragft run folder (no config.json: run `ragft compare` into it first)", run_dir)
+    return saved_config(read_json(path))
+
+
+def run_pipeline(run_dir: str | Path, config: Config, name: str) -> Arm:
+    """One pipeline of a run as it ran (its pipelines.json entry): template, what it shows,
+    whether it trains, and its own settings over the experiment's."""
+    path = Path(run_dir) / "pipelines.json"
+    if not path.is_file():
+        raise InputError("not a ragft run folder (no pipelines.json)", run_dir)
+    saved = read_json(path)
+    if name not in saved:
+        close = difflib.get_close_matches(name, list(saved), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise InputError(f"no pipeline {name!r} in this run{hint} (it has {', '.join(saved)})", run_dir)
+    entry = saved[name]
+    sections = {s: saved_section(s, entry[s]) for s in PIPELINE_SECTIONS if s in entry}
+    settings = dataclasses.replace(config, pipelines=[], **sections)
+    optimized = entry.get("optimized", (Path(run_dir) / "prompts" / name.replace("+", "_")).is_dir())
+    template = PromptTemplate(**entry["template"])
+    return Arm(name, template, entry["context"], entry["shots"], entry["trained"], settings, optimized=optimized)
 
 
 def _predictions(run: Path, label: str) -> list[Prediction]:

@@ -27,13 +27,15 @@ def adapter_dir(run: Path, label: str) -> Path:
 
 
 @contextmanager
-def adapted(folder: Path, pipeline: Arm, generator: Generator, task: TaskRun, key: str) -> Iterator[dict[str, Any]]:
-    """`generator` with the pipeline's adapter on (trained first where needed) inside the
-    block; yields what the training recorded. The generator gets its base model back
-    whatever happens, inside the block or during training."""
+def adapted(
+    folder: Path, pipeline: Arm, generator: Generator, task: TaskRun, key: str, start: Path | None = None
+) -> Iterator[dict[str, Any]]:
+    """`generator` with the pipeline's adapter on (trained first where needed, from the
+    adapter in `start` if given) inside the block; yields what the training recorded. The
+    generator gets its base model back whatever happens, inside the block or during training."""
     base = generator.model
     try:
-        generator.model, training = train_or_load_adapter(folder, pipeline, generator, task, key)
+        generator.model, training = train_or_load_adapter(folder, pipeline, generator, task, key, start)
         yield training
     finally:
         if generator.model is not base:
@@ -41,10 +43,10 @@ def adapted(folder: Path, pipeline: Arm, generator: Generator, task: TaskRun, ke
 
 
 def train_or_load_adapter(
-    folder: Path, pipeline: Arm, generator: Generator, task: TaskRun, key: str
+    folder: Path, pipeline: Arm, generator: Generator, task: TaskRun, key: str, start: Path | None = None
 ) -> tuple[Any, dict[str, Any]]:
-    """Load the pipeline's adapter if one was trained with this key, else train it
-    (resuming from its checkpoint after an interruption)."""
+    """Load the pipeline's adapter if one was trained with this key, else train it (resuming
+    from its checkpoint after an interruption; going on from the adapter in `start`)."""
     c = pipeline.config
     base_id = model_id(c.models.generator)
     try:
@@ -53,21 +55,32 @@ def train_or_load_adapter(
             return load_adapter(generator.model, folder, base_id), manifest["training"]
     except ArtifactError:
         pass
-    from ragft.finetune.lora import train_lora
-
-    records = task.train_records(pipeline, generator)
     checkpoint = folder.with_name(folder.name + ".checkpoint")
-    peft_model, result = train_lora(
-        generator.model,
-        records,
-        c.finetune,
-        generator.tokenizer.pad_token_id,
-        c.experiment.seed,
-        checkpoint=checkpoint,
-        fingerprint=key,
-    )
+    if c.finetune.objective == "sft":
+        from ragft.finetune.lora import train_lora
+
+        records = task.train_records(pipeline, generator)
+        peft_model, result = train_lora(
+            generator.model,
+            records,
+            c.finetune,
+            generator.tokenizer.pad_token_id,
+            c.experiment.seed,
+            checkpoint=checkpoint,
+            fingerprint=key,
+            start=start,
+        )
+        n = len(records)
+    else:
+        from ragft.finetune.preference import train_preference
+
+        rows = task.preference_rows(pipeline)
+        peft_model, result = train_preference(
+            generator.model, generator.tokenizer, rows, c.finetune, c.experiment.seed, start
+        )
+        n = len(rows)
     training = {
-        "records": len(records),
+        "records": n,
         "steps": result.steps,
         "seconds": result.seconds,
         "tokens": result.tokens,
@@ -78,6 +91,10 @@ def train_or_load_adapter(
     }
     if result.validation:
         training.update(validation=result.validation, best_step=result.best_step, stopped_early=result.stopped_early)
+    if c.finetune.objective != "sft":
+        training.update(objective=c.finetune.objective, **result.preference)
+    if start is not None:
+        training["init_from"] = c.finetune.init_from
     if is_main_process():
         extra = {"method": c.finetune.method, "fingerprint": key, "training": training, "losses": result.losses}
         try:

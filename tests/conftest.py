@@ -64,6 +64,20 @@ def generator():
 
 
 @pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, generator, embedder):
+    """A finished handbook run (prompt, rag, rag+ft) on a few examples, two training steps."""
+    from test_cli import TINY
+
+    from ragft.config import load_config
+    from ragft.experiment import compare
+
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    config = load_config(ROOT / "configs" / "handbook.toml", [*TINY, "experiment.context_views=true"])  # all plots
+    compare(config, run, generator=generator, embedder=embedder)
+    return run
+
+
+@pytest.fixture(scope="session")
 def tokenizer(generator):
     return generator.tokenizer
 

@@ -17,6 +17,7 @@ TINY = [
     "generation.max_new_tokens=12",
     "experiment.bootstrap_samples=200",
     'experiment.general_examples=""',  # the forgetting check has its own test
+    "experiment.context_views=false",  # so are the context views
 ]
 
 

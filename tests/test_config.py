@@ -72,8 +72,9 @@ def test_sweep_grid_keeps_list_values_whole_and_refuses_other_settings():
 
 FREE_TEXT = {
     "experiment.name", "experiment.output_dir", "experiment.general_examples", "experiment.pairs",
-    "models.generator", "models.embedder", "models.device", "data.corpus", "data.text_field", "data.id_field",
-    "data.examples", "retrieval.rerank", "finetune.target_modules", "finetune.train_data", "sql.database",
+    "models.generator", "models.embedder", "models.device", "models.endpoint", "models.endpoint_key_env",
+    "data.corpus", "data.text_field", "data.id_field", "data.examples", "retrieval.rerank",
+    "finetune.target_modules", "finetune.train_data", "finetune.init_from", "sql.database",
     "tracking.mlflow_uri", "tracking.mlflow_experiment",
 }  # fmt: skip
 """Settings whose values are names, paths or free text (models.device has its own pattern check)."""

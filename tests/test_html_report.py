@@ -5,12 +5,8 @@ import io
 import shutil
 
 import pytest
-from conftest import ROOT
-from test_cli import TINY
 
 from ragft.cli import main
-from ragft.config import load_config
-from ragft.experiment import compare
 
 BROWSER_FLAGS = [
     "--no-sandbox",
@@ -21,14 +17,6 @@ BROWSER_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, generator, embedder):
-    run = tmp_path_factory.mktemp("tiny") / "run"
-    config = load_config(ROOT / "configs" / "handbook.toml", TINY)
-    compare(config, run, generator=generator, embedder=embedder)
-    return run
 
 
 def test_html_report_is_self_contained(tiny_run):

@@ -55,6 +55,9 @@ QA_EXPECTED: dict[str, set[str]] = {
     "models.dtype": GENERATOR,  # changed to the dtype `auto` does not resolve to
     "models.embedder_dtype": INDEX,
     "models.device": GENERATOR,
+    "models.endpoint_key_env": set(),  # read only where models.endpoint is set: run-only
+    "models.endpoint_timeout_s": set(),
+    "models.endpoint_retries": set(),
     "data.corpus": INDEX,  # a copy with one document edited
     "data.text_field": set(),  # JSONL corpora only; the handbook is a folder
     "data.id_field": set(),
@@ -101,6 +104,7 @@ QA_EXPECTED: dict[str, set[str]] = {
     "finetune.p_no_gold": RAFT,
     "finetune.records": RAFT,  # rag+ft to plain SFT on its top k; ft is plain SFT already
     "finetune.train_data": TRAINED,  # pairs the generator writes instead of the train split
+    "finetune.beta": set(),  # read only by the dpo and kto objectives
     **{f"synth.{name}": set() for name in SYNTH},  # read only where finetune.train_data = "synth"
     "optimize.demos": OPTIMIZED,
     "optimize.candidates": OPTIMIZED,
@@ -131,6 +135,9 @@ SQL_EXPECTED: dict[str, set[str]] = {
 STRUCTURAL = {
     "experiment.variants": "which pipelines run; test_removing_a_pipeline_keeps_the_others",
     "data.kind": "which task runs; the SQL walk below covers the SQL task's keys",
+    "models.endpoint": "which generator answers (trained arms refuse one); test_endpoint_arm_keys",
+    "finetune.init_from": "names another pipeline; test_feedback's feedback arms check its keys",
+    "finetune.objective": "dpo and kto need feedback; test_feedback's feedback arms check its keys",
 }
 
 
@@ -275,6 +282,21 @@ def test_removing_a_pipeline_keeps_the_others(tmp_path):
     full = plan(load_config(config_file, QA_BASE), tmp_path)
     fewer = plan(load_config(config_file, [*QA_BASE, 'experiment.variants=["rag","rag+ft"]']), tmp_path)
     assert fewer == {name: full[name] for name in ("rag", "rag+ft")}
+
+
+def test_endpoint_arm_keys(tmp_path):
+    """An untrained ladder behind an endpoint: keyed by the URL and model name, not by weights
+    here; its settings that only shape the requests rebuild nothing."""
+    config_file = ROOT / "configs" / "handbook.toml"
+    base = [*QA_BASE, 'experiment.variants=["prompt","fewshot","rag","dspy","rag+dspy"]']
+    endpoint = [*base, 'models.endpoint="http://127.0.0.1:9/v1"']
+    local, remote = plan(load_config(config_file, base), tmp_path), plan(load_config(config_file, endpoint), tmp_path)
+    generated = {f"predictions:{p}" for p in local} | {"prompt:dspy", "prompt:rag+dspy"}
+    assert _rebuilt(local, remote) == generated  # the index and retrieved passages are the same
+    other = plan(load_config(config_file, [*endpoint, 'models.endpoint="http://10.0.0.2:8000/v1"']), tmp_path)
+    assert _rebuilt(remote, other) == generated
+    run_only = ["models.endpoint_timeout_s=5", "models.endpoint_retries=0", 'models.endpoint_key_env="K"']
+    assert plan(load_config(config_file, [*endpoint, *run_only]), tmp_path) == remote
 
 
 def test_dtype_auto_is_keyed_by_the_dtype_it_resolves_to(tmp_path):

@@ -41,6 +41,8 @@ class TrainResult:
     """Step of the lowest validation loss; its adapter is the one returned (0: no validation)."""
     stopped_early: bool = False
     """True when validation loss stopped improving for `patience` checks before the last step."""
+    preference: dict[str, float] = field(default_factory=dict)
+    """DPO / KTO: the last step's reward margin and preference accuracy (DPO) or KL (KTO)."""
 
 
 def peft_config(cfg: FinetuneConfig) -> Any:
@@ -201,6 +203,7 @@ def train_lora(
     checkpoint: str | Path | None = None,
     fingerprint: str = "",
     on_step: Callable[[TrainResult], None] | None = None,
+    start: str | Path | None = None,
 ) -> tuple[Any, TrainResult]:
     """Wrap `model` with a fresh adapter (`cfg.method`: LoRA, IA3 or prompt tuning) and train
     it on `records`; return (peft model, result). With `full`, every weight trains (in fp32,
@@ -213,7 +216,8 @@ def train_lora(
     With `checkpoint`, the adapter, optimiser state and progress are saved there every
     `cfg.checkpoint_every` steps, and a later call with the same `fingerprint` resumes from
     the last one: the batch order is replayed from the seed, so the result is the same
-    as an uninterrupted run. `on_step` is called with the progress after every step.
+    as an uninterrupted run. `on_step` is called with the progress after every step. With
+    `start` (a saved adapter's folder), that adapter goes on training instead of a fresh one.
     A NaN loss stops training naming the step and batch; the
     last good checkpoint stays.
 
@@ -241,6 +245,10 @@ def train_lora(
     if cfg.method == "full":  # every weight trains, in fp32; the base is kept to restore later
         stash_base_weights(model)
         model = model.float().requires_grad_(True)
+    elif start is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(start), is_trainable=True)
     else:
         try:
             model = get_peft_model(model, peft_config(cfg))

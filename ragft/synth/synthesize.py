@@ -13,7 +13,6 @@ written from, the method, the answer's kind, the support and round-trip scores.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections import Counter
@@ -30,7 +29,7 @@ from ragft.io import (
     sha256_file,
     sha256_json,
     write_json_atomic,
-    write_text_atomic,
+    write_jsonl_atomic,
 )
 from ragft.progress import progress
 from ragft.synth import filters, writing
@@ -231,7 +230,7 @@ def stats_path(examples: Path) -> Path:
 
 def write_synthesis(path: Path, synthesis: Synthesis) -> None:
     """The pairs as an examples JSONL file, and beside it what made them (`stats_path`), both atomically."""
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in synthesis.rows))
+    write_jsonl_atomic(path, synthesis.rows)
     write_json_atomic(stats_path(path), {"examples_sha256": sha256_file(path), **synthesis.stats})
 
 

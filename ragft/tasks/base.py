@@ -49,6 +49,11 @@ class TaskRun(KeyedTask, Protocol):
 
     def train_records(self, pipeline: Arm, generator: Generator) -> list[SFTRecord]: ...
 
+    def preference_rows(self, pipeline: Arm) -> list[dict[str, Any]]:
+        """DPO (prompt, chosen, rejected) or KTO (prompt, completion, label) rows from feedback,
+        for a pipeline whose `finetune.objective` is dpo or kto."""
+        ...
+
     def training_data(self, pipeline: Arm) -> dict[str, Any] | None:
         """What made a trained pipeline's synthetic training pairs (None: none were synthesized)."""
         ...

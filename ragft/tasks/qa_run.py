@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any
 from ragft.arms import Arm, build_prompt
 from ragft.corpus.chunking import chunk_for_embedder
 from ragft.errors import ArtifactError, ConfigError, InputError
+from ragft.feedback.records import FeedbackData, feedback_data
+from ragft.feedback.store import FILENAME as FEEDBACK_STORE
+from ragft.feedback.store import FeedbackStore
 from ragft.finetune.data import SFTRecord, gold_chunk, make_record, quoted_answer, raft_passages
 from ragft.io import append_jsonl, read_jsonl, read_manifest, sha256_json, write_manifest
 from ragft.keys import hits_key
@@ -60,6 +63,7 @@ class QaRun:
         self.test = list(task.test)
         self.test_ids = [e.id for e in self.test]
         self._train_files: dict[Path, list[Example]] = {}
+        self._feedback: dict[tuple[Path, str | None], FeedbackData] = {}
 
     # Identities: what each stage's key is made of (see ragft.keys).
 
@@ -120,6 +124,9 @@ class QaRun:
             train: Any = self.train_sha256
         elif source == "synth":
             train = {"synth": self.synth_key(pipeline)}
+        elif _is_feedback(source):
+            rows = self.feedback(pipeline).rows(_feedback_kind(pipeline))
+            train = {"feedback": sha256_json([asdict(r) for r in rows])}
         else:
             train = _content(self.train_file(pipeline))
         out: dict[str, Any] = {"train": train, "context": pipeline.context}
@@ -136,7 +143,7 @@ class QaRun:
     def scoring_identity(self) -> Any:
         return {"score": SCORING}
 
-    # Training examples: the task's train split, a file of pairs, or pairs written in the run.
+    # Training examples: the task's train split, a file of pairs, pairs written in the run, or feedback.
 
     def training_examples(self, pipeline: Arm, generator: Generator) -> list[Example]:
         """What the pipeline fine-tunes on (`finetune.train_data`)."""
@@ -145,7 +152,47 @@ class QaRun:
             return self.train
         if source == "synth":
             return self.synthesized(pipeline, generator).examples()
+        if _is_feedback(source):
+            raise ConfigError(f"pipeline {pipeline.name!r}: feedback trains from the prompts it was served with")
         return self.train_file(pipeline)
+
+    def feedback(self, pipeline: Arm) -> FeedbackData:
+        """The feedback `finetune.train_data` names (this run folder's store, or a feedback.sqlite
+        file), on the answers of the pipeline this one starts from (all answers without one);
+        refused where a reviewed question is a test question."""
+        c = pipeline.config
+        source = c.finetune.train_data
+        path = self.run / FEEDBACK_STORE if source == "feedback" else c.path(source)
+        served = c.finetune.init_from or None
+        if (path, served) not in self._feedback:
+            if not path.is_file():
+                raise ConfigError(
+                    f"pipeline {pipeline.name!r}: finetune.train_data: {path} is not a feedback store "
+                    "(`ragft serve` on the run folder collects feedback there)",
+                    c.source or None,
+                )
+            with FeedbackStore(path) as store:
+                data = feedback_data(store, served)
+            tests = {normalize_answer(e.question): e.id for e in self.test}
+            leaked = next((r for r in [*data.sft, *data.dpo, *data.kto] if normalize_answer(r.question) in tests), None)
+            if leaked is not None:
+                test_id = tests[normalize_answer(leaked.question)]
+                raise InputError(
+                    f"feedback on exchange {leaked.id} asks test question {test_id!r}: "
+                    "training on it leaks the test set (serve training questions, or leave that exchange out)",
+                    path,
+                )
+            self._feedback[(path, served)] = data
+        return self._feedback[(path, served)]
+
+    def preference_rows(self, pipeline: Arm) -> list[dict[str, Any]]:
+        rows = self.feedback(pipeline).rows(_feedback_kind(pipeline))
+        if not rows:
+            raise InputError(
+                f"pipeline {pipeline.name!r}: no {pipeline.config.finetune.objective} records in the feedback "
+                "(dpo needs corrected answers, kto ratings): collect more on the review page first"
+            )
+        return [asdict(r) for r in rows]
 
     @cached_property
     def held_out(self) -> set[str]:
@@ -233,6 +280,8 @@ class QaRun:
         source = _train_data(pipeline)
         if source == "synth":
             path = self.synth_pairs(pipeline)
+        elif _is_feedback(source):
+            return None
         elif source:
             path = pipeline.config.path(source)
         else:
@@ -353,12 +402,20 @@ class QaRun:
         Passages from the test examples' documents are kept out of training prompts.
         """
         ft = pipeline.config.finetune
+        eos = generator.tokenizer.eos_token_id
+        if _is_feedback(_train_data(pipeline)):  # the prompt the model was served, the corrected answer
+            rows = self.feedback(pipeline).sft
+            if not rows:
+                raise InputError(f"pipeline {pipeline.name!r}: no corrected answers in the feedback to train on")
+            return [
+                make_record(r.id, generator.encode(r.prompt), generator.encode(r.answer), eos, ft.max_length)
+                for r in rows
+            ]
         rng = random.Random(pipeline.config.experiment.seed)
         n_passages = ft.distractors + 1 if pipeline.raft else self.retrieval_settings.k
         train = self.training_examples(pipeline, generator)
         hits = self._train_hits(pipeline, train, n_passages)
         records = []
-        eos = generator.tokenizer.eos_token_id
         for e, row in zip(train, hits):
             passages, target = [h.chunk.text for h in row[:n_passages]], e.answers[0]
             if pipeline.raft:
@@ -425,6 +482,16 @@ class QaRun:
 def _train_data(pipeline: Arm) -> str:
     """A trained pipeline's `finetune.train_data` (prompt optimization reads the train split)."""
     return pipeline.config.finetune.train_data if pipeline.trained else ""
+
+
+def _is_feedback(source: str) -> bool:
+    """`finetune.train_data` names feedback: this run's store, or a feedback.sqlite file."""
+    return source == "feedback" or source.endswith(".sqlite")
+
+
+def _feedback_kind(pipeline: Arm) -> str:
+    """Which of a feedback store's record sets the pipeline trains on."""
+    return pipeline.config.finetune.objective  # sft, dpo or kto
 
 
 def _content(examples: Sequence[Example]) -> str:

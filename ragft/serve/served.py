@@ -1,0 +1,195 @@
+"""One pipeline of a finished run, loaded to answer new questions as it answered the test
+questions: the same retriever over the same index, the same template and solved examples
+(or optimized demonstrations), the same generator with its adapter on.
+
+Nothing is trained or optimized here: a pipeline whose adapter or prompt the run folder
+does not hold for its current inputs is refused, naming the command that makes it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ragft.arms import Arm, build_prompt
+from ragft.errors import ArtifactError, InputError
+from ragft.feedback.store import Passage
+from ragft.runs import run_config, run_pipeline
+from ragft.types import Example
+
+if TYPE_CHECKING:
+    from ragft.generation import Generator
+    from ragft.retrieval import Embedder, Retriever
+
+CHAT_SUFFIX = ":chat"
+"""A served pipeline's second model id: its generator (with the adapter) answering the
+messages as sent, without retrieval or template, as any chat endpoint would."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One chat completion to make: the model id asked for, the messages, the token budget."""
+
+    model: str
+    messages: tuple[tuple[str, str], ...]
+    """(role, content) pairs; the pipeline model answers the last user message."""
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the model said, and everything it was shown to say it."""
+
+    question: str
+    passages: tuple[Passage, ...]
+    prompt: str
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    """"stop" (the model ended its answer) or "length" (it ran out of tokens)."""
+
+
+def question_of(messages: Sequence[tuple[str, str]]) -> str:
+    """The question a pipeline answers: the last user message."""
+    for role, content in reversed(messages):
+        if role == "user":
+            return content
+    raise InputError("the messages hold no user message to answer")
+
+
+class ServedPipeline:
+    """A run's pipeline answering requests in batches (`answer`); `close` takes its adapter
+    off a generator that was passed in."""
+
+    def __init__(
+        self,
+        arm: Arm,
+        generator: Generator,
+        retriever: Retriever | None,
+        shots: Sequence[Example],
+        base_model: Any,
+    ):
+        self.arm = arm
+        self.name = arm.name
+        self.generator = generator
+        self.retriever = retriever
+        self.shots = list(shots)
+        self.k = arm.config.retrieval.k
+        self._base_model = base_model
+
+    @property
+    def model_ids(self) -> tuple[str, str]:
+        return self.name, self.name + CHAT_SUFFIX
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.arm.config.generation.max_new_tokens
+
+    @classmethod
+    def load(
+        cls,
+        run_dir: str | Path,
+        name: str,
+        generator: Generator | None = None,
+        embedder: Embedder | None = None,
+    ) -> ServedPipeline:
+        """Pipeline `name` of the run in `run_dir`, with its models (the `generator` and
+        `embedder` given, where their names match the pipeline's settings)."""
+        from ragft.experiment import Run
+        from ragft.resources import Resources
+
+        folder = Path(run_dir)
+        config = run_config(folder)
+        if config.data.kind != "qa":
+            raise InputError(f"ragft serve answers questions; this run's task is {config.data.kind!r}", folder)
+        arm = run_pipeline(folder, config, name)
+        run = Run(folder, config, Resources([generator] if generator else [], [embedder] if embedder else []))
+        task = run.task(arm)
+        keys = run.keys(arm)
+        gen = run.generator(arm)
+        base = gen.model
+        if arm.trained:
+            assert keys.adapter is not None
+            gen.model = _adapter(folder, arm, gen, keys.adapter)
+        if arm.optimized:
+            assert keys.prompt is not None
+            arm = arm.with_demos(_optimized_demos(folder, arm, keys.prompt))
+        retriever = task.retriever if arm.context else None  # type: ignore[attr-defined]
+        shots = task.train[: arm.shots]  # type: ignore[attr-defined]
+        return cls(arm, gen, retriever, shots, base)
+
+    def close(self) -> None:
+        """Take the adapter off (the generator's model is as it was given)."""
+        if self.generator.model is not self._base_model:
+            from ragft.finetune.detach import detach_adapter
+
+            self.generator.model = detach_adapter(self.generator.model)
+
+    def answer(self, requests: Sequence[Request]) -> list[Answer]:
+        """Answers to a batch of requests (pipeline and chat models mixed), in order."""
+        if not requests:
+            return []
+        questions = [question_of(r.messages) if r.model == self.name else "" for r in requests]
+        asked = [i for i, r in enumerate(requests) if r.model == self.name]
+        passages: dict[int, tuple[Passage, ...]] = {i: () for i in range(len(requests))}
+        if self.retriever is not None and asked:
+            hits = self.retriever.retrieve([questions[i] for i in asked], self.k)
+            for i, row in zip(asked, hits):
+                passages[i] = tuple(Passage(h.chunk.id, h.chunk.text) for h in row)
+        prompts = [self._prompt(r, questions[i], passages[i]) for i, r in enumerate(requests)]
+        by_budget: dict[int, list[int]] = defaultdict(list)
+        for i, r in enumerate(requests):
+            by_budget[r.max_new_tokens].append(i)
+        out: dict[int, Answer] = {}
+        for budget, batch in by_budget.items():
+            for i, g in zip(batch, self.generator.generate_batch([prompts[i] for i in batch], budget)):
+                question = questions[i] or question_of(requests[i].messages)
+                finish = "length" if g.completion_tokens >= budget else "stop"
+                out[i] = Answer(question, passages[i], prompts[i], g.text, g.prompt_tokens, g.completion_tokens, finish)
+        return [out[i] for i in range(len(requests))]
+
+    def _prompt(self, request: Request, question: str, passages: tuple[Passage, ...]) -> str:
+        if request.model != self.name:  # the chat model: the messages as sent
+            return self.generator.render([{"role": role, "content": text} for role, text in request.messages])
+        example = Example("served", question, (), "test")
+        return build_prompt(self.generator, self.arm, example, [p.text for p in passages], self.shots)
+
+
+def _adapter(folder: Path, arm: Arm, generator: Generator, key: str) -> Any:
+    from ragft.finetune.adapter import adapter_manifest, load_adapter
+    from ragft.models import model_id
+    from ragft.training import adapter_dir
+
+    path = adapter_dir(folder, arm.name)
+    try:
+        fingerprint = adapter_manifest(path).get("fingerprint")
+    except ArtifactError:
+        fingerprint = None
+    if fingerprint != key:
+        state = "no trained adapter" if fingerprint is None else "an adapter trained on other inputs than the run's now"
+        raise ArtifactError(
+            f"pipeline {arm.name!r}: {path} holds {state} (data files or settings changed since?); "
+            "`ragft compare` of the run's config trains it, then serve again"
+        )
+    return load_adapter(generator.model, path, model_id(arm.config.models.generator))
+
+
+def _optimized_demos(folder: Path, arm: Arm, key: str) -> Any:
+    from ragft.io import read_json, read_manifest
+    from ragft.optimize import OptimizedPrompt, prompt_dir
+
+    path = prompt_dir(folder, arm.name)
+    try:
+        fingerprint = read_manifest(path, "optimized-prompt").get("fingerprint")
+    except ArtifactError:
+        fingerprint = None
+    if fingerprint != key:
+        raise ArtifactError(
+            f"pipeline {arm.name!r}: {path} holds no prompt optimized for the run's current inputs; "
+            "`ragft compare` of the run's config optimizes it (then serve again)"
+        )
+    return OptimizedPrompt.from_dict(read_json(path / "prompt.json")).demos
