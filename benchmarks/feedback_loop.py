@@ -128,6 +128,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="key.sub=value settings for both stages")
     args = parser.parse_args()
     out = args.out.resolve()
+    overrides = ["experiment.context_views=false", 'experiment.general_examples=""', *args.overrides]  # the arms alone
     out.mkdir(parents=True, exist_ok=True)
 
     train = [e for e in load_examples(HANDBOOK / "qa.jsonl") if e.split == "train"]
@@ -141,14 +142,14 @@ def main() -> None:
     run = out / "run"
 
     print(f"1. rag, rag+ft ({len(train)} pairs) and rag+ft-half ({len(first)} pairs)", flush=True)
-    compare(load_config(config_file(out, half, feedback=False), args.overrides), run)
+    compare(load_config(config_file(out, half, feedback=False), overrides), run)
     review = out / "review.json"
     if not review.is_file():  # the loop's one round of feedback, kept for a re-run
         print(f"2. serving rag+ft-half; {len(second)} training questions through the API, reviewed", flush=True)
         review.write_text(json.dumps(serve_and_review(run, second, args.clients), indent=2) + "\n")
     print(f"   {review.read_text().strip()}", flush=True)
     print("3. feedback arms from rag+ft-half, scored beside the others", flush=True)
-    report = compare(load_config(config_file(out, half, feedback=True), args.overrides), run)
+    report = compare(load_config(config_file(out, half, feedback=True), overrides), run)
     print(markdown(report))
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from ragft.config import PIPELINE_SECTIONS, Config, PipelineConfig, pipeline_settings
+from ragft.config import PIPELINE_SECTIONS, Config, PipelineConfig, pipeline_settings, reads_feedback
 from ragft.errors import ConfigError, InputError
 from ragft.prompts import PromptTemplate, get_template
 from ragft.types import Demo, Example
@@ -191,7 +191,7 @@ def check_starts(arms: Sequence[Arm], source: str | None = None) -> None:
         if not arm.trained:
             continue
         who = f"pipeline {arm.name!r}"
-        if ft.objective != "sft" and not (ft.train_data == "feedback" or ft.train_data.endswith(".sqlite")):
+        if ft.objective != "sft" and not reads_feedback(ft.train_data):
             raise ConfigError(
                 f"{who}: finetune.objective = {ft.objective!r} learns from feedback: set finetune.train_data = "
                 "'feedback' (what `ragft serve` collected in the run folder) or a feedback.sqlite file",
@@ -211,7 +211,7 @@ def check_starts(arms: Sequence[Arm], source: str | None = None) -> None:
             raise ConfigError(f"{who}: finetune.init_from names the pipeline itself", source)
         seen = {arm.name}
         step = start
-        while step.config.finetune.init_from:  # A starts from B starts from A
+        while step.config.finetune.init_from in by_name:  # A starts from B starts from A
             if step.name in seen:
                 raise ConfigError(f"{who}: finetune.init_from goes round in a circle through {step.name!r}", source)
             seen.add(step.name)

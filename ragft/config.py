@@ -313,9 +313,17 @@ class SynthConfig:
 
 
 FINETUNE_RUN_ONLY = ("checkpoint_every", "gradient_checkpointing")
-FINETUNE_FEEDBACK_KEYS = ("init_from", "objective", "beta")
-"""finetune keys of training on feedback: keyed by the starting adapter's key and the objective
-where set, so adapters trained before them keep their keys."""
+FINETUNE_FEEDBACK_KEYS = ("objective", "beta")
+"""finetune keys of preference training: in an adapter's key only when the objective is not
+sft, so adapters trained before them keep their keys (`init_from` enters by the starting
+adapter's own key)."""
+
+
+def reads_feedback(train_data: str) -> bool:
+    """`finetune.train_data` names feedback: this run's store, or a feedback.sqlite file."""
+    return train_data == "feedback" or train_data.endswith(".sqlite")
+
+
 """finetune keys that change how training runs, not the weights it ends with: left out of
 the adapter's cache key, so changing them reuses a trained adapter."""
 FINETUNE_METHOD_KEYS = {

@@ -33,7 +33,7 @@ from ragft.resources import Models, Resources
 from ragft.sanity import constant_answer
 from ragft.tasks.base import TaskRun
 from ragft.tasks.qa import QATask
-from ragft.training import adapted, adapter_dir
+from ragft.training import adapted, adapter_dir, has_adapter
 from ragft.types import Prediction
 
 if TYPE_CHECKING:
@@ -125,13 +125,13 @@ class Run:
         """`generator` with the pipeline's adapter on inside the block (trained first where
         needed: after the adapter it starts from, which is trained or found first)."""
         start = self.start(pipeline)
-        if start is not None:
+        folder, key = adapter_dir(self.folder, pipeline.name), self.adapter_key(pipeline)
+        if start is not None and not has_adapter(folder, key):  # it is trained from the start's adapter
             with naming(f"pipeline {start.name!r} ({pipeline.name!r} starts from it)"):
                 with self.adapted(start, generator):
                     pass  # trained (or found trained) and taken off again
-        folder = adapter_dir(self.folder, pipeline.name)
         begin = adapter_dir(self.folder, start.name) if start is not None else None
-        with adapted(folder, pipeline, generator, self.task(pipeline), self.adapter_key(pipeline), begin) as training:
+        with adapted(folder, pipeline, generator, self.task(pipeline), key, begin) as training:
             yield training
 
     def generator_identity(self, pipeline: Arm) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ragft.config import FINETUNE_METHOD_KEYS, FINETUNE_RUN_ONLY, RAFT_KEYS, FinetuneConfig
+from ragft.config import FINETUNE_FEEDBACK_KEYS, FINETUNE_METHOD_KEYS, FINETUNE_RUN_ONLY, RAFT_KEYS, FinetuneConfig
 from ragft.io import sha256_json
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def finetune_identity(ft: FinetuneConfig, raft: bool) -> dict[str, Any]:
     if not raft:
         skip |= set(RAFT_KEYS)
     # the starting adapter enters by its own key (adapter_key); sft, the default, adds nothing
-    skip |= {"init_from"} | ({"objective", "beta"} if ft.objective == "sft" else set())
+    skip |= {"init_from"} | (set(FINETUNE_FEEDBACK_KEYS) if ft.objective == "sft" else set())
     return {k: v for k, v in asdict(ft).items() if k not in skip}
 
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ragft.arms import Arm, check_names, check_starts
+from ragft.arms import Arm, check_endpoint, check_names, check_starts
 from ragft.config import (
     Config,
     DataConfig,
@@ -81,8 +81,6 @@ class Pipeline:
             raise ConfigError(f"{who}: shots must be 0 or more, got {shots}")
         if synth is not None and (finetune is None or finetune.train_data != "synth"):
             raise ConfigError(f"{who}: synth settings apply to a fine-tuning spec with train_data='synth'")
-        if finetune is not None and isinstance(generator, EndpointGenerator):
-            raise ConfigError(f"{who}: a generator behind an endpoint owns its weights; it cannot be fine-tuned here")
         if optimize is not None and (finetune is not None or shots):
             raise ConfigError(f"{who}: an optimized prompt chooses its own solved examples, on the base model only")
         self.name = name
@@ -193,6 +191,8 @@ class Experiment:
         models = dataclasses.replace(config.models, generator=g.models.generator, dtype=g.models.dtype)
         self.config = dataclasses.replace(config, models=dataclasses.replace(models, device=g.models.device))
         self.arms = [p.arm(self.config) for p in self.pipelines]
+        for arm in self.arms:
+            check_endpoint(arm)
         check_starts(self.arms)
 
     def _run(self) -> Run:

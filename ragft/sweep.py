@@ -82,6 +82,11 @@ def sweep(
         rows = []
         for combo in settings_to_try(grid, sample, base.experiment.seed):
             pipeline = trained_pipeline(load_config(config_path, [*overrides, *combo]), variant)
+            if pipeline.config.finetune.init_from or pipeline.config.finetune.objective != "sft":
+                raise ConfigError(
+                    f"ragft sweep tunes fresh adapters on the next-token loss; {variant!r} goes on from another "
+                    "pipeline's adapter or trains on preferences (tune its settings with `ragft compare`)"
+                )
             task = run.task(pipeline)
             key = adapter_key(pipeline, task, run.generator_identity(pipeline))
             adapter = folder / "sweep" / sha256_json(combo)[:12]

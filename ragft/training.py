@@ -42,6 +42,14 @@ def adapted(
             generator.model = detach_adapter(generator.model)
 
 
+def has_adapter(folder: Path, key: str) -> bool:
+    """An adapter trained with this key is saved in `folder`."""
+    try:
+        return adapter_manifest(folder).get("fingerprint") == key
+    except ArtifactError:
+        return False
+
+
 def train_or_load_adapter(
     folder: Path, pipeline: Arm, generator: Generator, task: TaskRun, key: str, start: Path | None = None
 ) -> tuple[Any, dict[str, Any]]:
@@ -49,12 +57,11 @@ def train_or_load_adapter(
     from its checkpoint after an interruption; going on from the adapter in `start`)."""
     c = pipeline.config
     base_id = model_id(c.models.generator)
-    try:
-        manifest = adapter_manifest(folder)
-        if manifest.get("fingerprint") == key:
-            return load_adapter(generator.model, folder, base_id), manifest["training"]
-    except ArtifactError:
-        pass
+    if has_adapter(folder, key):
+        try:
+            return load_adapter(generator.model, folder, base_id), adapter_manifest(folder)["training"]
+        except ArtifactError:
+            pass  # unreadable: trained again
     checkpoint = folder.with_name(folder.name + ".checkpoint")
     if c.finetune.objective == "sft":
         from ragft.finetune.lora import train_lora

@@ -7,33 +7,33 @@ from conftest import ROOT
 from test_cli import TINY
 
 from ragft.config import load_config
-from ragft.experiment import compare
+from ragft.experiment import compare, plan
 from ragft.report import markdown
 
 
 def test_several_seeds_train_each_and_report_the_spread(tmp_path, generator, embedder):
     config = load_config(
-        ROOT / "configs" / "handbook.toml", [*TINY, 'experiment.variants=["rag","rag+ft"]', "experiment.seeds=[0, 1]"]
+        ROOT / "configs" / "handbook.toml", [*TINY, 'experiment.variants=["prompt","ft"]', "experiment.seeds=[0, 1]"]
     )
     report = compare(config, tmp_path, generator=generator, embedder=embedder)
-    spread = report["seed_spread"]["rag+ft"]
+    spread = report["seed_spread"]["ft"]
     assert spread["seeds"] == [0, 1] and len(spread["f1"]["per_seed"]) == 2
     assert spread["f1"]["min"] <= spread["f1"]["mean"] <= spread["f1"]["max"]
-    f1 = report["variants"]["rag+ft"]["metrics"]["f1"]
+    f1 = report["variants"]["ft"]["metrics"]["f1"]
     assert f1["mean"] == pytest.approx(spread["f1"]["mean"]) and f1["seeds"] == 2  # over seeds, and so is its interval
     losses = [
         json.loads((tmp_path / "adapters" / name / "manifest.json").read_text())["losses"]
-        for name in ("rag_ft", "rag_ft_seed1")
+        for name in ("ft", "ft_seed1")
     ]
     assert losses[0] != losses[1]  # really another seed
     assert "Fine-tuned arms across training seeds" in markdown(report)
-    assert "rag" not in report["seed_spread"]  # untrained arms are deterministic
+    assert "prompt" not in report["seed_spread"]  # untrained arms are deterministic
 
 
 def test_changing_one_variant_setting_reruns_only_that_variant(tmp_path, generator, embedder):
-    settings = [*TINY, 'experiment.variants=["prompt","rag+ft"]']
+    settings = [*TINY, 'experiment.variants=["prompt","ft"]']
     compare(load_config(ROOT / "configs" / "handbook.toml", settings), tmp_path, generator=generator, embedder=embedder)
-    prompt_file, adapter = tmp_path / "predictions" / "prompt.jsonl", tmp_path / "adapters" / "rag_ft" / "manifest.json"
+    prompt_file, adapter = tmp_path / "predictions" / "prompt.jsonl", tmp_path / "adapters" / "ft" / "manifest.json"
     stamps = prompt_file.stat().st_mtime_ns, adapter.stat().st_mtime_ns
     compare(
         load_config(ROOT / "configs" / "handbook.toml", [*settings, "finetune.rank=4"]),
@@ -43,7 +43,7 @@ def test_changing_one_variant_setting_reruns_only_that_variant(tmp_path, generat
     )
     assert prompt_file.stat().st_mtime_ns == stamps[0]  # untouched
     assert adapter.stat().st_mtime_ns != stamps[1]  # retrained
-    assert (tmp_path / "predictions" / "rag+ft.stale.jsonl").is_file()
+    assert (tmp_path / "predictions" / "ft.stale.jsonl").is_file()
 
 
 def test_retrieval_settings_reach_the_rag_arm_and_rerun_only_it(tmp_path, generator, embedder):
@@ -106,18 +106,18 @@ def test_sweep_ranks_settings_by_validation_loss_and_reuses_adapters(tmp_path, c
 
 
 def test_forgetting_check_scores_base_and_tuned_models_on_general_questions(tmp_path, generator, embedder, monkeypatch):
-    settings = [*TINY, 'experiment.variants=["rag+ft"]', 'experiment.general_examples="../corpora/general/qa.jsonl"']
+    settings = [*TINY, 'experiment.variants=["ft"]', 'experiment.general_examples="../corpora/general/qa.jsonl"']
     settings.append('models.dtype="float32"')  # the fixture's dtype: the re-run below loads nothing
     config = load_config(ROOT / "configs" / "handbook.toml", settings)
     report = compare(config, tmp_path, generator=generator, embedder=embedder)
     f = report["forgetting"]
-    assert f["n"] == 60 and list(f["models"]) == ["base", "rag+ft"] and list(f["changes"]) == ["rag+ft"]
+    assert f["n"] == 60 and list(f["models"]) == ["base", "ft"] and list(f["changes"]) == ["ft"]
     base_rows = (tmp_path / "predictions" / "general" / "base.jsonl").read_text().splitlines()
-    tuned_rows = (tmp_path / "predictions" / "general" / "rag+ft.jsonl").read_text().splitlines()
+    tuned_rows = (tmp_path / "predictions" / "general" / "ft.jsonl").read_text().splitlines()
     assert len(base_rows) == len(tuned_rows) == 60
     assert [json.loads(r)["output"] for r in base_rows] != [json.loads(r)["output"] for r in tuned_rows]
-    change = f["changes"]["rag+ft"]["f1"]["mean"]
-    assert change == pytest.approx(f["models"]["rag+ft"]["f1"]["mean"] - f["models"]["base"]["f1"]["mean"])
+    change = f["changes"]["ft"]["f1"]["mean"]
+    assert change == pytest.approx(f["models"]["ft"]["f1"]["mean"] - f["models"]["base"]["f1"]["mean"])
     assert "Forgetting check: 60 general questions" in markdown(report)
 
     # Everything is cached: the same experiment again loads no model at all.
@@ -144,7 +144,7 @@ def _adapter_key(run):
     return json.loads((run / "adapters" / "rag_ft" / "manifest.json").read_text())["fingerprint"]
 
 
-def test_edited_training_answers_and_another_test_slice_retrain_the_adapter(tmp_path, generator, embedder):
+def test_edited_training_answers_retrain_the_adapter_and_another_test_slice_rekeys_it(tmp_path, generator, embedder):
     examples = _handbook_copy(tmp_path)
     settings = [*TINY, 'experiment.variants=["rag+ft"]', "experiment.context_views=false"]
     settings.append(f"data.examples={json.dumps(str(examples))}")
@@ -166,7 +166,8 @@ def test_edited_training_answers_and_another_test_slice_retrain_the_adapter(tmp_
     # More test questions keep more documents out of RAFT prompts: other training data.
     tests = [r for r in rows if r["split"] == "test"]
     assert {r["doc_id"] for r in tests[:12]} != {r["doc_id"] for r in tests[:6]}
-    assert go("data.test_limit=12") != edited
+    more = plan(load_config(ROOT / "configs" / "handbook.toml", [*settings, "data.test_limit=12"]), run)
+    assert more["rag+ft"]["adapter"] != edited  # the key the runner retrains by (test_keys walks every key)
 
 
 def test_index_and_embedder_settings_reach_the_retrieved_passages(tmp_path, generator, embedder):

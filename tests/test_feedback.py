@@ -80,6 +80,7 @@ def test_feedback_becomes_sft_dpo_and_kto_records(tmp_path):
     data = feedback_data(store)
     assert data.counts() == {
         "exchanges": 4,
+        "left_out_test_questions": 0,
         "rated_up": 1,
         "rated_down": 2,
         "corrected": 3,
@@ -231,7 +232,7 @@ def _feedback_config(tmp_path, arms=FEEDBACK_ARMS):
 
 
 def test_feedback_arms_go_on_from_the_served_adapter_and_retrain_when_feedback_grows(
-    tiny_run, generator, embedder, tmp_path
+    tiny_run, generator, embedder, tmp_path, caplog
 ):
     import shutil
 
@@ -277,9 +278,12 @@ def test_feedback_arms_go_on_from_the_served_adapter_and_retrain_when_feedback_g
     test = next(e for e in examples if e.split == "test")
     leak = store.add_exchange("rag+ft", "rag+ft", test.question, (), "p", "a", 1, 1, 0.1)
     store.add_feedback(leak.id, "down", "fixed")
+    chat = store.add_exchange("rag+ft", "rag+ft:chat", "Say hi.", (), "p", "hello", 1, 1, 0.1)
+    store.add_feedback(chat.id, "down", "hi")
     store.close()
-    with pytest.raises(InputError, match=f"exchange {leak.id} asks test question {test.id!r}"):
-        plan(config, run)
+    with caplog.at_level("WARNING"):
+        assert plan(config, run) == after  # a test question's feedback and a :chat answer's: left out
+    assert "1 exchanges with feedback ask test questions" in caplog.text
 
 
 @pytest.mark.parametrize(

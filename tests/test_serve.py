@@ -139,6 +139,8 @@ def test_openai_client_chats_with_the_pipeline_and_feedback_is_stored(server):
         assert no_user.status_code == 422 and "no user message" in no_user.json()["error"]["message"]
         broken = http.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
         assert broken.status_code == 422
+        rebound = http.get("/v1/models", headers={"host": "evil.example:8000"})  # DNS rebinding to loopback
+        assert rebound.status_code == 421 and "127.0.0.1 or localhost" in rebound.json()["error"]["message"]
         foreign = http.post(
             "/v1/feedback", json={"exchange_id": x.id, "rating": "up"}, headers={"origin": "http://evil.test"}
         )
@@ -169,7 +171,7 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_answer(served, 
     assert store.exchange(ids[3]).answer == alone.text  # batched with others, the same answer
 
 
-def test_batcher_groups_waiting_items_and_a_failure_stays_in_its_batch():
+def test_batcher_groups_waiting_items_and_a_failure_fails_only_its_request():
     entered, gate, seen = threading.Event(), threading.Event(), []
 
     def work(items):
@@ -180,7 +182,7 @@ def test_batcher_groups_waiting_items_and_a_failure_stays_in_its_batch():
             raise ValueError("boom")
         return [i.upper() for i in items]
 
-    batcher = Batcher(work, batch_size=3)
+    batcher = Batcher(work, batch_size=4)
     first = batcher.submit("a")
     entered.wait(10)  # the worker is busy with "a": the next ones wait together
     rest = [batcher.submit(x) for x in ["b", "c", "d", "boom"]]
@@ -188,7 +190,7 @@ def test_batcher_groups_waiting_items_and_a_failure_stays_in_its_batch():
     assert first.result(10) == "A" and [f.result(10) for f in rest[:3]] == ["B", "C", "D"]
     with pytest.raises(ValueError, match="boom"):
         rest[3].result(10)
-    assert seen == [["a"], ["b", "c", "d"], ["boom"]]
+    assert seen == [["a"], ["b", "c", "d", "boom"], ["b"], ["c"], ["d"], ["boom"]]  # then one by one
     assert batcher.submit("e").result(10) == "E"  # the worker lives on
     batcher.close()
 

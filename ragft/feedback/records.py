@@ -14,6 +14,7 @@ Each record keeps the exchange id and question, so a record traces back to what 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -73,10 +74,13 @@ class FeedbackData:
     rated_up: int
     rated_down: int
     corrected: int
+    left_out: int = 0
+    """Exchanges with feedback left out because their question is a test question."""
 
     def counts(self) -> dict[str, int]:
         return {
             "exchanges": self.exchanges,
+            "left_out_test_questions": self.left_out,
             "rated_up": self.rated_up,
             "rated_down": self.rated_down,
             "corrected": self.corrected,
@@ -89,8 +93,9 @@ class FeedbackData:
         return {"sft": self.sft, "dpo": self.dpo, "kto": self.kto}[kind]
 
 
-def verdicts(store: FeedbackStore, pipeline: str | None = None) -> list[Verdict]:
-    """Every exchange that has feedback, in the order it was served, with its standing verdict."""
+def verdicts(store: FeedbackStore, keep: Callable[[Exchange], bool] | None = None) -> list[Verdict]:
+    """Every exchange that has feedback (and that `keep` keeps), in the order it was served,
+    with its standing verdict."""
     latest: dict[str, dict[str, str | None]] = {}
     for f in store.feedback():
         now = latest.setdefault(f.exchange_id, {"rating": None, "correction": None})
@@ -101,16 +106,26 @@ def verdicts(store: FeedbackStore, pipeline: str | None = None) -> list[Verdict]
     out = []
     for exchange_id, v in latest.items():
         x = store.exchange(exchange_id)
-        if pipeline is None or x.pipeline == pipeline:
+        if keep is None or keep(x):
             out.append(Verdict(x, v["rating"], v["correction"]))
     return sorted(out, key=lambda v: (v.exchange.created, v.exchange.id))
 
 
-def feedback_data(store: FeedbackStore, pipeline: str | None = None) -> FeedbackData:
-    """SFT, DPO and KTO records from the store's feedback (on one pipeline's answers, or all)."""
+def served_by(pipeline: str) -> Callable[[Exchange], bool]:
+    """Exchanges a pipeline answered as the pipeline (not through its `:chat` model)."""
+    return lambda x: x.pipeline == pipeline and x.model == pipeline
+
+
+def feedback_data(
+    store: FeedbackStore, keep: Callable[[Exchange], bool] | None = None, test_questions: Collection[str] = ()
+) -> FeedbackData:
+    """SFT, DPO and KTO records from the store's feedback on the exchanges `keep` keeps (all
+    without it); exchanges asking one of `test_questions` are left out, and counted."""
     sft, dpo, kto = [], [], []
     up = down = corrected = 0
-    given = verdicts(store, pipeline)
+    tests = {normalize_answer(q) for q in test_questions}
+    every = verdicts(store, keep)
+    given = [v for v in every if normalize_answer(v.exchange.question) not in tests]
     for v in given:
         x = v.exchange
         up += v.rating == "up"
@@ -124,13 +139,13 @@ def feedback_data(store: FeedbackStore, pipeline: str | None = None) -> Feedback
             kto.append(KTORow(x.id, x.question, x.prompt, x.answer, v.rating == "up"))
         if v.correction and normalize_answer(v.correction) != normalize_answer(x.answer):
             kto.append(KTORow(x.id, x.question, x.prompt, v.correction, True))
-    return FeedbackData(sft, dpo, kto, len(given), up, down, corrected)
+    return FeedbackData(sft, dpo, kto, len(given), up, down, corrected, len(every) - len(given))
 
 
 def export(store: FeedbackStore, out: str | Path, pipeline: str | None = None) -> FeedbackData:
-    """Write sft.jsonl, dpo.jsonl and kto.jsonl into `out`; a store without feedback to
-    learn from is refused, saying so."""
-    data = feedback_data(store, pipeline)
+    """Write sft.jsonl, dpo.jsonl and kto.jsonl into `out` (feedback on one pipeline's answers,
+    or on every answer); a store without feedback to learn from is refused, saying so."""
+    data = feedback_data(store, served_by(pipeline) if pipeline else None)
     if not (data.sft or data.dpo or data.kto):
         whose = f" on pipeline {pipeline!r}" if pipeline else ""
         raise InputError(

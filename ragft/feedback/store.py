@@ -102,17 +102,21 @@ class FeedbackStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        db = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # a 200 means the row is on disk
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(SCHEMA)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # a 200 means the row is on disk
+            db.execute("PRAGMA foreign_keys=ON")
+            db.executescript(SCHEMA)
         except sqlite3.DatabaseError as e:
+            if db is not None:
+                db.close()
             raise InputError(f"not a ragft feedback store: {e}", self.path) from None
         except OSError as e:
             raise WriteError(f"could not open {self.path}: {e}") from e
+        self._db = db
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -127,17 +131,21 @@ class FeedbackStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write, all of it or none: a failed commit (disk full) is rolled back."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
             except sqlite3.OperationalError as e:
                 raise WriteError(f"could not write {self.path}: {e}") from e
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException as e:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if isinstance(e, sqlite3.OperationalError):
+                    raise WriteError(f"could not write {self.path}: {e}") from e
+                raise
 
     def add_exchange(
         self,

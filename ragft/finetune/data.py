@@ -38,22 +38,30 @@ def make_record(
     the system line and the question at the end stay); the answer is never cut.
     """
     answer = list(answer_ids) + [eos_id]
-    prompt = list(prompt_ids)
-    keep_head = 24
-    room = max_length - len(answer)
-    if room < keep_head * 2:
-        raise InputError(
-            f"example {example_id!r}: answer of {len(answer)} tokens leaves no room for the prompt "
-            f"within finetune.max_length={max_length}"
-        )
-    truncated = len(prompt) > room
-    if truncated:
-        tail = room - keep_head
-        prompt = prompt[:keep_head] + prompt[-tail:]
+    prompt, truncated = fit_prompt(example_id, prompt_ids, len(answer), max_length)
     labels = [IGNORE] * len(prompt) + answer
     if all(label == IGNORE for label in labels):
         raise InputError(f"example {example_id!r}: no answer token left in the loss")
     return SFTRecord(example_id, tuple(prompt + answer), tuple(labels), truncated)
+
+
+def fit_prompt(
+    example_id: str, prompt_ids: Sequence[int], answer_length: int, max_length: int
+) -> tuple[list[int], bool]:
+    """The prompt cut to leave `answer_length` tokens within `max_length`: tokens go from the
+    middle (where retrieved context sits; the system line and the question at the end stay).
+    Returns (prompt, whether it was cut)."""
+    prompt = list(prompt_ids)
+    keep_head = 24
+    room = max_length - answer_length
+    if room < keep_head * 2:
+        raise InputError(
+            f"example {example_id!r}: answer of {answer_length} tokens leaves no room for the prompt "
+            f"within finetune.max_length={max_length}"
+        )
+    if len(prompt) <= room:
+        return prompt, False
+    return prompt[:keep_head] + prompt[-(room - keep_head) :], True
 
 
 def gold_chunk(example: Example, chunks_by_doc: dict[str, list[Chunk]]) -> Chunk | None:

@@ -348,13 +348,13 @@ def train_lora(
         model.eval()
         return model, result
     except BaseException:  # NaN, Ctrl-C, a peft error: the caller's model goes back as it came
-        base = _undo(model, loaded_dtype)
+        base = undo_training(model, loaded_dtype)
         if cfg.gradient_checkpointing:
             base.activation_checkpointing_disable()
         raise
 
 
-def _undo(model: Any, loaded_dtype: Any) -> Any:
+def undo_training(model: Any, loaded_dtype: Any) -> Any:
     """The base model of a training that failed: adapter layers taken out (or, for full
     fine-tuning, the stashed base weights put back) in the loaded dtype, in eval mode."""
     base = detach_adapter(model)

@@ -2,6 +2,8 @@
 
 - `served`: the pipeline loaded from its run folder (retriever, prompt, adapter), answering in batches.
 - `app`: the HTTP API (OpenAI-compatible chat completions, feedback, review page).
-- `store`: exchanges and feedback in the run folder's SQLite file.
+- `review`: the review page's HTML.
 - `server`: `ragft serve`, binding rules and the API key.
+
+Exchanges and feedback are kept by `ragft.feedback.store`.
 """

@@ -31,7 +31,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ragft.errors import InputError
+from ragft.errors import InputError, explain
 from ragft.feedback.store import FeedbackStore, UnknownExchange
 from ragft.serve import served as served_module
 from ragft.serve.batching import Batcher
@@ -124,6 +124,10 @@ def make_app(pipeline: ServedPipeline, store: FeedbackStore, api_key: str | None
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Response:
+        if api_key is None and not _loopback_host(request):  # a rebound DNS name reaching loopback
+            host = request.headers.get("host", "")
+            message = f"this server answers requests addressed to 127.0.0.1 or localhost, not {host!r}"
+            return JSONResponse(error_body(message, code="host_not_allowed"), 421)
         if request.method == "POST" and not _same_origin(request):
             return JSONResponse(error_body("cross-site requests are refused", code="cross_origin"), 403)
         if api_key is not None and not _authorized(request, api_key):
@@ -147,11 +151,15 @@ def make_app(pipeline: ServedPipeline, store: FeedbackStore, api_key: str | None
         problems = [f"{'.'.join(str(x) for x in err['loc'][1:]) or 'body'}: {err['msg']}" for err in e.errors()]
         return JSONResponse(error_body("; ".join(problems), code="invalid_request"), 422)
 
+    @app.exception_handler(Exception)
+    async def failed(request: Request, e: Exception) -> JSONResponse:
+        message = explain(e)[0].splitlines()[0].removeprefix("ragft: ")
+        return JSONResponse(error_body(message, "server_error"), 500)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
         message = f"no route {request.method} {request.url.path}" if e.status_code == 404 else str(e.detail)
-        code = "body_too_large" if e.status_code == 413 else None
-        return JSONResponse(error_body(message, code=code), e.status_code)
+        return JSONResponse(error_body(message), e.status_code)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -182,9 +190,10 @@ def make_app(pipeline: ServedPipeline, store: FeedbackStore, api_key: str | None
                 f"the question is {len(question)} characters; this server takes at most {limits.max_question_chars}",
                 code="question_too_long",
             )
-        budget = body.max_completion_tokens or body.max_tokens or pipeline.max_new_tokens
-        if budget > limits.max_new_tokens:
-            raise ApiError(422, f"max_tokens={budget}; this server gives at most {limits.max_new_tokens}")
+        asked = body.max_completion_tokens or body.max_tokens
+        if asked is not None and asked > limits.max_new_tokens:
+            raise ApiError(422, f"max_tokens={asked}; this server gives at most {limits.max_new_tokens}")
+        budget = asked or pipeline.max_new_tokens
         request = served_module.Request(body.model, messages, budget)
         answer = await asyncio.wrap_future(batcher.submit(request))
         latency = time.perf_counter() - start
@@ -231,6 +240,8 @@ def make_app(pipeline: ServedPipeline, store: FeedbackStore, api_key: str | None
             raise ApiError(
                 422, f"the correction is {len(correction)} characters; at most {limits.max_correction_chars}"
             )
+        if rating not in (None, "up", "down") or len(exchange_id) > 64 or len(reviewer or "") > 200:
+            raise ApiError(422, "rating is 'up' or 'down'; exchange ids have at most 64 characters, reviewers 200")
         try:
             return await run_in_threadpool(store.add_feedback, exchange_id, rating, correction, reviewer)
         except UnknownExchange as e:
@@ -298,6 +309,16 @@ def _authorized(request: Request, api_key: str) -> bool:
     header = request.headers.get("authorization", "")
     given = header[7:].strip() if header.lower().startswith("bearer ") else request.cookies.get(COOKIE, "")
     return bool(given) and hmac.compare_digest(given.encode(), api_key.encode())
+
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+def _loopback_host(request: Request) -> bool:
+    """The request names a loopback host (the Host header, port aside)."""
+    host = request.headers.get("host", "")
+    name = host.rsplit("]", 1)[0].lstrip("[") if host.startswith("[") else host.rsplit(":", 1)[0]
+    return name in LOOPBACK_NAMES
 
 
 def _same_origin(request: Request) -> bool:

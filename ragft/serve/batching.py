@@ -21,7 +21,8 @@ _STOP = object()
 
 class Batcher(Generic[T, R]):
     """Runs `work` over batches of submitted items in one thread; `work` returns one result
-    per item, in order. An exception in `work` fails every request of that batch."""
+    per item, in order. A batch that fails is run again item by item, so an exception
+    fails only the request that caused it."""
 
     def __init__(self, work: Callable[[list[T]], list[R]], batch_size: int, name: str = "ragft-batcher"):
         if batch_size < 1:
@@ -30,23 +31,27 @@ class Batcher(Generic[T, R]):
         self.batch_size = batch_size
         self._queue: queue.Queue[object] = queue.Queue()
         self._closed = False
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, item: T) -> Future[R]:
         """Queue an item; the future holds its result once its batch has run."""
-        if self._closed:
-            raise RuntimeError("the batcher is closed")
         future: Future[R] = Future()
-        self._queue.put((item, future))
+        with self._lock:  # nothing is queued behind the stop
+            if self._closed:
+                raise RuntimeError("the server is shutting down")
+            self._queue.put((item, future))
         return future
 
     def close(self) -> None:
         """Finish what is queued, then stop the worker."""
-        if not self._closed:
+        with self._lock:
+            if self._closed:
+                return
             self._closed = True
             self._queue.put(_STOP)
-            self._thread.join()
+        self._thread.join()
 
     def _loop(self) -> None:
         while True:
@@ -70,13 +75,18 @@ class Batcher(Generic[T, R]):
 
     def _run(self, batch: list[tuple[T, Future[R]]]) -> None:
         live = [(item, f) for item, f in batch if f.set_running_or_notify_cancel()]
-        if not live:
-            return
+        if live:
+            self._work(live)
+
+    def _work(self, live: list[tuple[T, Future[R]]]) -> None:
         try:
             results = self.work([item for item, _ in live])
-        except BaseException as e:  # the requests fail; the worker serves the next batch
-            for _, f in live:
-                f.set_exception(e)
+        except Exception as e:
+            if len(live) == 1:  # the request fails; the worker serves the next batch
+                live[0][1].set_exception(e)
+            else:  # which of them failed? each alone
+                for one in live:
+                    self._work([one])
             return
         for (_, f), result in zip(live, results):
             f.set_result(result)

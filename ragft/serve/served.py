@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ragft.arms import Arm, build_prompt
 from ragft.errors import ArtifactError, InputError
 from ragft.feedback.store import Passage
+from ragft.io import read_json
 from ragft.runs import run_config, run_pipeline
 from ragft.types import Example
 
@@ -108,6 +109,7 @@ class ServedPipeline:
             raise InputError(f"ragft serve answers questions; this run's task is {config.data.kind!r}", folder)
         arm = run_pipeline(folder, config, name)
         run = Run(folder, config, Resources([generator] if generator else [], [embedder] if embedder else []))
+        run.arms = {n: run_pipeline(folder, config, n) for n in read_json(folder / "pipelines.json")}
         task = run.task(arm)
         keys = run.keys(arm)
         gen = run.generator(arm)
@@ -160,17 +162,14 @@ class ServedPipeline:
 
 
 def _adapter(folder: Path, arm: Arm, generator: Generator, key: str) -> Any:
-    from ragft.finetune.adapter import adapter_manifest, load_adapter
+    from ragft.finetune.adapter import load_adapter
     from ragft.models import model_id
-    from ragft.training import adapter_dir
+    from ragft.training import adapter_dir, has_adapter
 
     path = adapter_dir(folder, arm.name)
-    try:
-        fingerprint = adapter_manifest(path).get("fingerprint")
-    except ArtifactError:
-        fingerprint = None
-    if fingerprint != key:
-        state = "no trained adapter" if fingerprint is None else "an adapter trained on other inputs than the run's now"
+    if not has_adapter(path, key):
+        there = (path / "manifest.json").is_file()
+        state = "an adapter trained on other inputs than the run's now" if there else "no trained adapter"
         raise ArtifactError(
             f"pipeline {arm.name!r}: {path} holds {state} (data files or settings changed since?); "
             "`ragft compare` of the run's config trains it, then serve again"
@@ -179,7 +178,7 @@ def _adapter(folder: Path, arm: Arm, generator: Generator, key: str) -> Any:
 
 
 def _optimized_demos(folder: Path, arm: Arm, key: str) -> Any:
-    from ragft.io import read_json, read_manifest
+    from ragft.io import read_manifest
     from ragft.optimize import OptimizedPrompt, prompt_dir
 
     path = prompt_dir(folder, arm.name)

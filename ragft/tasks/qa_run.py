@@ -3,6 +3,7 @@ examples; prompts with retrieved passages; SQuAD EM and F1; SFT and RAFT trainin
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -11,9 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragft.arms import Arm, build_prompt
+from ragft.config import reads_feedback
 from ragft.corpus.chunking import chunk_for_embedder
 from ragft.errors import ArtifactError, ConfigError, InputError
-from ragft.feedback.records import FeedbackData, feedback_data
+from ragft.feedback.records import FeedbackData, feedback_data, served_by
 from ragft.feedback.store import FILENAME as FEEDBACK_STORE
 from ragft.feedback.store import FeedbackStore
 from ragft.finetune.data import SFTRecord, gold_chunk, make_record, quoted_answer, raft_passages
@@ -41,6 +43,9 @@ if TYPE_CHECKING:
     from ragft.config import ChunkingConfig, RetrievalConfig
     from ragft.generation import Generator
     from ragft.resources import Models
+
+
+log = logging.getLogger(__name__)
 
 
 class QaRun:
@@ -124,7 +129,7 @@ class QaRun:
             train: Any = self.train_sha256
         elif source == "synth":
             train = {"synth": self.synth_key(pipeline)}
-        elif _is_feedback(source):
+        elif reads_feedback(source):
             rows = self.feedback(pipeline).rows(_feedback_kind(pipeline))
             train = {"feedback": sha256_json([asdict(r) for r in rows])}
         else:
@@ -152,18 +157,18 @@ class QaRun:
             return self.train
         if source == "synth":
             return self.synthesized(pipeline, generator).examples()
-        if _is_feedback(source):
+        if reads_feedback(source):
             raise ConfigError(f"pipeline {pipeline.name!r}: feedback trains from the prompts it was served with")
         return self.train_file(pipeline)
 
     def feedback(self, pipeline: Arm) -> FeedbackData:
         """The feedback `finetune.train_data` names (this run folder's store, or a feedback.sqlite
-        file), on the answers of the pipeline this one starts from (all answers without one);
-        refused where a reviewed question is a test question."""
+        file) on the answers of the pipeline this one starts from (without one: on every other
+        pipeline's answers). Exchanges asking a test question are left out (and counted)."""
         c = pipeline.config
         source = c.finetune.train_data
         path = self.run / FEEDBACK_STORE if source == "feedback" else c.path(source)
-        served = c.finetune.init_from or None
+        served = c.finetune.init_from
         if (path, served) not in self._feedback:
             if not path.is_file():
                 raise ConfigError(
@@ -171,16 +176,16 @@ class QaRun:
                     "(`ragft serve` on the run folder collects feedback there)",
                     c.source or None,
                 )
+            keep = served_by(served) if served else (lambda x: x.model == x.pipeline != pipeline.name)
             with FeedbackStore(path) as store:
-                data = feedback_data(store, served)
-            tests = {normalize_answer(e.question): e.id for e in self.test}
-            leaked = next((r for r in [*data.sft, *data.dpo, *data.kto] if normalize_answer(r.question) in tests), None)
-            if leaked is not None:
-                test_id = tests[normalize_answer(leaked.question)]
-                raise InputError(
-                    f"feedback on exchange {leaked.id} asks test question {test_id!r}: "
-                    "training on it leaks the test set (serve training questions, or leave that exchange out)",
+                data = feedback_data(store, keep, [e.question for e in self.test])
+            if data.left_out:
+                log.warning(
+                    "%s: %d exchanges with feedback ask test questions; left out of pipeline %r's training "
+                    "(training on them would leak the test set)",
                     path,
+                    data.left_out,
+                    pipeline.name,
                 )
             self._feedback[(path, served)] = data
         return self._feedback[(path, served)]
@@ -189,8 +194,8 @@ class QaRun:
         rows = self.feedback(pipeline).rows(_feedback_kind(pipeline))
         if not rows:
             raise InputError(
-                f"pipeline {pipeline.name!r}: no {pipeline.config.finetune.objective} records in the feedback "
-                "(dpo needs corrected answers, kto ratings): collect more on the review page first"
+                f"pipeline {pipeline.name!r}: no {pipeline.config.finetune.objective} records in the feedback"
+                f"{_on_answers(pipeline)} (dpo needs corrected answers, kto ratings): collect more first"
             )
         return [asdict(r) for r in rows]
 
@@ -280,7 +285,7 @@ class QaRun:
         source = _train_data(pipeline)
         if source == "synth":
             path = self.synth_pairs(pipeline)
-        elif _is_feedback(source):
+        elif reads_feedback(source):
             return None
         elif source:
             path = pipeline.config.path(source)
@@ -403,10 +408,13 @@ class QaRun:
         """
         ft = pipeline.config.finetune
         eos = generator.tokenizer.eos_token_id
-        if _is_feedback(_train_data(pipeline)):  # the prompt the model was served, the corrected answer
+        if reads_feedback(_train_data(pipeline)):  # the prompt the model was served, the corrected answer
             rows = self.feedback(pipeline).sft
             if not rows:
-                raise InputError(f"pipeline {pipeline.name!r}: no corrected answers in the feedback to train on")
+                raise InputError(
+                    f"pipeline {pipeline.name!r}: no corrected answers in the feedback{_on_answers(pipeline)} "
+                    "to train on"
+                )
             return [
                 make_record(r.id, generator.encode(r.prompt), generator.encode(r.answer), eos, ft.max_length)
                 for r in rows
@@ -484,9 +492,9 @@ def _train_data(pipeline: Arm) -> str:
     return pipeline.config.finetune.train_data if pipeline.trained else ""
 
 
-def _is_feedback(source: str) -> bool:
-    """`finetune.train_data` names feedback: this run's store, or a feedback.sqlite file."""
-    return source == "feedback" or source.endswith(".sqlite")
+def _on_answers(pipeline: Arm) -> str:
+    served = pipeline.config.finetune.init_from
+    return f" on {served!r}'s answers" if served else ""
 
 
 def _feedback_kind(pipeline: Arm) -> str:
