@@ -166,7 +166,7 @@ def main() -> None:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
     with FeedbackStore(args.run / FILENAME) as store:
-        stored_x = sum(1 for _ in filter(None, (store.exchange(x) for x in result["exchanges"])))
+        stored_x = len({x.id for x in store.recent(len(result["exchanges"]) + 1000)} & set(result["exchanges"]))
         stored_f = {f.id for f in store.feedback()}
     missing_f = [i for i in result["feedback_ids"] if i not in stored_f]
     figures = {

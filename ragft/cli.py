@@ -376,12 +376,12 @@ def _feedback(args: argparse.Namespace) -> int:
 
     from ragft.errors import InputError
     from ragft.feedback.records import export
-    from ragft.feedback.store import FILENAME, FeedbackStore
+    from ragft.feedback.store import FILENAME, open_store
 
     path = Path(args.run) / FILENAME
     if not path.is_file():
         raise InputError("no feedback store here: `ragft serve` on this run folder collects it", path)
-    with FeedbackStore(path) as store:
+    with open_store(args.run) as store:
         data = export(store, args.out, args.pipeline)
     c = data.counts()
     print(

@@ -79,7 +79,7 @@ class EndpointGenerator:
             batch_size,
             max_new_tokens,
             seed,
-            self.client,
+            self._client,
         )
 
     def render(self, messages: list[dict[str, str]]) -> str:

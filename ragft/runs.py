@@ -15,6 +15,7 @@ from ragft.config import PIPELINE_SECTIONS, Config, ExperimentConfig, PricesConf
 from ragft.errors import InputError
 from ragft.io import read_json, read_jsonl, write_text_atomic
 from ragft.metrics import label, metric_names
+from ragft.optimize import prompt_dir
 from ragft.predict import prediction_from_row
 from ragft.prompts import PromptTemplate
 from ragft.report import markdown
@@ -58,7 +59,7 @@ def run_pipeline(run_dir: str | Path, config: Config, name: str) -> Arm:
     entry = saved[name]
     sections = {s: saved_section(s, entry[s]) for s in PIPELINE_SECTIONS if s in entry}
     settings = dataclasses.replace(config, pipelines=[], **sections)
-    optimized = entry.get("optimized", (Path(run_dir) / "prompts" / name.replace("+", "_")).is_dir())
+    optimized = entry.get("optimized", prompt_dir(Path(run_dir), name).is_dir())  # runs before it was recorded
     template = PromptTemplate(**entry["template"])
     return Arm(name, template, entry["context"], entry["shots"], entry["trained"], settings, optimized=optimized)
 

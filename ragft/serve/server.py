@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ragft.errors import ConfigError
-from ragft.feedback.store import FILENAME, FeedbackStore
+from ragft.feedback.store import open_store
 
 if TYPE_CHECKING:
     from ragft.serve.app import Limits
@@ -53,7 +53,7 @@ def serve(
 
     key = api_key_from(key_env, host)
     served = ServedPipeline.load(run_dir, pipeline)
-    store = FeedbackStore(Path(run_dir) / FILENAME)
+    store = open_store(run_dir)
     app = make_app(served, store, key, limits or Limits())
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
     print(f"serving pipeline {pipeline!r} at {url}/v1 (models: {', '.join(served.model_ids)})", flush=True)

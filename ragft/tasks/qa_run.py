@@ -169,7 +169,8 @@ class QaRun:
         source = c.finetune.train_data
         path = self.run / FEEDBACK_STORE if source == "feedback" else c.path(source)
         served = c.finetune.init_from
-        if (path, served) not in self._feedback:
+        whose = served or f"all but {pipeline.name}"  # the answers the filter below keeps
+        if (path, whose) not in self._feedback:
             if not path.is_file():
                 raise ConfigError(
                     f"pipeline {pipeline.name!r}: finetune.train_data: {path} is not a feedback store "
@@ -187,8 +188,8 @@ class QaRun:
                     data.left_out,
                     pipeline.name,
                 )
-            self._feedback[(path, served)] = data
-        return self._feedback[(path, served)]
+            self._feedback[(path, whose)] = data
+        return self._feedback[(path, whose)]
 
     def preference_rows(self, pipeline: Arm) -> list[dict[str, Any]]:
         rows = self.feedback(pipeline).rows(_feedback_kind(pipeline))
