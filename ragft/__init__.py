@@ -38,6 +38,7 @@ _LAZY = {
     "FineTune": "ragft.parts",
     "DSPy": "ragft.parts",
     "Synth": "ragft.parts",
+    "Prices": "ragft.parts",
     "synthesize": "ragft.synth.corpus",
     "LoRA": "ragft.parts",
     "RAFT": "ragft.parts",
@@ -74,6 +75,7 @@ __all__ = [
     "LoRA",
     "Pipeline",
     "Prediction",
+    "Prices",
     "PromptTemplate",
     "QATask",
     "Report",
@@ -90,7 +92,7 @@ if TYPE_CHECKING:
     from ragft.endpoint import EndpointGenerator
     from ragft.experiment import compare
     from ragft.generation import Generator
-    from ragft.parts import RAFT, SFT, DSPy, FineTune, Index, LoRA, Retrieval, Synth
+    from ragft.parts import RAFT, SFT, DSPy, FineTune, Index, LoRA, Prices, Retrieval, Synth
     from ragft.pipeline import Experiment, Pipeline
     from ragft.prompts import TEMPLATES, PromptTemplate
     from ragft.results import Report

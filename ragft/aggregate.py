@@ -59,7 +59,8 @@ def aggregate(
     seeded: dict[str, list[list[Prediction]]] | None = None,
     baseline: dict[str, Any] | None = None,
     trained: Sequence[str] = (),
-    prices: dict[str, float] | None = None,
+    prices: dict[str, dict[str, float]] | None = None,
+    endpoints: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Per-pipeline scores with intervals, paired comparisons of every pair (or of `pairs`),
     what each step to the next pipeline buys, the constant-answer baseline, warnings and
@@ -69,7 +70,8 @@ def aggregate(
     bootstrap resamples clusters. `seeded` holds every seed's predictions of a pipeline
     trained with several seeds (the experiment's seed first): its mean is over seeds and
     its interval includes seed-to-seed variation. `baseline` is the constant answer and
-    its scores per example id (`ragft.sanity.constant_answer`).
+    its scores per example id (`ragft.sanity.constant_answer`). `prices` holds each
+    pipeline's `[prices]` settings; the pipelines in `endpoints` are priced by their tokens.
     """
     names = list(predictions)
     order = [p.example_id for p in predictions[names[0]]]
@@ -101,7 +103,7 @@ def aggregate(
                 **costs.get(name, {}),
             },
         }
-        variants[name]["costs"].update(money(variants[name]["costs"], prices))
+        variants[name]["costs"].update(money(variants[name]["costs"], (prices or {}).get(name), name in endpoints))
     every = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
     tested = list(pairs) or every
     family = {frozenset(p): p for p in every}
@@ -130,7 +132,7 @@ def aggregate(
     if warnings:
         report["warnings"] = warnings
     all_primary = [rows[pair][metrics[0]] for pair in every]
-    report["verdict"] = verdict(variants, all_primary, steps, metrics, report.get("baseline"), warnings, prices)
+    report["verdict"] = verdict(variants, all_primary, steps, metrics, report.get("baseline"), warnings)
     if every and len(every) / samples >= ALPHA:  # bootstrap p-values stop at 1 / samples
         report["verdict"]["flags"].append(
             f"With {len(every)} pairs of pipelines and {samples} bootstrap resamples no Holm-adjusted p-value "

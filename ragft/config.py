@@ -364,9 +364,24 @@ class PricesConfig:
     the report then counts machine seconds)."""
     gpu_hour: Annotated[float, Range(0.0)] = 0.0
     """Dollars per hour of the machine when a pipeline runs on a GPU (0: not priced)."""
+    million_input_tokens: Annotated[float, Range(0.0)] = 0.0
+    """Dollars per million prompt tokens a generator behind `models.endpoint` is sent (what the
+    endpoint bills; with the output price it prices an endpoint pipeline, 0 for both: not priced)."""
+    million_output_tokens: Annotated[float, Range(0.0)] = 0.0
+    """Dollars per million tokens a generator behind `models.endpoint` writes."""
 
 
-PIPELINE_SECTIONS = ("models", "chunking", "retrieval", "generation", "finetune", "optimize", "synth", "sql")
+PIPELINE_SECTIONS = (
+    "models",
+    "chunking",
+    "retrieval",
+    "generation",
+    "finetune",
+    "optimize",
+    "synth",
+    "sql",
+    "prices",
+)
 """Sections a `[[pipelines]]` table may override; data and experiment settings are the
 experiment's own, so every pipeline answers the same test examples."""
 
@@ -729,6 +744,7 @@ _SECTIONS = {
     "optimize": OptimizeConfig,
     "synth": SynthConfig,
     "sql": SqlConfig,
+    "prices": PricesConfig,
 }
 
 

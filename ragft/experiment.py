@@ -281,7 +281,8 @@ def _run_held(
         "seeded": {name: list(by_seed.values()) for name, by_seed in spread.items()},
         "baseline": constant_answer(task.train_answers(), task.test_ids, task.score),
         "trained": [p.name for p in trained],
-        "prices": asdict(config.prices),
+        "prices": {p.name: asdict(p.config.prices) for p in pipelines},
+        "endpoints": [p.name for p in pipelines if p.config.models.endpoint],
     }
     report = {
         "name": e.name,

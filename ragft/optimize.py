@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ragft.errors import ArtifactError, InputError, RagftError
 from ragft.io import atomic_dir, library_versions, read_json, read_manifest, write_json_atomic, write_manifest
+from ragft.progress import progress
 from ragft.types import Demo
 
 if TYPE_CHECKING:
@@ -68,8 +69,9 @@ class _Engine:
     """ragft's generator behind DSPy's engine interface (`complete(Request) -> Response`),
     counting calls, tokens and seconds."""
 
-    def __init__(self, generator: Generator):
+    def __init__(self, generator: Generator, bar: Any = None):
         self.generator = generator
+        self.bar = bar
         self.calls = self.prompt_tokens = self.completion_tokens = 0
         self.seconds = 0.0
 
@@ -87,6 +89,8 @@ class _Engine:
         self.calls += 1
         self.prompt_tokens += g.prompt_tokens
         self.completion_tokens += g.completion_tokens
+        if self.bar is not None:
+            self.bar.update(1)
         usage = Usage(
             input_tokens=g.prompt_tokens,
             output_tokens=g.completion_tokens,
@@ -127,6 +131,14 @@ def _shot(demo: Any, context: bool) -> tuple[str, str] | tuple[str, str, Sequenc
     return demo["question"], demo["answer"]
 
 
+def most_calls(settings: OptimizeConfig, train: int, validation: int) -> int:
+    """Generator calls a search makes at most: every candidate scored on the validation
+    questions (zero-shot, labels only, plain bootstrapping and the random sets), all but the
+    first two bootstrapped from the training questions (a bootstrap stops once it holds
+    enough demonstrations)."""
+    return (settings.candidates + 3) * validation + (settings.candidates + 1) * train
+
+
 def optimize_demos(
     generator: Generator,
     template: PromptTemplate,
@@ -159,7 +171,8 @@ def optimize_demos(
         value = metric(predicted.answer, tuple(gold.answers))
         return value >= settings.threshold if trace is not None else value
 
-    engine = _Engine(generator)
+    bar = progress(total=most_calls(settings, len(train), len(validation)), desc="prompt search (DSPy)", unit="call")
+    engine = _Engine(generator, bar)
     lm = dspy.LM(f"ragft/{generator.name}", engine=engine, cache=False)
     signature = "context, question -> answer" if context else "question -> answer"
     quiet = logging.getLogger("dspy")
@@ -180,6 +193,7 @@ def optimize_demos(
             )
     finally:
         quiet.setLevel(level)
+        bar.close()
     best = program.candidate_programs[0]
     demos = tuple(
         Demo(d["question"], d["answer"], tuple(d.get("context", ())) if context else ())

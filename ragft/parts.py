@@ -17,6 +17,7 @@ from ragft.config import (
     ChunkingConfig,
     FinetuneConfig,
     OptimizeConfig,
+    PricesConfig,
     RetrievalConfig,
     SynthConfig,
     check_settings,
@@ -175,6 +176,23 @@ def Synth(**settings: Any) -> SynthConfig:  # noqa: N802
     """How a pipeline with `finetune=LoRA(train_data="synth")` writes its training pairs from
     the training documents: any `synth.*` setting (method, per_chunk, max_chunks, roundtrip, ...)."""
     return check_settings(SynthConfig, settings, "synth", "Synth")
+
+
+def Prices(  # noqa: N802
+    cpu_hour: float = 0.0,
+    gpu_hour: float = 0.0,
+    million_input_tokens: float = 0.0,
+    million_output_tokens: float = 0.0,
+) -> PricesConfig:
+    """What a pipeline's cost is in dollars: per hour of the machine it runs on (CPU or GPU),
+    or, for a generator behind an endpoint, per million tokens it is sent and writes."""
+    values = dict(
+        cpu_hour=cpu_hour,
+        gpu_hour=gpu_hour,
+        million_input_tokens=million_input_tokens,
+        million_output_tokens=million_output_tokens,
+    )
+    return check_settings(PricesConfig, values, "prices", "Prices")
 
 
 def DSPy(  # noqa: N802

@@ -31,6 +31,7 @@ from ragft.config import (
     FinetuneConfig,
     GenerationConfig,
     OptimizeConfig,
+    PricesConfig,
     SynthConfig,
     check_pairs,
 )
@@ -52,7 +53,9 @@ class Pipeline:
     k passages go into the prompt), a fine-tuning spec and `shots` solved training examples,
     or solved examples chosen by prompt optimization (`optimize=ragft.DSPy(...)`). A spec
     with `train_data="synth"` trains on pairs the generator writes from the training
-    documents, as `synth=ragft.Synth(...)` says (default settings without it)."""
+    documents, as `synth=ragft.Synth(...)` says (default settings without it). `prices`
+    (`ragft.Prices(...)`) prices this pipeline apart from the experiment's, e.g. an endpoint's
+    tokens."""
 
     def __init__(
         self,
@@ -64,6 +67,7 @@ class Pipeline:
         shots: int = 0,
         optimize: OptimizeConfig | None = None,
         synth: SynthConfig | None = None,
+        prices: PricesConfig | None = None,
     ):
         check_names([name])
         who = f"pipeline {name!r}"
@@ -91,6 +95,7 @@ class Pipeline:
         self.shots = shots
         self.optimize = optimize
         self.synth = synth
+        self.prices = prices
 
     def __repr__(self) -> str:
         parts = [repr(self.name), self.generator.name, self.template.name]
@@ -126,6 +131,8 @@ class Pipeline:
             sections["optimize"] = self.optimize
         if self.synth is not None:
             sections["synth"] = self.synth
+        if self.prices is not None:
+            sections["prices"] = self.prices
         settings = dataclasses.replace(config, models=models, pipelines=[], **sections)
         context, trained = self.retriever is not None, self.finetune is not None
         optimized = self.optimize is not None
@@ -149,7 +156,8 @@ class Experiment:
     """Pipelines compared on one task: the same test examples, scored with bootstrap
     intervals and paired tests between every pair (or the `pairs` named), beside what each
     costs; with `context_views`, every fine-tuned pipeline and its base model are also shown
-    no, oracle and retrieved context, and `general_examples` adds the forgetting check."""
+    no, oracle and retrieved context, and `general_examples` adds the forgetting check.
+    `prices` (`ragft.Prices(...)`) turns measured costs into dollars."""
 
     def __init__(
         self,
@@ -164,6 +172,7 @@ class Experiment:
         context_views: bool = True,
         general_examples: str | Path | None = None,
         name: str | None = None,
+        prices: PricesConfig | None = None,
     ):
         check_names([p.name for p in pipelines])
         self.task = task
@@ -183,6 +192,8 @@ class Experiment:
             pairs=pair_names,
         )
         config = Config(experiment=experiment, data=DataConfig(kind="qa", examples=task.source))
+        if prices is not None:
+            config = dataclasses.replace(config, prices=prices)
         first = next((p for p in self.pipelines if p.retriever is not None), None)
         if first is not None:  # what a pipeline without a retriever is shown in the retrieved-context view
             arm = first.arm(config).config

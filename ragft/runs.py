@@ -83,7 +83,9 @@ def rerender(run_dir: str | Path, pair: tuple[str, str] | None = None) -> str:
     if (Path(run_dir) / "config.json").is_file():
         saved = read_json(Path(run_dir) / "config.json")
         kept = {k: v for k, v in saved.get("experiment", {}).items() if k in ("bootstrap_samples", "seed", "pairs")}
-        experiment, prices = ExperimentConfig(**kept), PricesConfig(**saved.get("prices", {}))
+        experiment, prices = ExperimentConfig(**kept), saved_section("prices", saved.get("prices", {}))
+    entries = read_json(Path(run_dir) / "pipelines.json") if (Path(run_dir) / "pipelines.json").is_file() else {}
+    entries = {v: entries.get(v, {}) for v in predictions}
     costs = {v: {k: c for k, c in report["variants"][v]["costs"].items() if k not in MONEY} for v in predictions}
     metrics = metric_names(report)
     pairs = [(a, b) for a, _, b in (p.partition(":") for p in experiment.pairs)]
@@ -98,7 +100,8 @@ def rerender(run_dir: str | Path, pair: tuple[str, str] | None = None) -> str:
         "seeded": seeded,
         "baseline": report.get("baseline"),
         "trained": [v for v in predictions if "training" in costs[v]],
-        "prices": asdict(prices),
+        "prices": {v: asdict(saved_section("prices", e.get("prices", asdict(prices)))) for v, e in entries.items()},
+        "endpoints": [v for v, e in entries.items() if e.get("models", {}).get("endpoint")],
     }
     report.pop("warnings", None)
     report.update(aggregate(predictions, costs, experiment.bootstrap_samples, experiment.seed, metrics, pairs, **stats))

@@ -15,14 +15,42 @@ from ragft.stats import ALPHA
 ONE_OFF = ("training", "optimization", "synthesis")
 """What a pipeline spends once, before its first query: training an adapter, optimizing a
 prompt, writing its training pairs."""
-MONEY = ("dollars_per_hour", "dollars_per_1000_queries", *(f"{stage}_dollars" for stage in ONE_OFF))
+MONEY = (
+    "dollars_per_hour",
+    "dollars_per_million_input_tokens",
+    "dollars_per_million_output_tokens",
+    "dollars_per_1000_queries",
+    *(f"{stage}_dollars" for stage in ONE_OFF),
+)
 """The cost entries `money` adds: priced afresh whenever a report is made."""
 
 
-def money(costs: dict[str, Any], prices: dict[str, float] | None) -> dict[str, float]:
-    """Dollars per 1,000 queries and the one-off training cost, from the machine time
-    measured and the hourly price of the device the pipeline ran on (empty: no price set)."""
+def money(costs: dict[str, Any], prices: dict[str, float] | None, endpoint: bool = False) -> dict[str, float]:
+    """Dollars per 1,000 queries and the one-off cost (empty: no price set).
+
+    A local pipeline is priced by the machine time measured and the hourly price of the
+    device it ran on; a pipeline whose generator sits behind an endpoint by the tokens it
+    sent and got back at the endpoint's prices per million (what the endpoint bills; the
+    machine waiting for it is not charged)."""
     prices = prices or {}
+    if endpoint:
+        per_in, per_out = prices.get("million_input_tokens", 0.0), prices.get("million_output_tokens", 0.0)
+        if per_in <= 0 and per_out <= 0:
+            return {}
+
+        def billed(prompt_tokens: float, completion_tokens: float) -> float:
+            return (prompt_tokens * per_in + completion_tokens * per_out) / 1e6
+
+        out = {
+            "dollars_per_million_input_tokens": per_in,
+            "dollars_per_million_output_tokens": per_out,
+            "dollars_per_1000_queries": 1000
+            * billed(costs["prompt_tokens_per_query"], costs["completion_tokens_per_query"]),
+        }
+        if "optimization" in costs:  # an endpoint pipeline trains nothing; its prompt search is billed calls
+            o = costs["optimization"]
+            out["optimization_dollars"] = billed(o["prompt_tokens"], o["completion_tokens"])
+        return out
     rate = prices.get("gpu_hour", 0.0) if "peak_gpu_bytes" in costs else prices.get("cpu_hour", 0.0)
     if rate <= 0:
         return {}
@@ -97,7 +125,6 @@ def verdict(
     metrics: Sequence[str],
     baseline: dict[str, Any] | None,
     warnings: Sequence[dict[str, Any]],
-    prices: dict[str, float] | None,
 ) -> dict[str, Any]:
     """The verdict block of a report. `pairwise` is every pair's primary-metric test with
     its Holm-adjusted p-value (`p_holm`); costs are in dollars when every pipeline is priced,

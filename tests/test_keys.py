@@ -119,6 +119,8 @@ QA_EXPECTED: dict[str, set[str]] = {
     "tracking.mlflow_experiment": set(),
     "prices.cpu_hour": set(),  # prices the report's costs, rebuilds nothing
     "prices.gpu_hour": set(),
+    "prices.million_input_tokens": set(),
+    "prices.million_output_tokens": set(),
 }
 
 SQL_LADDER = ["prompt", "fewshot", "rag", "ft", "rag+ft"]

@@ -11,6 +11,7 @@ from ragft.arms import resolve_arms
 from ragft.config import load_config
 from ragft.errors import ConfigError
 from ragft.experiment import Run, compare
+from ragft.optimize import most_calls
 from ragft.resources import Resources
 from ragft.tasks.qa import score
 
@@ -36,6 +37,7 @@ def test_the_validation_score_dspy_kept_is_what_the_chosen_prompt_scores(optimiz
     saved = json.loads((run / "prompts" / "rag_dspy" / "prompt.json").read_text())
     cost = report["variants"]["rag+dspy"]["costs"]["optimization"]
     assert cost["calls"] >= 4 * cost["candidates"] and cost["prompt_tokens"] > cost["calls"] * 100
+    assert cost["calls"] <= most_calls(config.optimize, 6, 4)  # the progress bar's total
     assert len(saved["demos"]) <= 2 and cost["demos"] == len(saved["demos"])
     arm = next(a for a in resolve_arms(config) if a.name == "rag+dspy")
     task = Run(run, config, Resources([generator], [embedder])).task(arm)

@@ -68,14 +68,17 @@ base = "rag+ft"
 template = { system = "Reply in three words at most.", user = "Notes:\\n{context}\\n\\nAsk: {question}" }
 finetune = { rank = 4, records = "sft" }
 generation = { max_new_tokens = 8 }
+prices = { million_input_tokens = 2.5 }
 """
-    pipelines = resolve_arms(_config(tmp_path, body, ['experiment.variants=["prompt","rag"]']))
+    pipelines = resolve_arms(_config(tmp_path, body, ['experiment.variants=["prompt","rag"]', "prices.cpu_hour=0.1"]))
     assert [p.name for p in pipelines] == ["prompt", "rag", "terse"]
     terse = pipelines[2]
     assert terse.template.name == "terse" and terse.template.system == "Reply in three words at most."
     assert terse.trained and terse.context and not terse.raft
     assert terse.config.finetune.rank == 4 and terse.config.finetune.alpha == 32  # the rest is the experiment's
     assert terse.config.generation.max_new_tokens == 8 and pipelines[0].config.generation.max_new_tokens == 32
+    assert (terse.config.prices.million_input_tokens, terse.config.prices.cpu_hour) == (2.5, 0.1)
+    assert pipelines[0].config.prices.million_input_tokens == 0.0
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from ragft.cli import main
 from ragft.errors import ConfigError
 from ragft.feedback.store import FeedbackStore, Passage
 from ragft.io import read_jsonl
+from ragft.runs import rerender
 from ragft.serve.app import Limits, make_app
 from ragft.serve.batching import Batcher
 from ragft.serve.served import ServedPipeline
@@ -359,8 +360,10 @@ def test_an_endpoint_arm_through_ragft_serve_answers_as_the_local_arm(tiny_run, 
     with running(make_app(plain, store)) as url:
         remote = EndpointGenerator(url + "/v1", "prompt:chat", batch_size=3, max_new_tokens=12, retries=0)
         local = generator.with_decoding(4, 12, 0)
-        pipelines = [ragft.Pipeline("local", local), ragft.Pipeline("endpoint", remote)]
-        report = ragft.Experiment(task, pipelines, tmp_path / "run", context_views=False).run()
+        billed = ragft.Prices(million_input_tokens=2.0, million_output_tokens=8.0)  # the endpoint's price
+        pipelines = [ragft.Pipeline("local", local), ragft.Pipeline("endpoint", remote, prices=billed)]
+        experiment = ragft.Experiment(task, pipelines, tmp_path / "run", context_views=False, prices=ragft.Prices(3.6))
+        report = experiment.run()
     plain.close()
     rows = {
         name: sorted(
@@ -376,6 +379,17 @@ def test_an_endpoint_arm_through_ragft_serve_answers_as_the_local_arm(tiny_run, 
     assert store.counts()["exchanges"] == 6  # each question went over HTTP
     assert report.verdict is not None
     store.close()
+    tokens = [sum(r[i] for r in rows["endpoint"]) / 6 for i in (2, 3)]
+    for rendered in (json.loads((tmp_path / "run" / "report.json").read_text()), None):
+        if rendered is None:  # `ragft report` prices the saved run again, each pipeline at its own prices
+            rerender(tmp_path / "run")
+            rendered = json.loads((tmp_path / "run" / "report.json").read_text())
+        costs = {n: rendered["variants"][n]["costs"] for n in ("local", "endpoint")}
+        expected = 1000 * (2 * tokens[0] + 8 * tokens[1]) / 1e6  # $2 and $8 per million, per 1,000 queries
+        assert costs["endpoint"]["dollars_per_1000_queries"] == pytest.approx(expected)
+        assert costs["local"]["dollars_per_1000_queries"] == pytest.approx(costs["local"]["seconds_per_query_mean"])
+        assert "dollars_per_hour" not in costs["endpoint"]  # the machine waiting for the endpoint is not charged
+    assert "endpoint: tokens at the endpoint's price per million" in (tmp_path / "run" / "report.md").read_text()
 
     down = EndpointGenerator(f"http://127.0.0.1:{_free_port()}/v1", "x", retries=0, timeout_s=5)
     with pytest.raises(EndpointError, match="endpoint http://127.0.0.1:.*no answer after 1 tries"):

@@ -79,7 +79,14 @@ def test_verdict_names_best_cheapest_as_good_break_even_and_what_a_step_bought()
     }
     costs = {"rag+ft": {"training": {"seconds": 360.0}}}
     report = aggregate(
-        predictions, costs, 500, 0, ("f1", "em", "acc"), groups=GROUPS, trained=["rag+ft"], prices={"cpu_hour": 3.6}
+        predictions,
+        costs,
+        500,
+        0,
+        ("f1", "em", "acc"),
+        groups=GROUPS,
+        trained=["rag+ft"],
+        prices={n: {"cpu_hour": 3.6} for n in predictions},
     )
     v = report["verdict"]
     assert v["best"] == "rag+ft" and v["cheapest_not_worse"] == "rag+ft" and v["frontier"] == ["rag+ft"]
@@ -94,6 +101,38 @@ def test_verdict_names_best_cheapest_as_good_break_even_and_what_a_step_bought()
     text = markdown(_whole(report))
     assert text.index("## Verdict") < text.index("Quality with 95% bootstrap intervals")
     assert "Break-even" in text and "clustered" in text
+
+
+def test_an_endpoint_pipeline_is_priced_by_its_tokens_and_a_fine_tuned_one_repays_against_it():
+    costs = {"prompt_tokens_per_query": 1000.0, "completion_tokens_per_query": 10.0, "seconds_per_query_mean": 2.0}
+    prices = {"cpu_hour": 3.6, "million_input_tokens": 0.15, "million_output_tokens": 0.6}
+    searched = {"optimization": {"prompt_tokens": 2_000_000, "completion_tokens": 100_000, "seconds": 900.0}}
+    billed = money({**costs, **searched}, prices, endpoint=True)
+    assert billed["dollars_per_1000_queries"] == pytest.approx(0.156)  # 1000 x (1000 x 0.15 + 10 x 0.6) / 1e6
+    assert billed["optimization_dollars"] == pytest.approx(0.36)  # 2M x 0.15 + 0.1M x 0.6, per million
+    assert "dollars_per_hour" not in billed  # the machine waiting for the endpoint is not charged
+    assert money(costs, {"cpu_hour": 3.6}, endpoint=True) == {}  # no token price: not priced
+    predictions = {
+        "api": _predictions("api", lambda n, i: GOLD[i], 2.0, 1000),
+        "rag+ft": _predictions("rag+ft", lambda n, i: GOLD[i], 0.1, 300),
+    }
+    report = aggregate(
+        predictions,
+        {"rag+ft": {"training": {"seconds": 360.0}}},
+        500,
+        0,
+        ("f1",),
+        trained=["rag+ft"],
+        prices={"api": {"million_input_tokens": 1.0, "million_output_tokens": 2.0}, "rag+ft": {"cpu_hour": 3.6}},
+        endpoints=["api"],
+    )
+    # api: 1000 x (1000 x $1 + 3 x $2) / 1e6 = $1.006 per 1,000 queries; rag+ft: 0.1 s at $1 per 1,000 s
+    # = $0.1 per 1,000; $0.36 of training repaid after 0.36 / (0.001006 - 0.0001) = 397.4 queries.
+    assert report["variants"]["api"]["costs"]["dollars_per_1000_queries"] == pytest.approx(1.006)
+    (even,) = report["verdict"]["break_even"]
+    assert (even["pipeline"], even["replaces"]) == ("rag+ft", "api")
+    assert even["queries"] == pytest.approx(0.36 / (0.001006 - 0.0001))
+    assert "tokens at the endpoint's price per million" in markdown(_whole({**report, "metric_names": ["f1"]}))
 
 
 def _whole(report):
