@@ -10,7 +10,7 @@ from typing import Any
 
 from ragft.io import library_versions
 from ragft.metrics import label, metric_names
-from ragft.verdict import dollars, one_off, one_off_seconds
+from ragft.verdict import TIMING_NOISE, dollars, one_off, one_off_seconds
 
 
 def environment() -> dict[str, Any]:
@@ -347,7 +347,9 @@ def _break_even_table(report: dict[str, Any]) -> list[Table]:
     header = ["pipeline", "replaces", "break-even queries", "saved per query", "prompt tokens saved/q"]
     caption = (
         "Break-even: queries after which a pipeline's one-off cost (training and any pair writing, prompt "
-        "optimization) is repaid by what each query saves against a pipeline it is not significantly worse than"
+        "optimization), less the one-off cost of the pipeline it replaces, is repaid by what each query saves "
+        "against a pipeline it is not significantly worse than (a saving under "
+        f"{TIMING_NOISE:.0%} of that pipeline's cost per query, within timing noise, is left out)"
     )
     return [(caption, [*header, f"{primary} change"], rows)]
 

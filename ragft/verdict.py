@@ -15,6 +15,9 @@ from ragft.stats import ALPHA
 ONE_OFF = ("training", "optimization", "synthesis")
 """What a pipeline spends once, before its first query: training an adapter, optimizing a
 prompt, writing its training pairs."""
+TIMING_NOISE = 0.05
+"""A per-query saving under this share of the replaced pipeline's cost is not counted for a
+break-even: measured seconds per query vary by about this much between runs."""
 MONEY = (
     "dollars_per_hour",
     "dollars_per_million_input_tokens",
@@ -91,8 +94,8 @@ def frontier(points: dict[str, tuple[float, float]]) -> list[str]:
 
 
 def break_even(training_cost: float, saved_per_query: float) -> float | None:
-    """Queries after which a one-off training cost is repaid by what each query saves
-    (None where it saves nothing)."""
+    """Queries after which a one-off training cost (beyond what the pipeline replaced spent
+    once) is repaid by what each query saves (None where it saves nothing)."""
     return training_cost / saved_per_query if saved_per_query > 0 else None
 
 
@@ -154,6 +157,13 @@ def verdict(
             "smaller true differences may go unseen."
         )
     flags = [w["message"] + "." for w in warnings]
+    unpriced = [n for n in names if "dollars_per_1000_queries" not in costs[n]]
+    if unpriced and len(unpriced) < len(names):
+        flags.append(
+            f"Costs are compared in machine seconds, not dollars: no price applies to {', '.join(unpriced)} "
+            "(prices.cpu_hour or gpu_hour for the machine it runs on; prices.million_input_tokens and "
+            "million_output_tokens for a generator behind an endpoint)."
+        )
     if baseline is not None:
         below = [r["pipeline"] for r in baseline["comparisons"] if not r["above"]]
         b = baseline["metrics"][primary]["mean"]
@@ -167,9 +177,13 @@ def verdict(
         if not one_off_seconds(costs[t]):
             continue
         for u in names:
-            if one_off_seconds(costs[u]):
+            extra = one_off(costs[t], priced) - one_off(costs[u], priced)  # u's own one-off cost is spent too
+            if u == t or extra <= 0:
                 continue
-            queries = break_even(one_off(costs[t], priced), per_query[u] - per_query[t])
+            saved = per_query[u] - per_query[t]
+            if saved < TIMING_NOISE * per_query[u]:
+                continue  # no saving, or one within what timings vary by between runs
+            queries = break_even(extra, saved)
             if queries is None:
                 continue
             row, sign = _row(pairwise, u, t)

@@ -112,6 +112,8 @@ def test_an_endpoint_pipeline_is_priced_by_its_tokens_and_a_fine_tuned_one_repay
     assert billed["optimization_dollars"] == pytest.approx(0.36)  # 2M x 0.15 + 0.1M x 0.6, per million
     assert "dollars_per_hour" not in billed  # the machine waiting for the endpoint is not charged
     assert money(costs, {"cpu_hour": 3.6}, endpoint=True) == {}  # no token price: not priced
+    api, tokens = {"million_input_tokens": 1.0, "million_output_tokens": 2.0}, {"prompt_tokens": 100_000}
+    tokens["completion_tokens"] = 10_000
     predictions = {
         "api": _predictions("api", lambda n, i: GOLD[i], 2.0, 1000),
         "rag+ft": _predictions("rag+ft", lambda n, i: GOLD[i], 0.1, 300),
@@ -123,7 +125,7 @@ def test_an_endpoint_pipeline_is_priced_by_its_tokens_and_a_fine_tuned_one_repay
         0,
         ("f1",),
         trained=["rag+ft"],
-        prices={"api": {"million_input_tokens": 1.0, "million_output_tokens": 2.0}, "rag+ft": {"cpu_hour": 3.6}},
+        prices={"api": api, "rag+ft": {"cpu_hour": 3.6}},
         endpoints=["api"],
     )
     # api: 1000 x (1000 x $1 + 3 x $2) / 1e6 = $1.006 per 1,000 queries; rag+ft: 0.1 s at $1 per 1,000 s
@@ -132,7 +134,22 @@ def test_an_endpoint_pipeline_is_priced_by_its_tokens_and_a_fine_tuned_one_repay
     (even,) = report["verdict"]["break_even"]
     assert (even["pipeline"], even["replaces"]) == ("rag+ft", "api")
     assert even["queries"] == pytest.approx(0.36 / (0.001006 - 0.0001))
+    searched = {**predictions, "api+dspy": _predictions("api+dspy", lambda n, i: GOLD[i], 2.0, 1200)}
+    costs = {"rag+ft": {"training": {"seconds": 360.0}}, "api+dspy": {"optimization": {"seconds": 1.0, **tokens}}}
+    prices = {"api": api, "api+dspy": api, "rag+ft": {"cpu_hour": 3.6}}
+    both = aggregate(searched, costs, 500, 0, ("f1",), prices=prices, endpoints=["api", "api+dspy"])
+    even = {e["replaces"]: e for e in both["verdict"]["break_even"]}
+    # api+dspy's search: 100,000 x $1 + 10,000 x $2 per million = $0.12 spent once, so rag+ft's
+    # training costs $0.24 more; api+dspy answers at $1.206 per 1,000: repaid after 0.24 / 0.001106.
+    assert even["api+dspy"]["queries"] == pytest.approx(0.24 / (0.001206 - 0.0001))
     assert "tokens at the endpoint's price per million" in markdown(_whole({**report, "metric_names": ["f1"]}))
+    assert not any("machine seconds, not dollars" in f for f in report["verdict"]["flags"])
+    close = {"a": _predictions("a", _right_then_sentences, 0.2), "b": _predictions("b", _right_then_sentences, 0.195)}
+    noise = aggregate(close, {"b": {"training": {"seconds": 10.0}}}, 200, 0, ("f1",), trained=["b"])
+    assert noise["verdict"]["break_even"] == []  # 2.5% faster: within timing noise, no break-even
+    unpriced = aggregate(predictions, {}, 200, 0, ("f1",), prices={"rag+ft": {"cpu_hour": 3.6}}, endpoints=["api"])
+    assert unpriced["verdict"]["cost_unit"] == "machine seconds per query"
+    assert any("no price applies to api" in f for f in unpriced["verdict"]["flags"])
 
 
 def _whole(report):
