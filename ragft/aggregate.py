@@ -29,7 +29,7 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def _in_order(predictions: list[Prediction], order: Sequence[str]) -> list[Prediction]:
+def in_order(predictions: list[Prediction], order: Sequence[str]) -> list[Prediction]:
     by_id = {p.example_id: p for p in predictions}
     return [by_id[i] for i in order]
 
@@ -80,7 +80,7 @@ def aggregate(
             raise ValueError(f"pipelines {names[0]} and {name} were scored on different examples")
     cluster = clustering(order, groups, grouped_by)
     labels = cluster["labels"]
-    runs = {n: [_in_order(preds, order) for preds in (seeded or {}).get(n) or [predictions[n]]] for n in names}
+    runs = {n: [in_order(preds, order) for preds in (seeded or {}).get(n) or [predictions[n]]] for n in names}
 
     def scores(name: str, m: str) -> list[list[float]]:
         return [[p.scores[m] for p in preds] for preds in runs[name]]
@@ -121,6 +121,7 @@ def aggregate(
     kept = {"groups": {i: groups[i] for i in order if i in groups}} if groups else {}  # for `ragft report`
     report: dict[str, Any] = {
         "clustering": {**{k: v for k, v in cluster.items() if k != "labels"}, **kept},
+        "example_order": order,  # the bootstrap's draws depend on it: `ragft report` resamples in this order
         "variants": variants,
         "comparisons": comparisons,
         "pairs_in_family": len(every),

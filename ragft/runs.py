@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ragft.aggregate import aggregate
+from ragft.aggregate import aggregate, in_order
 from ragft.arms import Arm
 from ragft.config import PIPELINE_SECTIONS, Config, ExperimentConfig, PricesConfig, saved_config, saved_section
 from ragft.errors import InputError
@@ -31,6 +31,10 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, list[Predic
         raise InputError("not a finished ragft run (no report.json)", run)
     report = read_json(run / "report.json")
     predictions = {variant: _predictions(run, variant) for variant in report["variants"]}
+    order = report.get("example_order") or list(report.get("clustering", {}).get("groups", {}))
+    if predictions and sorted(order) == [p.example_id for p in next(iter(predictions.values()))]:
+        # the run's own order, so a resample draws the same examples and the numbers come out the same
+        predictions = {variant: in_order(preds, order) for variant, preds in predictions.items()}
     passages = {}
     for chunks in sorted((run / "index").rglob("chunks.jsonl")) if (run / "index").is_dir() else []:
         passages.update({row["id"]: row["text"] for _, row in read_jsonl(chunks)})

@@ -168,3 +168,31 @@ def test_too_few_resamples_for_the_holm_family_are_named():
     flags = aggregate(predictions, {}, 40, 0, ("f1",))["verdict"]["flags"]
     assert any("no Holm-adjusted p-value can fall below 0.075" in f for f in flags)
     assert not any("bootstrap resamples" in f for f in aggregate(predictions, {}, 2000, 0, ("f1",))["verdict"]["flags"])
+
+
+def test_ragft_report_resamples_in_the_runs_order_and_gives_its_numbers(tmp_path):
+    """Saved predictions come back sorted by id; the run resampled them in its own order.
+    `ragft report` must use that order, or the same bootstrap seed draws other examples."""
+    import json
+    import random
+    from dataclasses import asdict
+
+    from ragft.runs import rerender
+
+    order = random.Random(1).sample(IDS, len(IDS))
+    made = {"a": _predictions("a", _right_then_sentences), "b": _predictions("b", _always_yes)}
+    (tmp_path / "predictions").mkdir()
+    for name, preds in made.items():
+        rows = [json.dumps({"fingerprint": "k", **asdict(p)}) for p in preds]  # sorted, as files are
+        (tmp_path / "predictions" / f"{name}.jsonl").write_text("\n".join(rows) + "\n")
+    shuffled = {n: [next(p for p in preds if p.example_id == i) for i in order] for n, preds in made.items()}
+    before = _whole(aggregate(shuffled, {}, 200, 0, ("f1",), groups=GROUPS))
+    (tmp_path / "report.json").write_text(json.dumps({**before, "metric_names": ["f1"]}))
+    (tmp_path / "config.json").write_text(json.dumps({"experiment": {"bootstrap_samples": 200, "seed": 0}}))
+    rerender(tmp_path)
+    after = json.loads((tmp_path / "report.json").read_text())
+    assert after["example_order"] == order
+    assert after["comparisons"] == before["comparisons"] and after["verdict"] == before["verdict"]
+    assert {n: v["metrics"] for n, v in after["variants"].items()} == {
+        n: v["metrics"] for n, v in before["variants"].items()
+    }
