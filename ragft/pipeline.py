@@ -54,8 +54,8 @@ class Pipeline:
     or solved examples chosen by prompt optimization (`optimize=ragft.DSPy(...)`). A spec
     with `train_data="synth"` trains on pairs the generator writes from the training
     documents, as `synth=ragft.Synth(...)` says (default settings without it). `prices`
-    (`ragft.Prices(...)`) prices this pipeline apart from the experiment's, e.g. an endpoint's
-    tokens."""
+    (`ragft.Prices(...)`) replaces the experiment's prices for this pipeline (all four
+    fields), e.g. to bill an endpoint's tokens."""
 
     def __init__(
         self,

@@ -171,17 +171,21 @@ def tables(report: dict[str, Any]) -> list[Table]:
             "of one cluster succeed or fail together these intervals are too narrow"
         )
     billed = [n for n, v in report["variants"].items() if "dollars_per_million_input_tokens" in v["costs"]]
+    rates = ""
     if priced:
-        rates = "; $: machine time at its hourly price"
+        hourly = [n for n, v in report["variants"].items() if "dollars_per_hour" in v["costs"]]
+        parts = ["machine time at its hourly price"] if hourly else []
         if billed:
-            rates += f", {', '.join(billed)}: tokens at the endpoint's price per million (the machine waiting is free)"
+            billing = "tokens at the endpoint's price per million (the machine waiting is free)"
+            parts.append(f"{', '.join(billed)}: {billing}")
+        rates = "; $: " + ", ".join(parts)
     family = report.get("pairs_in_family")
     holm_note = f"Holm-adjusted over the {family} pairs of pipelines, per metric" if family else "Holm-adjusted"
     return [
         (
             f"Quality with 95% bootstrap intervals ({resampled}), and costs per query (s/q: batch time / batch "
             "size; train s: training an adapter (and writing its training pairs) or optimizing a prompt, once"
-            + (rates if priced else "")
+            + rates
             + ")",
             [
                 "variant",

@@ -32,7 +32,7 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, list[Predic
     report = read_json(run / "report.json")
     predictions = {variant: _predictions(run, variant) for variant in report["variants"]}
     order = report.get("example_order") or list(report.get("clustering", {}).get("groups", {}))
-    if predictions and sorted(order) == [p.example_id for p in next(iter(predictions.values()))]:
+    if predictions and all(sorted(order) == [p.example_id for p in preds] for preds in predictions.values()):
         # the run's own order, so a resample draws the same examples and the numbers come out the same
         predictions = {variant: in_order(preds, order) for variant, preds in predictions.items()}
     passages = {}

@@ -157,6 +157,14 @@ def verdict(
             "smaller true differences may go unseen."
         )
     flags = [w["message"] + "." for w in warnings]
+    for n in names:
+        rates = {side: costs[n].get(f"dollars_per_million_{side}_tokens") for side in ("input", "output")}
+        free = [side for side, rate in rates.items() if rate == 0.0]
+        if free:
+            flags.append(
+                f"{n} is billed for its {'input' if free == ['output'] else 'output'} tokens only: "
+                f"prices.million_{free[0]}_tokens is 0."
+            )
     unpriced = [n for n in names if "dollars_per_1000_queries" not in costs[n]]
     if unpriced and len(unpriced) < len(names):
         flags.append(
@@ -177,13 +185,13 @@ def verdict(
         if not one_off_seconds(costs[t]):
             continue
         for u in names:
-            extra = one_off(costs[t], priced) - one_off(costs[u], priced)  # u's own one-off cost is spent too
-            if u == t or extra <= 0:
+            if u == t:
                 continue
+            extra = one_off(costs[t], priced) - one_off(costs[u], priced)  # u's own one-off cost is spent too
             saved = per_query[u] - per_query[t]
             if saved < TIMING_NOISE * per_query[u]:
                 continue  # no saving, or one within what timings vary by between runs
-            queries = break_even(extra, saved)
+            queries = break_even(max(0.0, extra), saved)  # 0: cheaper once and per query, from the first
             if queries is None:
                 continue
             row, sign = _row(pairwise, u, t)

@@ -142,6 +142,12 @@ def test_an_endpoint_pipeline_is_priced_by_its_tokens_and_a_fine_tuned_one_repay
     # api+dspy's search: 100,000 x $1 + 10,000 x $2 per million = $0.12 spent once, so rag+ft's
     # training costs $0.24 more; api+dspy answers at $1.206 per 1,000: repaid after 0.24 / 0.001106.
     assert even["api+dspy"]["queries"] == pytest.approx(0.24 / (0.001206 - 0.0001))
+    cheap = {**costs, "rag+ft": {"training": {"seconds": 36.0}}}  # $0.036 of training, under the $0.12 search
+    both = aggregate(searched, cheap, 500, 0, ("f1",), prices=prices, endpoints=["api", "api+dspy"])
+    assert {e["replaces"]: e["queries"] for e in both["verdict"]["break_even"]}["api+dspy"] == 0.0
+    half = {**prices, "api": {"million_input_tokens": 1.0}}
+    flags = aggregate(searched, costs, 200, 0, ("f1",), prices=half, endpoints=["api", "api+dspy"])["verdict"]["flags"]
+    assert "api is billed for its input tokens only: prices.million_output_tokens is 0." in flags
     assert "tokens at the endpoint's price per million" in markdown(_whole({**report, "metric_names": ["f1"]}))
     assert not any("machine seconds, not dollars" in f for f in report["verdict"]["flags"])
     close = {"a": _predictions("a", _right_then_sentences, 0.2), "b": _predictions("b", _right_then_sentences, 0.195)}
