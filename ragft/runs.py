@@ -76,6 +76,11 @@ def _predictions(run: Path, label: str) -> list[Prediction]:
     return [latest[k] for k in sorted(latest)]
 
 
+def _own_prices(entry: dict[str, Any], experiment: PricesConfig) -> PricesConfig:
+    """A pipeline's prices as its pipelines.json entry holds them (the experiment's for runs before)."""
+    return saved_section("prices", entry["prices"]) if "prices" in entry else experiment
+
+
 def rerender(run_dir: str | Path, pair: tuple[str, str] | None = None) -> str:
     """Write report.md and report.html of a run again (e.g. for another pair); return the Markdown.
 
@@ -104,7 +109,7 @@ def rerender(run_dir: str | Path, pair: tuple[str, str] | None = None) -> str:
         "seeded": seeded,
         "baseline": report.get("baseline"),
         "trained": [v for v in predictions if "training" in costs[v]],
-        "prices": {v: asdict(saved_section("prices", e.get("prices", asdict(prices)))) for v, e in entries.items()},
+        "prices": {v: asdict(_own_prices(e, prices)) for v, e in entries.items()},
         "endpoints": [v for v, e in entries.items() if e.get("models", {}).get("endpoint")],
     }
     report.pop("warnings", None)

@@ -57,11 +57,12 @@ def train_or_load_adapter(
     from its checkpoint after an interruption; going on from the adapter in `start`)."""
     c = pipeline.config
     base_id = model_id(c.models.generator)
-    if has_adapter(folder, key):
-        try:
-            return load_adapter(generator.model, folder, base_id), adapter_manifest(folder)["training"]
-        except ArtifactError:
-            pass  # unreadable: trained again
+    try:
+        manifest = adapter_manifest(folder)
+        if manifest.get("fingerprint") == key:
+            return load_adapter(generator.model, folder, base_id), manifest["training"]
+    except ArtifactError:
+        pass  # none, or unreadable: trained again
     checkpoint = folder.with_name(folder.name + ".checkpoint")
     if c.finetune.objective == "sft":
         from ragft.finetune.lora import train_lora
