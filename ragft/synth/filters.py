@@ -3,6 +3,8 @@
 Each check names why a pair is dropped, and the synthesis counts every reason:
 `unparsed` (no question/answer in the reply), `empty`, `long_question`, `long_answer`,
 `copied` (the question is mostly a stretch of the passage), `answer_in_question`,
+`borrowed` (the question takes a word from a solved example that its passage lacks: "the
+rowing club" of a cooperative's handbook),
 `unsupported` (the answer is not in its passage), `roundtrip` (asked back with the
 passage, the model does not give the answer), `duplicate` (a near copy of a question kept
 before).
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ragft.metrics import lenient_match, normalize_answer, token_f1
+from ragft.synth.writing import BORROWABLE
 from ragft.tasks.qa import final_answer
 
 if TYPE_CHECKING:
@@ -26,6 +29,7 @@ DROPS = (
     "long_answer",
     "copied",
     "answer_in_question",
+    "borrowed",
     "unsupported",
     "roundtrip",
     "duplicate",
@@ -46,7 +50,16 @@ def shape_problem(question: str, answer: str, passage: str, settings: SynthConfi
         return "copied"
     if lenient_match(question, (answer,)) or answer.lower() in question.lower():
         return "answer_in_question"
+    if borrowed(question, passage):
+        return "borrowed"
     return None
+
+
+def borrowed(question: str, passage: str) -> bool:
+    """The question holds a word the solved examples' questions take from their sentences
+    (`writing.BORROWABLE`) that its own passage does not hold."""
+    words = set(normalize_answer(question).split()) & BORROWABLE
+    return bool(words - set(normalize_answer(passage).split()))
 
 
 def copied(question: str, passage: str) -> bool:

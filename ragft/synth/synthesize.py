@@ -41,6 +41,9 @@ if TYPE_CHECKING:
     from ragft.generation import Generator
     from ragft.retrieval import Embedder
 
+RULES = 2
+"""Version of the rules that pick answers (`spans`) and drop pairs (`filters`): part of every
+synthesis key, so raise it when a change to either changes which pairs come out."""
 BLOCK_BATCHES = 4
 """Generator batches per journaled block: what a killed synthesis can lose."""
 
@@ -65,7 +68,7 @@ class Candidate:
     answer: str
     """The picked answer (answer-first); empty where the model writes it."""
     kind: str
-    """The picked answer's kind (date, quantity, name, keyphrase), or `model`."""
+    """The picked answer's kind (date, time, quantity, name, keyphrase), or `model`."""
 
 
 @dataclass(frozen=True)
@@ -98,12 +101,9 @@ def fingerprint(
 ) -> str:
     """What a synthesis's pairs depend on: the chunks (`chunks_identity`), the generator's
     identity and decoding, the embedder (near duplicates), the settings, the seed (chunk
-    sample) and the prompts."""
+    sample), the prompts and the version of the span and filter rules (`RULES`)."""
     prompts = [writing.SYSTEM, writing.EXAMPLES, writing.roundtrip_messages("{q}", "{p}")]
-    read = asdict(settings)
-    if not settings.question_word:  # added later: off, it stays out, so pairs made before keep their key
-        del read["question_word"]
-    parts = chunks, generator, decoding, embedder, read, seed, prompts
+    parts = chunks, generator, decoding, embedder, asdict(settings), seed, prompts, RULES
     return sha256_json(["synth", *parts])
 
 

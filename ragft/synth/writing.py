@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import re
 
+from ragft.metrics import normalize_answer
 from ragft.prompts import get_template
+from ragft.synth.spans import STOP_WORDS
 
 SYSTEM = "You write quiz questions about a text. Each question must be answerable from the sentence alone."
 EXAMPLES = (
@@ -28,6 +30,14 @@ EXAMPLES = (
     ),
 )
 """The solved examples both writing prompts show (made up; about no benchmark's topic)."""
+BORROWABLE = frozenset(
+    w
+    for s, q, _ in EXAMPLES
+    for w in normalize_answer(q).split()
+    if w in normalize_answer(s).split() and w not in STOP_WORDS
+)
+"""The words the examples' questions take from their sentences ("rowing", "club", ...): a
+written question that holds one its own passage lacks copied it from an example."""
 
 
 BLANK = "_____"
@@ -52,9 +62,9 @@ def _cloze(sentence: str, answer: str) -> str:
 
 
 def question_word(kind: str, answer: str) -> str:
-    """The question word an answer of this kind is asked with: When for a date, How for a
-    quantity, Who for a name of two or more capitalised words without an article, else What."""
-    if kind == "date":
+    """The question word an answer of this kind is asked with: When for a date or a time, How
+    for a quantity, Who for a name of two or more capitalised words without an article, else What."""
+    if kind in ("date", "time"):
         return "When"
     if kind == "quantity":
         return "How"
