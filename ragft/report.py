@@ -234,6 +234,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
         ),
         *seeds_table,
         *_optimization_table(report),
+        *_training_table(report),
         *_synthesis_table(report),
         *_width_table(report),
         *_break_even_table(report),
@@ -271,6 +272,35 @@ def _optimization_table(report: dict[str, Any]) -> list[Table]:
         "what was chosen and what the search cost"
     )
     return [(caption, [*header, "output tokens", "seconds"], rows)]
+
+
+def _training_table(report: dict[str, Any]) -> list[Table]:
+    """How long each fine-tuned pipeline trained: records, optimiser steps, tokens, loss, seconds."""
+    rows = []
+    for name, v in report["variants"].items():
+        t = v["costs"].get("training", {})
+        if "steps" not in t:
+            continue
+        rows.append(
+            [
+                name,
+                str(t["records"]),
+                str(t["steps"]),
+                f"{t['tokens']:,}",
+                f"{t['first_loss']:.3f}",
+                f"{t['last_loss']:.3f}",
+                str(t["truncated_records"]),
+                f"{t['seconds']:.0f}",
+            ]
+        )
+    if not rows:
+        return []
+    caption = (
+        "Fine-tuning: training records, optimiser steps, tokens trained on, loss at the first step and "
+        "over the last five, records cut to finetune.max_length"
+    )
+    header = ["pipeline", "records", "steps", "tokens", "first loss", "last loss", "cut records", "seconds"]
+    return [(caption, header, rows)]
 
 
 def _synthesis_table(report: dict[str, Any]) -> list[Table]:

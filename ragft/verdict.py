@@ -18,6 +18,9 @@ prompt, writing its training pairs."""
 TIMING_NOISE = 0.05
 """A per-query saving under this share of the replaced pipeline's cost is not counted for a
 break-even: measured seconds per query vary by about this much between runs."""
+SHORT_TRAINING = 0.25
+"""A fine-tuned pipeline trained fewer optimiser steps than this share of the longest-trained
+one's is flagged: a gap between them may be training length, not data."""
 MONEY = (
     "dollars_per_hour",
     "dollars_per_million_input_tokens",
@@ -165,6 +168,7 @@ def verdict(
                 f"{n} is billed for its {'input' if free == ['output'] else 'output'} tokens only: "
                 f"prices.million_{free[0]}_tokens is 0."
             )
+    flags += _short_training(costs)
     unpriced = [n for n in names if "dollars_per_1000_queries" not in costs[n]]
     if unpriced and len(unpriced) < len(names):
         flags.append(
@@ -220,6 +224,25 @@ def verdict(
         "steps": [_step_sentence(s, variants, metrics, priced) for s in steps],
         "break_even": evens,
     }
+
+
+def _short_training(costs: dict[str, dict[str, Any]]) -> list[str]:
+    """A flag naming the fine-tuned pipelines trained under `SHORT_TRAINING` of the steps of the
+    longest-trained one (supervised training from the base model only: a feedback arm
+    continues from its start's adapter)."""
+    trained = {n: c["training"] for n, c in costs.items() if "steps" in c.get("training", {})}
+    steps = {n: t["steps"] for n, t in trained.items() if "init_from" not in t and t.get("objective", "sft") == "sft"}
+    if len(steps) < 2:
+        return []
+    longest = max(steps, key=lambda n: steps[n])
+    short = [n for n in steps if steps[n] < SHORT_TRAINING * steps[longest]]
+    if not short:
+        return []
+    named = ", ".join(f"{n} ({steps[n]})" for n in short)
+    return [
+        f"Trained under a quarter of {longest}'s {steps[longest]} optimiser steps: {named}. A gap to "
+        f"{longest} may be training length, not training data (finetune.epochs and finetune.max_steps set the steps)."
+    ]
 
 
 def _step_sentence(step: dict[str, Any], variants: dict[str, Any], metrics: Sequence[str], priced: bool) -> str:

@@ -202,3 +202,25 @@ def test_ragft_report_resamples_in_the_runs_order_and_gives_its_numbers(tmp_path
     assert {n: v["metrics"] for n, v in after["variants"].items()} == {
         n: v["metrics"] for n, v in before["variants"].items()
     }
+
+
+def test_a_pipeline_trained_far_fewer_steps_is_flagged_and_the_report_shows_each_ones_training():
+    def trained(steps: int, **extra) -> dict:
+        t = {"records": steps * 4, "steps": steps, "tokens": steps * 900, "first_loss": 3.5, "last_loss": 0.5}
+        return {"training": {**t, "truncated_records": 0, "seconds": steps * 9.0, **extra}}
+
+    predictions = {n: _predictions(n, lambda n_, i: GOLD[i]) for n in ("rag+ft", "rag+ft-synth", "rag+ft-fb")}
+    costs = {"rag+ft": trained(56), "rag+ft-synth": trained(8), "rag+ft-fb": trained(4, init_from="rag+ft")}
+    report = aggregate(predictions, costs, 200, 0, ("f1", "em", "acc"), groups=GROUPS, trained=list(costs))
+    short = [f for f in report["verdict"]["flags"] if f.startswith("Trained under a quarter")]
+    # the feedback arm continues from rag+ft's adapter: its 4 steps are not its whole training
+    assert short == [
+        "Trained under a quarter of rag+ft's 56 optimiser steps: rag+ft-synth (8). A gap to rag+ft may be "
+        "training length, not training data (finetune.epochs and finetune.max_steps set the steps)."
+    ]
+    text = markdown(_whole(report))
+    assert "Fine-tuning: training records, optimiser steps" in text
+    assert "| rag+ft-synth | 32 | 8 | 7,200 | 3.500 | 0.500 | 0 | 72 |" in text
+    costs["rag+ft-synth"] = trained(20)
+    report = aggregate(predictions, costs, 200, 0, ("f1", "em", "acc"), groups=GROUPS, trained=list(costs))
+    assert not any(f.startswith("Trained under") for f in report["verdict"]["flags"])
