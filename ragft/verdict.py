@@ -20,7 +20,7 @@ TIMING_NOISE = 0.05
 break-even: measured seconds per query vary by about this much between runs."""
 SHORT_TRAINING = 0.25
 """A fine-tuned pipeline trained fewer optimiser steps than this share of the longest-trained
-one's is flagged: a gap between them may be training length, not data."""
+one's is flagged: the gap between them mixes training length with training data."""
 MONEY = (
     "dollars_per_hour",
     "dollars_per_million_input_tokens",
@@ -240,8 +240,8 @@ def _short_training(costs: dict[str, dict[str, Any]]) -> list[str]:
         return []
     named = ", ".join(f"{n} ({steps[n]})" for n in short)
     return [
-        f"Trained under a quarter of {longest}'s {steps[longest]} optimiser steps: {named}. A gap to "
-        f"{longest} may be training length, not training data (finetune.epochs and finetune.max_steps set the steps)."
+        f"Trained under a quarter of {longest}'s {steps[longest]} optimiser steps: {named}. Their gaps "
+        f"to {longest} mix training length with training data (finetune.epochs and finetune.max_steps set the steps)."
     ]
 
 

@@ -215,8 +215,8 @@ def test_a_pipeline_trained_far_fewer_steps_is_flagged_and_the_report_shows_each
     short = [f for f in report["verdict"]["flags"] if f.startswith("Trained under a quarter")]
     # the feedback arm continues from rag+ft's adapter: its 4 steps are not its whole training
     assert short == [
-        "Trained under a quarter of rag+ft's 56 optimiser steps: rag+ft-synth (8). A gap to rag+ft may be "
-        "training length, not training data (finetune.epochs and finetune.max_steps set the steps)."
+        "Trained under a quarter of rag+ft's 56 optimiser steps: rag+ft-synth (8). Their gaps to rag+ft mix "
+        "training length with training data (finetune.epochs and finetune.max_steps set the steps)."
     ]
     text = markdown(_whole(report))
     assert "Fine-tuning: training records, optimiser steps" in text
