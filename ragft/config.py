@@ -310,6 +310,10 @@ class SynthConfig:
     question_word: bool = False
     """Answer-first: the model's question starts with a question word that fits the answer (When for
     a date, How for a number, Who for a person's name, What otherwise), written before it goes on."""
+    generator: str = ""
+    """The model that writes and checks the pairs (an alias, local path or hub id, loaded with
+    models.dtype and models.device): a larger writer for a small pipeline. Empty: the pipeline's
+    own generator."""
 
 
 FINETUNE_RUN_ONLY = ("checkpoint_every", "gradient_checkpointing")

@@ -317,6 +317,7 @@ def _synthesis_table(report: dict[str, Any]) -> list[Table]:
             [
                 name,
                 s["method"],
+                s.get("generator", "-"),
                 f"{s['chunks']} ({s['documents']} docs, {s['held_out_documents']} held out)",
                 str(s["candidates"]),
                 *(f"{100 * s['pass_rate'][d]:.0f}%" if d in s["pass_rate"] else "-" for d in DROPS),
@@ -329,7 +330,7 @@ def _synthesis_table(report: dict[str, Any]) -> list[Table]:
         )
     if not rows:
         return []
-    header = ["pipeline", "method", "chunks", "tried", *(f"{d.replace('_', ' ')} kept" for d in DROPS)]
+    header = ["pipeline", "method", "writer", "chunks", "tried", *(f"{d.replace('_', ' ')} kept" for d in DROPS)]
     caption = (
         "Synthetic training pairs (written by the generator from documents without test questions): the share "
         "of the pairs reaching each filter that pass it, cost (its seconds count in the one-off cost), and the "

@@ -246,6 +246,31 @@ def test_a_pipeline_trains_on_pairs_written_in_its_run(tmp_path, generator, embe
     assert again.pipelines["rag+ft-synth"].costs["synthesis"] == synthesis
 
 
+def test_a_named_writer_writes_the_pairs_a_smaller_pipeline_trains_on(tmp_path, tiny_model, tokenizer, embedder):
+    import ragft
+    from ragft.generation import Generator
+
+    docs, examples = _small_task(tmp_path)
+    corpus = load_corpus(docs)
+    task = ragft.QATask.from_jsonl(examples, corpus)
+    index = ragft.Index.build(corpus, embedder=embedder)
+    tiny = Generator(tiny_model, tokenizer, "tiny", batch_size=4, max_new_tokens=4)  # random: it writes no pair
+    pipeline = ragft.Pipeline(
+        "tiny+ft-synth",
+        tiny,
+        template="qa-context",
+        retriever=index.dense(k=2),
+        finetune=ragft.LoRA(rank=4, max_steps=1, batch_size=2, train_data="synth"),
+        synth=ragft.Synth(generator="smollm2-135m-instruct", per_chunk=2, max_chunks=2, roundtrip=False),
+    )
+    run = tmp_path / "run"
+    report = ragft.Experiment(task, [pipeline], run_dir=run, context_views=False).run()
+    costs = report.pipelines["tiny+ft-synth"].costs
+    assert costs["synthesis"]["generator"] == "smollm2-135m-instruct" and costs["synthesis"]["kept"] > 0
+    assert costs["training"]["records"] == costs["synthesis"]["kept"]
+    assert "smollm2-135m-instruct" in (run / "report.md").read_text()  # the table names the writer
+
+
 def test_other_training_data_is_refused_where_it_cannot_apply(generator):
     import ragft
     from ragft.arms import resolve_arms

@@ -40,7 +40,7 @@ def synthesize(
     examples and measuring how close the pairs come to them. Settings are `config`'s
     (`synth`, `chunking`, `models`, `generation`, `experiment.seed`), `settings`
     (`ragft.Synth(...)`) in place of its `synth`; a generator or embedder passed in is used
-    instead of loading the one `models` names."""
+    instead of loading the one `synth.generator` (else `models`) names."""
     from ragft.generation import Generator
     from ragft.retrieval import Embedder
 
@@ -58,7 +58,7 @@ def synthesize(
     ch = c.chunking
     chunks = chunk_for_embedder(sources, c.models.embedder, ch.unit, ch.chunk_size, ch.chunk_overlap)
     if generator is None:
-        generator = Generator.load(c.models.generator, c.models.dtype, c.models.device)
+        generator = Generator.load(c.synth.generator or c.models.generator, c.models.dtype, c.models.device)
     generator = generator.with_decoding(c.generation.batch_size, c.generation.max_new_tokens, c.experiment.seed)
     if embedder is None:
         embedder = Embedder(c.models.embedder, dtype=c.models.embedder_dtype, device=c.models.device)

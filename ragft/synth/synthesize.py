@@ -99,11 +99,13 @@ def chunks_identity(chunks: Sequence[Chunk]) -> str:
 def fingerprint(
     chunks: str, generator: dict[str, Any], decoding: Any, embedder: Any, settings: SynthConfig, seed: int
 ) -> str:
-    """What a synthesis's pairs depend on: the chunks (`chunks_identity`), the generator's
-    identity and decoding, the embedder (near duplicates), the settings, the seed (chunk
+    """What a synthesis's pairs depend on: the chunks (`chunks_identity`), the writing
+    generator's identity and decoding, the embedder (near duplicates), the settings, the seed (chunk
     sample), the prompts and the version of the span and filter rules (`RULES`)."""
     prompts = [writing.SYSTEM, writing.EXAMPLES, writing.roundtrip_messages("{q}", "{p}")]
-    parts = chunks, generator, decoding, embedder, asdict(settings), seed, prompts, RULES
+    read = asdict(settings)
+    del read["generator"]  # the writer enters by its identity, `generator`
+    parts = chunks, generator, decoding, embedder, read, seed, prompts, RULES
     return sha256_json(["synth", *parts])
 
 
@@ -176,7 +178,7 @@ def synthesize(
                 r["drop"] = "duplicate"
     by_id = {c.id: c for c in todo}
     kept = [_example_row(by_id[r["id"]], r, settings) for r in done if not r["drop"]]
-    stats = _stats(todo, done, kept, settings, held_out, chunks)
+    stats = {**_stats(todo, done, kept, settings, held_out, chunks), "generator": generator.name}
     if test_questions and kept:
         stats["test_overlap"] = filters.ngram_overlap([r["question"] for r in kept], test_questions)
     if not kept:

@@ -3,6 +3,7 @@ examples; prompts with retrieved passages; SQuAD EM and F1; SFT and RAFT trainin
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -248,8 +249,17 @@ class QaRun:
         m = self.models.settings
         embedder = [model_id(m.embedder), m.embedder_dtype]
         decoding = [c.generation.batch_size, c.generation.max_new_tokens]
-        generator = self.models.generator_identity()
+        generator = self.writer(pipeline).generator_identity()
         return fingerprint(self.synth_chunks_sha256, generator, decoding, embedder, c.synth, c.experiment.seed)
+
+    def writer(self, pipeline: Arm) -> Models:
+        """The models that write a pipeline's synthetic pairs: `synth.generator` (local, in the
+        pipeline's dtype and device) where one is named, else the pipeline's own."""
+        name = pipeline.config.synth.generator
+        if not name:
+            return self.models
+        settings = dataclasses.replace(self.models.settings, generator=name, endpoint="")
+        return dataclasses.replace(self.models, settings=settings)
 
     def synth_pairs(self, pipeline: Arm) -> Path:
         """Where a pipeline's synthetic pairs live in the run folder: one folder per key."""
@@ -266,6 +276,8 @@ class QaRun:
         except (ArtifactError, InputError):
             pass
         c = pipeline.config
+        if c.synth.generator:
+            generator = self.writer(pipeline).generator()
         result = write_pairs(
             pairs,
             self.synth_chunks,
