@@ -46,15 +46,6 @@ def test_answer_spans_prefer_dates_numbers_and_names():
     assert not any(s.text in ("thirty", "two") for s in year), "half of a hyphenated word picked as a number"
     owner = answer_spans("Students of the University of Brinnick's science department visit.")
     assert "the University of Brinnick" in [s.text for s in owner]
-    when = answer_spans("Kits are restocked every three months, radios tested on Wednesday mornings in December.")
-    assert [(s.text, s.kind) for s in when if s.kind != "keyphrase"] == [
-        ("Wednesday mornings", "date"),
-        ("December", "date"),
-        ("every three months", "quantity"),
-    ]
-    assert "Kits are restocked" not in [s.text for s in when]  # a clause is no answer
-    monthly = answer_spans("The battery is checked on the first day of each month.")
-    assert monthly[0].text == "the first day of each month" and monthly[0].kind == "date"
 
 
 def test_each_filter_names_why_a_pair_is_dropped():
@@ -305,10 +296,6 @@ def test_question_words_fit_the_answer_and_start_the_question(gen, embedder, chu
 
     assert [question_word(k, a) for k, a in [("date", "1994"), ("quantity", "90 days")]] == ["When", "How"]
     assert [question_word("name", a) for a in ("Anselm Fjeld", "the Skerrow Savings Bank")] == ["Who", "What"]
-    kept = "Recordings are kept in the archive beside the reading room."
-    assert question_word("keyphrase", "archive", kept) == "Where"
-    assert question_word("keyphrase", "reading room", kept) == "Where"  # beside the ...
-    assert question_word("keyphrase", "Recordings", kept) == "What"
     settings = SynthConfig(per_chunk=4, max_new_tokens=24, roundtrip=False, question_word=True)
     synthesis = synthesize(chunks[:1], gen, embedder, settings, block=BLOCK)
     for row in synthesis.rows:

@@ -2,22 +2,18 @@
 
 The rule, in order of preference (earlier kinds first, each kind in reading order):
 
-1. **Dates**: a year (1500-2099), a month with its day (`14 March`, `March 14`), a
-   phrase ending in a month (`the first Thursday of March`, `the thirty-first of March`) or
-   in every month, week or year (`the first day of each month`), a weekday
-   (`Wednesday mornings`), or a month alone (`in December`).
+1. **Dates**: a year (1500-2099), a month with its day (`14 March`, `March 14`), or a
+   phrase ending in a month (`the first Thursday of March`, `the thirty-first of March`).
 2. **Times**: a clock time or a range of them (`7:45`, `7:00 to 19:00`).
 3. **Quantities**: a number (digits, or a number word from one to a hundred, not the first
    half of a hyphenated word such as `thirty-first` or `two-thirds`) with the word after it
    where that looks like a plural noun (ends in -s: `340 crowns`, `90 days`; else the
-   number alone: `eleven`), or a range (`12 to 17`); after `every`, the frequency
-   (`once every two years`).
+   number alone: `eleven`), or a range (`12 to 17`).
 4. **Names**: runs of capitalised words (`Ottilie Brandvold`, `the Skerrow Savings Bank`,
    with a `the` in front kept, a possessive `'s` at the end cut off); a single capitalised
    word only where it does not open its sentence.
 5. **Key phrases**: YAKE's (`yake`, an unsupervised keyword extractor with bundled stop
-   lists, no model download) one- to three-word phrases, as they are written in the passage,
-   except those holding a form of `be` or `have` (`battery is checked`: a clause).
+   lists, no model download) one- to three-word phrases, as they are written in the passage.
 
 Spans that overlap an earlier span are dropped, so each piece of the passage is asked
 about once.
@@ -40,7 +36,6 @@ STOP_WORDS = frozenset(
     "those their his her our your my we you they he she them than then so if not no per each every any all "
     "may must can will would should shall has have had do does did up over under into onto about after before".split()
 )
-_VERBS = frozenset("is are was were be been being has have had".split())
 _NUMBER = rf"(?:\d[\d,.]*\d|\d|(?:{'|'.join(_NUMBER_WORDS)})(?:[- ](?:{'|'.join(_NUMBER_WORDS[:9])}))?)"
 _WHOLE_NUMBER = rf"{_NUMBER}(?![-:]\w)"  # not `thirty` of `thirty-first`, nor `7` of `7:00`
 _QUANTITY = re.compile(rf"\b{_WHOLE_NUMBER}(?:\s+(?:to|and)\s+{_WHOLE_NUMBER})?(?:\s+(?:per\s+)?[a-z][a-z-]+)?\b", re.I)
@@ -53,13 +48,10 @@ _ORDINAL = (
     r"(?:(?:twenty|thirty)-)?(?:first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth)"
     r"|twentieth|thirtieth"
 )
-_WEEKDAY = r"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)s?"
 _DATE = re.compile(
     rf"\b(?:{_DAY}\s+{_MONTH}|{_MONTH}\s+{_DAY}\b|(?:the\s+)?(?:{_ORDINAL}|last)\s+"
-    rf"(?:\w+\s+)?of\s+(?:{_MONTH}|(?:every|each|the)\s+(?:month|week|year)\b)"
-    rf"|{_WEEKDAY}(?:\s+(?:morning|afternoon|evening|night)s?)?\b|{_MONTH}\b)",
+    rf"(?:\w+\s+)?of\s+{_MONTH})",
 )
-_EVERY = re.compile(r"(?:once\s+)?every\s+$", re.I)
 _NAME = re.compile(r"\b(?:the[ \t]+)?[A-Z][\w'-]*(?:[ \t]+(?:of[ \t]+|de[ \t]+|van[ \t]+)?[A-Z][\w'-]*)*")
 _KINDS = ("date", "time", "quantity", "name", "keyphrase")
 
@@ -99,9 +91,7 @@ def answer_spans(passage: str, limit: int = 0) -> list[Span]:
             words = words[:-1]
         if words[0].lower() == "one" and len(words) < 3:  # "one of", "one member": rarely an answer
             continue
-        every = _EVERY.search(passage[: m.start()])  # a frequency: (once) every two years
-        start = every.start() if every else m.start()
-        add(passage[start : m.start()] + " ".join(words), start, "quantity")
+        add(" ".join(words), m.start(), "quantity")
     for m in _NAME.finditer(passage):
         text = m.group(0)
         words = text.split()
@@ -135,8 +125,6 @@ def keyphrases(passage: str, top: int = 10) -> list[str]:
     for phrase, _score in extractor.extract_keywords(passage):
         words = phrase.split()
         if words[0].lower() in STOP_WORDS or words[-1].lower() in STOP_WORDS or phrase not in passage:
-            continue
-        if any(w.lower() in _VERBS for w in words):  # `battery is checked`: a clause, not an answer
             continue
         out.append(phrase)
     return out

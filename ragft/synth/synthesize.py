@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from ragft.generation import Generator
     from ragft.retrieval import Embedder
 
-RULES = 3
+RULES = 2
 """Version of the rules that pick answers (`spans`) and drop pairs (`filters`): part of every
 synthesis key, so raise it when a change to either changes which pairs come out."""
 BLOCK_BATCHES = 4
@@ -264,7 +264,7 @@ def _write_block(block: Sequence[Candidate], generator: Generator, settings: Syn
     if settings.method == "answer_first":
         prompts = [writing.question_messages(c.sentence, c.answer) for c in block]
         if settings.question_word:
-            starts = [writing.question_word(c.kind, c.answer, c.sentence) for c in block]
+            starts = [writing.question_word(c.kind, c.answer) for c in block]
     else:
         prompts = [writing.pair_messages(c.sentence) for c in block]
     written = _generate(generator, prompts, settings.max_new_tokens, starts)

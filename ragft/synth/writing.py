@@ -61,21 +61,13 @@ def _cloze(sentence: str, answer: str) -> str:
     return f"Sentence: {blanked}\nThe blank is: {answer}\nWrite a question whose answer is what fills the blank."
 
 
-_PLACE = re.compile(r"\b(?:in|at|behind|beside|inside|outside|under|near|above|below)\s+(?:the\s+)?$", re.I)
-
-
-def question_word(kind: str, answer: str, sentence: str = "") -> str:
+def question_word(kind: str, answer: str) -> str:
     """The question word an answer of this kind is asked with: When for a date or a time, How
-    for a quantity, Where for a phrase the sentence puts after a preposition of place (`kept
-    in the archive`), Who for a name of two or more capitalised words without an article,
-    else What."""
+    for a quantity, Who for a name of two or more capitalised words without an article, else What."""
     if kind in ("date", "time"):
         return "When"
     if kind == "quantity":
         return "How"
-    before = sentence[: sentence.find(answer)] if answer in sentence else ""
-    if _PLACE.search(before):
-        return "Where"
     words = answer.split()
     if kind == "name" and len(words) >= 2 and all(w[:1].isupper() for w in words):
         return "Who"
