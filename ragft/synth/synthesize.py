@@ -105,6 +105,8 @@ def fingerprint(
     prompts = [writing.SYSTEM, writing.EXAMPLES, writing.roundtrip_messages("{q}", "{p}")]
     read = asdict(settings)
     del read["generator"]  # the writer enters by its identity, `generator`
+    if settings.method == "passage":
+        del read["question_word"]  # answer-first only
     parts = chunks, generator, decoding, embedder, read, seed, prompts, RULES
     return sha256_json(["synth", *parts])
 
