@@ -66,6 +66,13 @@ class Resources:
             base = self._generator[1]
         return base.with_decoding(gen.batch_size, gen.max_new_tokens, seed)
 
+    def generator_once(self, models: ModelsConfig, generation: GenerationConfig, seed: int = 0) -> Generator:
+        """The local generator `models` names for one job (a given one where passed in), loaded
+        outside the held slot: the pipeline's model stays held, and this one is freed when the
+        caller drops it (a synthetic-pairs writer)."""
+        base = self._given(models) or Generator.load(models.generator, models.dtype, models.device)
+        return base.with_decoding(generation.batch_size, generation.max_new_tokens, seed)
+
     def generator_identity(self, models: ModelsConfig) -> dict[str, Any]:
         """What the generator's outputs depend on (name, weights, dtype, device), without loading it."""
         if models.endpoint:
@@ -119,6 +126,9 @@ class Models:
 
     def generator_identity(self) -> dict[str, Any]:
         return self.resources.generator_identity(self.settings)
+
+    def generator_once(self) -> Generator:
+        return self.resources.generator_once(self.settings, self.generation, self.seed)
 
     def index(self, corpus_sha256: str, embedder_dtype: str, kind: str) -> VectorIndex | None:
         return self.resources.index(corpus_sha256, model_id(self.settings.embedder), embedder_dtype, kind)

@@ -240,7 +240,7 @@ def _short_training(costs: dict[str, dict[str, Any]]) -> list[str]:
         return []
     named = ", ".join(f"{n} ({steps[n]})" for n in short)
     return [
-        f"Trained under a quarter of {longest}'s {steps[longest]} optimiser steps: {named}. Their gaps "
+        f"Trained under {SHORT_TRAINING:.0%} of {longest}'s {steps[longest]} optimiser steps: {named}. Their gaps "
         f"to {longest} mix training length with training data (finetune.epochs and finetune.max_steps set the steps)."
     ]
 

@@ -4,6 +4,7 @@ examples; prompts with retrieved passages; SQuAD EM and F1; SFT and RAFT trainin
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -276,19 +277,22 @@ class QaRun:
         except (ArtifactError, InputError):
             pass
         c = pipeline.config
-        if c.synth.generator:
-            generator = self.writer(pipeline).generator()
-        result = write_pairs(
-            pairs,
-            self.synth_chunks,
-            generator,
-            self.models.embedder(),
-            c.synth,
-            key=key,
-            seed=c.experiment.seed,
-            test_questions=[e.question for e in self.test],
-            held_out=len(self.held_out),
-        )
+        writer = self.writer(pipeline).generator_once() if c.synth.generator else generator
+        try:
+            result = write_pairs(
+                pairs,
+                self.synth_chunks,
+                writer,
+                self.models.embedder(),
+                c.synth,
+                key=key,
+                seed=c.experiment.seed,
+                test_questions=[e.question for e in self.test],
+                held_out=len(self.held_out),
+            )
+        finally:
+            del writer  # a named writer's memory goes before the pipeline trains
+            gc.collect()
         write_manifest(pairs.parent, {"kind": "synthetic-pairs", "fingerprint": key, "settings": asdict(c.synth)})
         return result
 
