@@ -291,8 +291,9 @@ class QaRun:
                 held_out=len(self.held_out),
             )
         finally:
-            del writer  # a named writer's memory goes before the pipeline trains
-            gc.collect()
+            if writer is not generator:  # a named writer's memory goes before the pipeline trains
+                del writer
+                gc.collect()
         write_manifest(pairs.parent, {"kind": "synthetic-pairs", "fingerprint": key, "settings": asdict(c.synth)})
         return result
 
