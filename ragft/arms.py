@@ -229,6 +229,69 @@ def check_starts(arms: Sequence[Arm], source: str | None = None) -> None:
         else:
             continue
         raise ConfigError(f"{who}: goes on training {start.name!r}'s adapter, but {what}", source)
+    check_checkers(arms, source)
+
+
+def check_checkers(arms: Sequence[Arm], source: str | None = None) -> None:
+    """A synthesis whose round trip another pipeline asks (`synth.checker`) needs a trained
+    pipeline on the same base model, and no circle of pipelines waiting on each other's adapters."""
+    by_name = {a.name: a for a in arms}
+    for arm in arms:
+        name = arm.config.synth.checker
+        if not name:
+            continue
+        who = f"pipeline {arm.name!r}"
+        if not (arm.trained and arm.config.finetune.train_data == "synth"):
+            raise ConfigError(
+                f"{who}: synth.checker applies to a pipeline trained on pairs it writes "
+                "(finetune.train_data = 'synth')",
+                source,
+            )
+        if not arm.config.synth.roundtrip:
+            raise ConfigError(f"{who}: synth.checker asks the round trips, which synth.roundtrip = false skips", source)
+        checker = by_name.get(name)
+        if name == arm.name:
+            raise ConfigError(f"{who}: synth.checker names the pipeline itself", source)
+        if checker is None or not checker.trained:
+            trained = [a.name for a in arms if a.trained and a.name != arm.name]
+            raise ConfigError(
+                f"{who}: synth.checker = {name!r} names no trained pipeline of this experiment "
+                f"(trained: {', '.join(trained) or 'none'})",
+                source,
+            )
+        mine, theirs = arm.config.models, checker.config.models
+        if (mine.generator, mine.dtype, mine.device) != (theirs.generator, theirs.dtype, theirs.device):
+            raise ConfigError(
+                f"{who}: synth.checker = {name!r} is fine-tuned from another base model (models.generator, "
+                "dtype and device must agree: its adapter goes on this pipeline's model)",
+                source,
+            )
+        path = _waits_for(arm.name, name, by_name)
+        if path:
+            raise ConfigError(f"{who}: synth.checker goes round in a circle: {' -> '.join(path)}", source)
+
+
+def _needs(arm: Arm) -> list[str]:
+    """The pipelines whose adapters this one's training waits for: its start and its checker."""
+    ft = arm.config.finetune
+    out = [ft.init_from] if arm.trained and ft.init_from else []
+    if arm.trained and ft.train_data == "synth" and arm.config.synth.checker:
+        out.append(arm.config.synth.checker)
+    return out
+
+
+def _waits_for(origin: str, first: str, by_name: dict[str, Arm]) -> list[str]:
+    """The chain of pipelines from `origin` through `first` back to `origin`, if there is one."""
+    stack, seen = [[origin, first]], {origin}
+    while stack:
+        path = stack.pop()
+        if path[-1] == origin:
+            return path
+        if path[-1] in seen or path[-1] not in by_name:
+            continue
+        seen.add(path[-1])
+        stack += [[*path, n] for n in _needs(by_name[path[-1]])]
+    return []
 
 
 def check_names(names: Sequence[str], source: str | None = None) -> None:

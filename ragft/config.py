@@ -315,6 +315,11 @@ class SynthConfig:
     """The model that writes and checks the pairs (an alias, local path or hub id, loaded with
     models.dtype and models.device): a larger writer for a small pipeline. Empty: the pipeline's
     own generator."""
+    checker: str = ""
+    """A trained pipeline of the same experiment and base model whose fine-tuned model asks the round
+    trip back in place of the writer (its adapter is trained first): a pipeline trained on a first
+    round of synthetic pairs checks the next round, keeping good questions a weak base model
+    cannot answer. Empty: the writer checks its own pairs."""
 
 
 FINETUNE_RUN_ONLY = ("checkpoint_every", "gradient_checkpointing")

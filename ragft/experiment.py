@@ -81,7 +81,9 @@ class Run:
             else:
                 from ragft.tasks.qa_run import QaRun
 
-                self._tasks[setup] = QaRun(self.folder, self.data, c.chunking, c.retrieval, models)
+                task = QaRun(self.folder, self.data, c.chunking, c.retrieval, models)
+                task.adapters = self  # a synthesis checked by another pipeline (synth.checker)
+                self._tasks[setup] = task
         return self._tasks[setup]
 
     @property
@@ -133,6 +135,18 @@ class Run:
         begin = adapter_dir(self.folder, start.name) if start is not None else None
         with adapted(folder, pipeline, generator, self.task(pipeline), key, begin) as training:
             yield training
+
+    def pipeline_adapter_key(self, name: str) -> str:
+        """The adapter key of the trained pipeline named `name`."""
+        return self.adapter_key(self.arm(name))
+
+    @contextlib.contextmanager
+    def pipeline_adapted(self, name: str, generator: Generator) -> Iterator[Generator]:
+        """`generator` with the named pipeline's adapter on inside the block (trained first where needed)."""
+        with contextlib.ExitStack() as stack:
+            with naming(f"pipeline {name!r} (synth.checker)"):  # its training, not what the block does
+                stack.enter_context(self.adapted(self.arm(name), generator))
+            yield generator
 
     def generator_identity(self, pipeline: Arm) -> dict[str, Any]:
         return self.resources.generator_identity(pipeline.config.models)

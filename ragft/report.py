@@ -317,7 +317,7 @@ def _synthesis_table(report: dict[str, Any]) -> list[Table]:
             [
                 name,
                 s["method"],
-                s.get("generator", "-"),
+                s.get("generator", "-") + (f" (round trip: {s['checker']})" if s.get("checker") else ""),
                 f"{s['chunks']} ({s['documents']} docs, {s['held_out_documents']} held out)",
                 str(s["candidates"]),
                 *(f"{100 * s['pass_rate'][d]:.0f}%" if d in s["pass_rate"] else "-" for d in DROPS),

@@ -74,7 +74,8 @@ FREE_TEXT = {
     "experiment.name", "experiment.output_dir", "experiment.general_examples", "experiment.pairs",
     "models.generator", "models.embedder", "models.device", "models.endpoint", "models.endpoint_key_env",
     "data.corpus", "data.text_field", "data.id_field", "data.examples", "retrieval.rerank",
-    "finetune.target_modules", "finetune.train_data", "finetune.init_from", "synth.generator", "sql.database",
+    "finetune.target_modules", "finetune.train_data", "finetune.init_from", "synth.generator", "synth.checker",
+    "sql.database",
     "tracking.mlflow_uri", "tracking.mlflow_experiment",
 }  # fmt: skip
 """Settings whose values are names, paths or free text (models.device has its own pattern check)."""

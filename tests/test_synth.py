@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 
 import numpy as np
@@ -16,6 +17,7 @@ from ragft.config import SynthConfig, load_config
 from ragft.corpus.chunking import chunk_documents
 from ragft.corpus.loaders import load_corpus
 from ragft.errors import InputError
+from ragft.io import read_jsonl
 from ragft.synth import filters
 from ragft.synth.spans import answer_spans
 from ragft.synth.synthesize import NoPairs, _journaled, held_out_documents, stats_path, synthesize
@@ -151,19 +153,80 @@ def test_killed_synthesis_continues_from_its_journal(gen, embedder, chunks, clea
     assert len(_journaled(journal, "k")) == clean.stats["candidates"]
 
 
-def test_round_trip_drops_pairs_the_model_does_not_answer_back(gen, embedder, chunks, clean):
+ROUNDTRIP = dataclasses.replace(SETTINGS, roundtrip=True)  # the same pairs as `clean`, then asked back
+
+
+def _outcome(*args, **kwargs):
+    """A synthesis's record and pairs, also when none survives."""
     try:
-        roundtrip = dataclasses.replace(SETTINGS, roundtrip=True)  # the same pairs as `clean`, then asked back
-        checked = synthesize(chunks, gen, embedder, roundtrip, block=BLOCK)
-        stats, rows = checked.stats, checked.rows
+        done = synthesize(*args, **kwargs)
+        return done.stats, done.rows
     except NoPairs as e:  # the 135M model answers few of its own questions back
-        stats, rows = e.stats, []
+        return e.stats, []
+
+
+@pytest.fixture(scope="module")
+def asked_back(gen, embedder, chunks):
+    return _outcome(chunks, gen, embedder, ROUNDTRIP, block=BLOCK)
+
+
+def test_round_trip_drops_pairs_the_model_does_not_answer_back(clean, asked_back):
+    stats, rows = asked_back
     asked = clean.stats["kept"] + clean.stats["dropped"]["duplicate"]  # every pair that passed the other checks
     dropped = stats["dropped"]
     assert dropped["roundtrip"] >= 1 and dropped["roundtrip"] + stats["kept"] + dropped["duplicate"] == asked
     for row in rows:
         p = row["provenance"]
         assert filters.agreement(p["roundtrip_answer"], row["answers"][0])[0] or p["roundtrip_f1"] >= 0.5
+
+
+def test_a_checker_asks_the_round_trips_once_every_pair_is_written(
+    gen, embedder, chunks, clean, asked_back, tiny_model, tokenizer, tmp_path, monkeypatch
+):
+    from contextlib import contextmanager
+
+    from ragft.generation import Generator
+
+    reader, opened = gen.with_decoding(2, 24, 0), []
+
+    @contextmanager
+    def open_reader(model=reader):
+        opened.append(len(journal.read_text().splitlines()))  # rows journaled before it opens
+        yield model
+
+    journal = tmp_path / "journal.jsonl"
+    run = dict(block=BLOCK, journal=journal, key="k", checker=open_reader, checker_name="itself")
+    stats, rows = _outcome(chunks, gen, embedder, ROUNDTRIP, **run)
+    assert opened == [clean.stats["candidates"]]  # once, after the last pair was written
+    assert (rows, stats["dropped"], stats["checker"]) == (asked_back[1], asked_back[0]["dropped"], "itself")
+
+    random = Generator(tiny_model, tokenizer, "tiny", batch_size=2, max_new_tokens=8)
+    run.update(journal=tmp_path / "random.jsonl", checker=lambda: open_reader(random))
+    opened.clear()
+    journal = run["journal"]
+    journal.touch()
+    stats, rows = _outcome(chunks, gen, embedder, ROUNDTRIP, **run)
+    asked = clean.stats["kept"] + clean.stats["dropped"]["duplicate"]
+    assert rows == [] and stats["dropped"]["roundtrip"] == asked  # the random model's replies are the ones checked
+
+    # killed in the round trips: the next run writes no question again and asks only what is left
+    journal = run["journal"] = tmp_path / "killed.jsonl"
+    journal.touch()
+    real, calls = reader.generate_batch, []
+
+    def dies_after_a_block(prompts, max_new_tokens=None):
+        if len(journal.read_text().splitlines()) > clean.stats["candidates"]:  # one block of round trips is in
+            raise KeyboardInterrupt
+        return real(prompts, max_new_tokens)
+
+    monkeypatch.setattr(reader, "generate_batch", dies_after_a_block)
+    run.update(checker=open_reader, block=2)
+    with pytest.raises(KeyboardInterrupt):
+        synthesize(chunks, gen, embedder, ROUNDTRIP, **run)
+    monkeypatch.setattr(gen, "generate_batch", lambda p, m=None: pytest.fail("a question was written again"))
+    monkeypatch.setattr(reader, "generate_batch", lambda p, m=None: (calls.append(len(p)), real(p, m))[1])
+    stats, rows = _outcome(chunks, gen, embedder, ROUNDTRIP, **run)
+    assert sum(calls) == asked - 2 and (rows, stats["dropped"]) == (asked_back[1], asked_back[0]["dropped"])
 
 
 def test_a_corpus_no_pair_survives_stops_with_the_counts_per_filter(gen, embedder, chunks):
@@ -274,6 +337,80 @@ def test_a_named_writer_writes_the_pairs_a_smaller_pipeline_trains_on(tmp_path, 
     assert "smollm2-135m-instruct" in (run / "report.md").read_text()  # the table names the writer
 
 
+def test_a_pipeline_checks_another_ones_synthetic_pairs_with_its_adapter(tmp_path, tiny_model, tokenizer, embedder):
+    import ragft
+    from ragft.generation import Generator
+
+    docs, examples = _small_task(tmp_path)
+    corpus = load_corpus(docs)
+    task = ragft.QATask.from_jsonl(examples, corpus)
+    index = ragft.Index.build(corpus, embedder=embedder)
+    tiny = Generator(tiny_model, tokenizer, "tiny", batch_size=4, max_new_tokens=4)
+    writer = dict(generator="smollm2-135m-instruct", per_chunk=2, max_chunks=2)
+    every_reply_agrees = dict(writer, roundtrip_f1=0.0)  # kept whatever the reply: the replies are compared below
+
+    def pipeline(name, synth, **finetune):
+        spec = ragft.LoRA(rank=4, batch_size=2, train_data="synth", **{"max_steps": 1, **finetune})
+        return ragft.Pipeline(name, tiny, "qa-context", index.dense(k=2), finetune=spec, synth=synth)
+
+    first = pipeline("first", ragft.Synth(roundtrip=False, **writer), max_steps=2, learning_rate=0.05)
+    other = pipeline("other", ragft.Synth(roundtrip=False, **writer), max_steps=2, learning_rate=0.02)
+    checked = [pipeline(f"by-{p.name}", ragft.Synth(checker=p.name, **every_reply_agrees)) for p in (first, other)]
+    run = tmp_path / "run"
+    report = ragft.Experiment(task, [*checked, first, other], run_dir=run, context_views=False).run()
+    record = report.pipelines["by-first"].costs["synthesis"]
+    assert record["checker"] == "first" and record["kept"] > 0
+    assert "checker" not in report.pipelines["first"].costs["synthesis"]
+    replies = {}
+    for folder in {p.parent for p in (run / "synth").glob("*/train.synth.json")}:
+        checker = json.loads((folder / "train.synth.json").read_text()).get("checker")
+        replies[checker] = {r["id"]: r["provenance"]["roundtrip_answer"] for _, r in read_jsonl(folder / "train.jsonl")}
+    shared = replies["first"].keys() & replies["other"].keys()  # the same questions, asked back by two adapters
+    assert shared and any(replies["first"][i] != replies["other"][i] for i in shared)
+    assert "round trip: first" in (run / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "arms,message",
+    [
+        ('synth = { checker = "nope" }', "synth.checker = 'nope' names no trained pipeline"),
+        ('synth = { checker = "fb" }', "synth.checker names the pipeline itself"),
+        ('synth = { checker = "rag" }', "synth.checker = 'rag' names no trained pipeline"),
+        ('synth = { checker = "again", roundtrip = false }', "which synth.roundtrip = false skips"),
+        ('synth = { checker = "again" }', "synth.checker goes round in a circle: fb -> again -> fb"),
+        ('synth = { checker = "rag+ft" }\nmodels.dtype = "bfloat16"', "is fine-tuned from another base model"),
+    ],
+)
+def test_bad_checkers_are_refused_naming_the_pipeline(tmp_path, arms, message):
+    from ragft.arms import resolve_arms
+    from ragft.errors import ConfigError
+
+    config = _checked_config(tmp_path, f'{arms}\nfinetune.train_data = "synth"')
+    with pytest.raises(ConfigError, match=f"pipeline 'fb'.*{re.escape(message)}"):
+        resolve_arms(config)
+    with pytest.raises(ConfigError, match="synth.checker applies to a pipeline trained on pairs it writes"):
+        resolve_arms(_checked_config(tmp_path, 'synth.checker = "rag+ft"'))
+
+
+def _checked_config(folder, fb: str):
+    """configs/handbook.toml with a pipeline `fb` (settings `fb`) and `again`, checked by `fb`."""
+    text = (ROOT / "configs" / "handbook.toml").read_text().replace('"../', f'"{ROOT}/')
+    text += f'\n[[pipelines]]\nname = "fb"\nbase = "rag+ft"\n{fb}\n'
+    text += '\n[[pipelines]]\nname = "again"\nbase = "rag+ft"\nfinetune.train_data = "synth"\nsynth.checker = "fb"\n'
+    (folder / "checked.toml").write_text(text)
+    return load_config(folder / "checked.toml")
+
+
+def test_a_checked_synthesis_is_keyed_by_its_checkers_adapter(tmp_path):
+    from ragft.experiment import plan
+
+    first = plan(_checked_config(tmp_path, 'finetune.train_data = "synth"'), tmp_path / "run")
+    other = plan(_checked_config(tmp_path, 'finetune.train_data = "synth"\nfinetune.rank = 4'), tmp_path / "run")
+    assert first["fb"]["adapter"] != other["fb"]["adapter"]
+    assert first["again"]["adapter"] != other["again"]["adapter"]  # its pairs, so its adapter, follow fb's
+    assert first["rag+ft"] == other["rag+ft"]
+
+
 def test_other_training_data_is_refused_where_it_cannot_apply(generator):
     import ragft
     from ragft.arms import resolve_arms
@@ -287,6 +424,8 @@ def test_other_training_data_is_refused_where_it_cannot_apply(generator):
         ragft.Pipeline("ft", generator, finetune=ragft.LoRA(), synth=ragft.Synth(per_chunk=2))
     with pytest.raises(ConfigError, match="synth.method: unknown value 'cloze'"):
         ragft.Synth(method="cloze")
+    with pytest.raises(ConfigError, match="synth.checker = 'first' names a pipeline of an experiment"):
+        ragft.synthesize(HANDBOOK / "docs", "never-written.jsonl", settings=ragft.Synth(checker="first"))
     from ragft.experiment import plan
 
     missing = load_config(ROOT / "configs" / "handbook.toml", ["finetune.train_data=nowhere.jsonl"])

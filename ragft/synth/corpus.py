@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ragft.config import Config, SynthConfig
 from ragft.corpus.chunking import chunk_for_embedder
 from ragft.corpus.loaders import Corpus, JsonlFields, load_corpus
-from ragft.errors import InputError
+from ragft.errors import ConfigError, InputError
 from ragft.synth.synthesize import Synthesis, chunks_identity, fingerprint, held_out_documents, write_pairs
 from ragft.types import Document, Example
 
@@ -47,6 +47,12 @@ def synthesize(
     c = config or Config()
     if settings is not None:
         c = dataclasses.replace(c, synth=settings)
+    if c.synth.checker:
+        raise ConfigError(
+            f"synth.checker = {c.synth.checker!r} names a pipeline of an experiment, whose adapter checks the "
+            "pairs; a synthesis on its own has none (run the pipeline with finetune.train_data = 'synth')",
+            c.source or None,
+        )
     out = Path(out)
     if isinstance(corpus, (str, Path)):
         corpus = load_corpus(corpus, fields=JsonlFields(c.data.text_field, c.data.id_field), skip_bad=c.data.skip_bad)

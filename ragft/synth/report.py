@@ -17,6 +17,8 @@ def synthesis_lines(stats: dict[str, Any]) -> list[str]:
         f"cost: {stats['prompt_tokens']:,} prompt + {stats['completion_tokens']:,} output tokens, "
         f"{stats['seconds']:.0f} s, {stats['pairs_per_second']:.2f} kept pairs/s",
     ]
+    if stats.get("checker"):
+        lines.append(f"round trips asked by pipeline {stats['checker']!r}'s fine-tuned model")
     overlap = stats.get("test_overlap")
     if overlap:
         lines.append(

@@ -6,9 +6,13 @@
 Generation runs in fixed blocks of candidates, batched by the generator; each finished
 block is appended to a journal (keyed by everything the pairs depend on), so a killed
 synthesis continues with the first unfinished block and writes the same pairs an
-uninterrupted one would. Pairs come out in the examples format ragft reads (id, question,
-answers, split `train`, doc_id), each with its provenance: the chunk and sentence it was
-written from, the method, the answer's kind, the support and round-trip scores.
+uninterrupted one would. With a checker (another model asking the round trip back, such as
+a pipeline fine-tuned on an earlier round), every block is written first and the round
+trips follow, in blocks journaled the same way, with the checker loaded once.
+
+Pairs come out in the examples format ragft reads (id, question, answers, split `train`,
+doc_id), each with its provenance: the chunk and sentence it was written from, the method,
+the answer's kind, the support and round-trip scores.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,17 +102,27 @@ def chunks_identity(chunks: Sequence[Chunk]) -> str:
 
 
 def fingerprint(
-    chunks: str, generator: dict[str, Any], decoding: Any, embedder: Any, settings: SynthConfig, seed: int
+    chunks: str,
+    generator: dict[str, Any],
+    decoding: Any,
+    embedder: Any,
+    settings: SynthConfig,
+    seed: int,
+    checker: str | None = None,
 ) -> str:
     """What a synthesis's pairs depend on: the chunks (`chunks_identity`), the writing
     generator's identity and decoding, the embedder (near duplicates), the settings, the seed (chunk
-    sample), the prompts and the version of the span and filter rules (`RULES`)."""
+    sample), the prompts, the version of the span and filter rules (`RULES`) and, where a
+    checker asks the round trip, the key of its adapter (`checker`)."""
     prompts = [writing.SYSTEM, writing.EXAMPLES, writing.roundtrip_messages("{q}", "{p}")]
     read = asdict(settings)
     del read["generator"]  # the writer enters by its identity, `generator`
+    del read["checker"]  # the checker enters by its adapter's key
     if settings.method == "passage":
         del read["question_word"]  # answer-first only
-    parts = chunks, generator, decoding, embedder, read, seed, prompts, RULES
+    parts: tuple[Any, ...] = chunks, generator, decoding, embedder, read, seed, prompts, RULES
+    if checker is not None and settings.roundtrip:
+        parts += ({"checker": checker},)
     return sha256_json(["synth", *parts])
 
 
@@ -151,25 +166,32 @@ def synthesize(
     test_questions: Sequence[str] = (),
     held_out: int = 0,
     block: int = 0,
+    checker: Callable[[], AbstractContextManager[Generator]] | None = None,
+    checker_name: str = "",
 ) -> Synthesis:
     """Write, check and deduplicate pairs from `chunks` (leave test documents out before:
     `held_out_documents`); `journal` keeps finished blocks of `block` candidates (default:
-    `BLOCK_BATCHES` generator batches) under `key` for a resumed run.
+    `BLOCK_BATCHES` generator batches) under `key` for a resumed run. `checker` opens the
+    model that asks the round trip back (`checker_name` names it in the record); without one,
+    the writer asks.
 
     Raises NoPairs (an InputError) with the count per filter when no pair survives."""
     todo = candidates(chunks, settings, seed)
     rows = _journaled(journal, key)
     size = block or generator.batch_size * BLOCK_BATCHES
+    deferred = checker is not None and settings.roundtrip
     bar = progress(total=len(todo), desc="synthesizing", unit="pair")
     for start in range(0, len(todo), size):
         part = todo[start : start + size]
         if not all(c.id in rows for c in part):
-            fresh = _write_block(part, generator, settings)
-            if journal is not None:
-                append_jsonl(journal, [{"key": key, **r} for r in fresh])
+            fresh = _write_block(part, generator, settings, roundtrip=not deferred)
+            _journal(journal, key, fresh)
             rows.update((r["id"], r) for r in fresh)
         bar.update(len(part))
     bar.close()
+    if deferred:
+        assert checker is not None
+        _check_deferred(todo, rows, checker, settings, size, journal, key)
     done = [rows[c.id] for c in todo]
     passed = [r for r in done if not r["drop"]]
     if passed:
@@ -181,6 +203,8 @@ def synthesize(
     by_id = {c.id: c for c in todo}
     kept = [_example_row(by_id[r["id"]], r, settings) for r in done if not r["drop"]]
     stats = {**_stats(todo, done, kept, settings, held_out, chunks), "generator": generator.name}
+    if deferred:
+        stats["checker"] = checker_name or "checker"
     if test_questions and kept:
         stats["test_overlap"] = filters.ngram_overlap([r["question"] for r in kept], test_questions)
     if not kept:
@@ -206,6 +230,8 @@ def write_pairs(
     seed: int = 0,
     test_questions: Sequence[str] = (),
     held_out: int = 0,
+    checker: Callable[[], AbstractContextManager[Generator]] | None = None,
+    checker_name: str = "",
 ) -> Synthesis:
     """`synthesize` into the examples file `out` and its record, journaling finished blocks
     under `key` in `<out>.journal` (a killed run continues from it; removed once `out` is written)."""
@@ -221,6 +247,8 @@ def write_pairs(
         key=key,
         test_questions=test_questions,
         held_out=held_out,
+        checker=checker,
+        checker_name=checker_name,
     )
     write_synthesis(out, synthesis)
     journal.unlink(missing_ok=True)
@@ -259,8 +287,46 @@ def _journaled(journal: Path | None, key: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _write_block(block: Sequence[Candidate], generator: Generator, settings: SynthConfig) -> list[dict[str, Any]]:
-    """Write and check one block of candidates: a row each, `drop` naming why it failed ('' kept)."""
+def _journal(journal: Path | None, key: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Append finished rows under `key` (a row journaled again replaces the earlier one)."""
+    if journal is not None:
+        append_jsonl(journal, [{"key": key, **r} for r in rows])
+
+
+def _check_deferred(
+    todo: Sequence[Candidate],
+    rows: dict[str, dict[str, Any]],
+    checker: Callable[[], AbstractContextManager[Generator]],
+    settings: SynthConfig,
+    size: int,
+    journal: Path | None,
+    key: str,
+) -> None:
+    """Ask the checker the round trip of every written row that reached it and has none yet,
+    in journaled blocks; the checker is opened only when some row waits for it."""
+    waiting = [c for c in todo if not rows[c.id]["drop"] and "roundtrip_f1" not in rows[c.id]]
+    if not waiting:
+        return
+    with checker() as reader:
+        bar = progress(total=len(waiting), desc="round trips", unit="pair")
+        for start in range(0, len(waiting), size):
+            part = waiting[start : start + size]
+            began = time.perf_counter()
+            checked = [rows[c.id] for c in part]
+            _round_trip(part, checked, reader, settings)
+            seconds = (time.perf_counter() - began) / len(part)
+            for r in checked:
+                r["seconds"] += seconds
+            _journal(journal, key, checked)
+            bar.update(len(part))
+        bar.close()
+
+
+def _write_block(
+    block: Sequence[Candidate], generator: Generator, settings: SynthConfig, roundtrip: bool = True
+) -> list[dict[str, Any]]:
+    """Write and check one block of candidates: a row each, `drop` naming why it failed ('' kept);
+    without `roundtrip`, the round trip is left for a checker."""
     start = time.perf_counter()
     starts = [""] * len(block)
     if settings.method == "answer_first":
@@ -297,20 +363,28 @@ def _write_block(block: Sequence[Candidate], generator: Generator, settings: Syn
             if row["support"] < settings.support_f1:
                 row["drop"] = "unsupported"
         rows.append(row)
-    if settings.roundtrip:
-        asked = [(c, r) for c, r in zip(block, rows) if not r["drop"]]
-        replies = _generate(generator, [writing.roundtrip_messages(r["question"], c.passage) for c, r in asked])
-        for (_, r), g in zip(asked, replies):
-            agrees, f1 = filters.agreement(g.text, r["answer"])
-            r.update(roundtrip_answer=g.text, roundtrip_f1=f1)
-            r["prompt_tokens"] += g.prompt_tokens
-            r["completion_tokens"] += g.completion_tokens
-            if not (agrees or f1 >= settings.roundtrip_f1):
-                r["drop"] = "roundtrip"
+    if settings.roundtrip and roundtrip:
+        _round_trip(block, rows, generator, settings)
     seconds = (time.perf_counter() - start) / max(1, len(block))
     for r in rows:
         r["seconds"] = seconds
     return rows
+
+
+def _round_trip(
+    block: Sequence[Candidate], rows: Sequence[dict[str, Any]], reader: Generator, settings: SynthConfig
+) -> None:
+    """Ask `reader` each question not yet dropped, with its chunk as the passage; a reply that
+    does not agree with the answer drops the pair (`roundtrip`)."""
+    asked = [(c, r) for c, r in zip(block, rows) if not r["drop"]]
+    replies = _generate(reader, [writing.roundtrip_messages(r["question"], c.passage) for c, r in asked])
+    for (_, r), g in zip(asked, replies):
+        agrees, f1 = filters.agreement(g.text, r["answer"])
+        r.update(roundtrip_answer=g.text, roundtrip_f1=f1)
+        r["prompt_tokens"] += g.prompt_tokens
+        r["completion_tokens"] += g.completion_tokens
+        if not (agrees or f1 >= settings.roundtrip_f1):
+            r["drop"] = "roundtrip"
 
 
 def _generate(

@@ -8,10 +8,11 @@ import gc
 import logging
 import random
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ragft.arms import Arm, build_prompt
 from ragft.config import reads_feedback
@@ -50,6 +51,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class PipelineAdapters(Protocol):
+    """The experiment's fine-tuned pipelines by name: what a synthesis checked by one of them
+    (`synth.checker`) is keyed by and asks its round trips with."""
+
+    def pipeline_adapter_key(self, name: str) -> str: ...
+
+    def pipeline_adapted(self, name: str, generator: Generator) -> AbstractContextManager[Generator]: ...
+
+
 class QaRun:
     """A QA task prepared for one run folder and one retrieval setup (a pipeline's chunking,
     embedder and retrieval settings): the index and test passages are built on first use
@@ -71,6 +81,8 @@ class QaRun:
         self.test_ids = [e.id for e in self.test]
         self._train_files: dict[Path, list[Example]] = {}
         self._feedback: dict[tuple[Path, str | None], FeedbackData] = {}
+        self.adapters: PipelineAdapters | None = None
+        """Set by the run: the other pipelines' adapters, for `synth.checker`."""
 
     # Identities: what each stage's key is made of (see ragft.keys).
 
@@ -251,7 +263,15 @@ class QaRun:
         embedder = [model_id(m.embedder), m.embedder_dtype]
         decoding = [c.generation.batch_size, c.generation.max_new_tokens]
         generator = self.writer(pipeline).generator_identity()
-        return fingerprint(self.synth_chunks_sha256, generator, decoding, embedder, c.synth, c.experiment.seed)
+        checker = self._pipeline_adapters(pipeline).pipeline_adapter_key(c.synth.checker) if c.synth.checker else None
+        return fingerprint(self.synth_chunks_sha256, generator, decoding, embedder, c.synth, c.experiment.seed, checker)
+
+    def _pipeline_adapters(self, pipeline: Arm) -> PipelineAdapters:
+        if self.adapters is None:
+            raise ConfigError(
+                f"pipeline {pipeline.name!r}: synth.checker names a pipeline of an experiment; run it in one"
+            )
+        return self.adapters
 
     def writer(self, pipeline: Arm) -> Models:
         """The models that write a pipeline's synthetic pairs: `synth.generator` (local, in the
@@ -277,6 +297,10 @@ class QaRun:
         except (ArtifactError, InputError):
             pass
         c = pipeline.config
+        checker = None
+        if c.synth.checker:
+            adapters, name = self._pipeline_adapters(pipeline), c.synth.checker
+            checker = lambda: adapters.pipeline_adapted(name, generator)  # noqa: E731
         writer = self.writer(pipeline).generator_once() if c.synth.generator else generator
         try:
             result = write_pairs(
@@ -289,6 +313,8 @@ class QaRun:
                 seed=c.experiment.seed,
                 test_questions=[e.question for e in self.test],
                 held_out=len(self.held_out),
+                checker=checker,
+                checker_name=c.synth.checker,
             )
         finally:
             if writer is not generator:  # a named writer's memory goes before the pipeline trains
