@@ -199,16 +199,7 @@ def check_starts(arms: Sequence[Arm], source: str | None = None) -> None:
             )
         if not ft.init_from:
             continue
-        start = by_name.get(ft.init_from)
-        if start is None or not start.trained:
-            trained = [a.name for a in arms if a.trained and a.name != arm.name]
-            raise ConfigError(
-                f"{who}: finetune.init_from = {ft.init_from!r} names no trained pipeline of this experiment "
-                f"(trained: {', '.join(trained) or 'none'})",
-                source,
-            )
-        if start.name == arm.name:
-            raise ConfigError(f"{who}: finetune.init_from names the pipeline itself", source)
+        start = _named_trained(arms, arm, "finetune.init_from", ft.init_from, source)
         seen = {arm.name}
         step = start
         while step.config.finetune.init_from in by_name:  # A starts from B starts from A
@@ -249,16 +240,7 @@ def check_checkers(arms: Sequence[Arm], source: str | None = None) -> None:
             )
         if not arm.config.synth.roundtrip:
             raise ConfigError(f"{who}: synth.checker asks the round trips, which synth.roundtrip = false skips", source)
-        checker = by_name.get(name)
-        if name == arm.name:
-            raise ConfigError(f"{who}: synth.checker names the pipeline itself", source)
-        if checker is None or not checker.trained:
-            trained = [a.name for a in arms if a.trained and a.name != arm.name]
-            raise ConfigError(
-                f"{who}: synth.checker = {name!r} names no trained pipeline of this experiment "
-                f"(trained: {', '.join(trained) or 'none'})",
-                source,
-            )
+        checker = _named_trained(arms, arm, "synth.checker", name, source)
         mine, theirs = arm.config.models, checker.config.models
         if (mine.generator, mine.dtype, mine.device) != (theirs.generator, theirs.dtype, theirs.device):
             raise ConfigError(
@@ -269,6 +251,21 @@ def check_checkers(arms: Sequence[Arm], source: str | None = None) -> None:
         path = _waits_for(arm.name, name, by_name)
         if path:
             raise ConfigError(f"{who}: synth.checker goes round in a circle: {' -> '.join(path)}", source)
+
+
+def _named_trained(arms: Sequence[Arm], arm: Arm, setting: str, name: str, source: str | None) -> Arm:
+    """The trained pipeline other than `arm` that its `setting` names; refused naming `arm` where there is none."""
+    named = next((a for a in arms if a.name == name), None)
+    if name == arm.name:
+        raise ConfigError(f"pipeline {arm.name!r}: {setting} names the pipeline itself", source)
+    if named is None or not named.trained:
+        trained = [a.name for a in arms if a.trained and a.name != arm.name]
+        raise ConfigError(
+            f"pipeline {arm.name!r}: {setting} = {name!r} names no trained pipeline of this experiment "
+            f"(trained: {', '.join(trained) or 'none'})",
+            source,
+        )
+    return named
 
 
 def _needs(arm: Arm) -> list[str]:

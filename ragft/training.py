@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ragft.errors import ArtifactError
 from ragft.finetune.adapter import adapter_manifest, load_adapter, save_adapter
-from ragft.finetune.detach import detach_adapter
+from ragft.finetune.detach import BASE_STASH, detach_adapter
 from ragft.models import model_id
 
 if TYPE_CHECKING:
@@ -38,7 +38,8 @@ def adapted(
         generator.model, training = train_or_load_adapter(folder, pipeline, generator, task, key, start)
         yield training
     finally:
-        if generator.model is not base:
+        # a LoRA-style adapter wraps the model; a full fine-tune changes it in place, its base stashed
+        if generator.model is not base or hasattr(generator.model, BASE_STASH):
             generator.model = detach_adapter(generator.model)
 
 

@@ -59,6 +59,28 @@ def test_bad_parts_are_named_in_the_error(generator, index):
         ragft.PromptTemplate("bad", "", "Context: {context}").checked()
 
 
+def test_a_full_fine_tune_gives_the_generator_its_base_weights_back(tmp_path, handbook, index, tiny_model, tokenizer):
+    import torch
+
+    from ragft.generation import Generator
+
+    tiny = Generator(tiny_model, tokenizer, "tiny", batch_size=4, max_new_tokens=4)
+    full = ragft.Pipeline(
+        "rag+full",
+        tiny,
+        template="qa-context",
+        retriever=index.dense(k=2),
+        finetune=ragft.FineTune("full", max_steps=1, batch_size=4, learning_rate=0.01),
+    )
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        before = tiny.model(input_ids=ids).logits.clone()
+    full.fit(handbook[1], tmp_path)  # trains, then takes the weights off
+    full.predict(handbook[1], tmp_path)  # loads them again, then takes them off
+    with torch.no_grad():
+        assert torch.equal(tiny.model(input_ids=ids).logits, before)
+
+
 def test_two_pipelines_with_one_name_are_refused(handbook, generator):
     with pytest.raises(ConfigError, match="two pipelines are named 'same'"):
         ragft.Experiment(handbook[1], [ragft.Pipeline("same", generator), ragft.Pipeline("same", generator)])

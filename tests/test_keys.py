@@ -23,7 +23,7 @@ QA_BASE = [f"experiment.variants={json.dumps(LADDER)}", "chunking.chunk_size=200
 QA_BASE += ["chunking.chunk_overlap=20"]  # small enough to count in tokens too
 
 
-SYNTH = [f.name for f in dataclasses.fields(SynthConfig)]
+SYNTH = [f.name for f in dataclasses.fields(SynthConfig) if f.name != "checker"]  # checker: STRUCTURAL
 
 
 def arts(stages: str, pipelines: list[str]) -> set[str]:
@@ -139,6 +139,7 @@ STRUCTURAL = {
     "data.kind": "which task runs; the SQL walk below covers the SQL task's keys",
     "models.endpoint": "which generator answers (trained arms refuse one); test_endpoint_arm_keys",
     "finetune.init_from": "names another pipeline; test_feedback's feedback arms check its keys",
+    "synth.checker": "names another pipeline; test_synth's test_a_checked_synthesis_is_keyed_by_its_checkers_adapter",
     "finetune.objective": "dpo and kto need feedback; test_feedback's feedback arms check its keys",
 }
 

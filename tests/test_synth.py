@@ -227,6 +227,13 @@ def test_a_checker_asks_the_round_trips_once_every_pair_is_written(
     monkeypatch.setattr(reader, "generate_batch", lambda p, m=None: (calls.append(len(p)), real(p, m))[1])
     stats, rows = _outcome(chunks, gen, embedder, ROUNDTRIP, **run)
     assert sum(calls) == asked - 2 and (rows, stats["dropped"]) == (asked_back[1], asked_back[0]["dropped"])
+    assert stats["prompt_tokens"] == asked_back[0]["prompt_tokens"]  # each round trip counted once
+
+    lines = journal.read_text().splitlines()  # a kill tore the first block of round trips: asked again whole
+    journal.write_text("\n".join(lines[: clean.stats["candidates"] + 1]) + "\n")
+    calls.clear()
+    stats, rows = _outcome(chunks, gen, embedder, ROUNDTRIP, **run)
+    assert sum(calls) == asked and (rows, stats["dropped"]) == (asked_back[1], asked_back[0]["dropped"])
 
 
 def test_a_corpus_no_pair_survives_stops_with_the_counts_per_filter(gen, embedder, chunks):

@@ -302,21 +302,25 @@ def _check_deferred(
     journal: Path | None,
     key: str,
 ) -> None:
-    """Ask the checker the round trip of every written row that reached it and has none yet,
-    in journaled blocks; the checker is opened only when some row waits for it."""
-    waiting = [c for c in todo if not rows[c.id]["drop"] and "roundtrip_f1" not in rows[c.id]]
+    """Ask the checker the round trips of the written rows that reach it, in fixed journaled
+    blocks of `size`; a block not wholly checked (a kill tore its journal lines) is asked again
+    whole, so its batches are an uninterrupted run's. The checker is opened only when a block waits."""
+    reaching = [c for c in todo if rows[c.id]["drop"] in ("", "roundtrip")]
+    blocks = [reaching[i : i + size] for i in range(0, len(reaching), size)]
+    waiting = [b for b in blocks if not all("roundtrip_f1" in rows[c.id] for c in b)]
     if not waiting:
         return
     with checker() as reader:
-        bar = progress(total=len(waiting), desc="round trips", unit="pair")
-        for start in range(0, len(waiting), size):
-            part = waiting[start : start + size]
+        bar = progress(total=sum(map(len, waiting)), desc="round trips", unit="pair")
+        for part in waiting:
             began = time.perf_counter()
             checked = [rows[c.id] for c in part]
+            for r in checked:
+                r["drop"] = ""  # asked again with its block
             _round_trip(part, checked, reader, settings)
             seconds = (time.perf_counter() - began) / len(part)
             for r in checked:
-                r["seconds"] += seconds
+                r["roundtrip_seconds"] = seconds
             _journal(journal, key, checked)
             bar.update(len(part))
         bar.close()
@@ -381,8 +385,7 @@ def _round_trip(
     for (_, r), g in zip(asked, replies):
         agrees, f1 = filters.agreement(g.text, r["answer"])
         r.update(roundtrip_answer=g.text, roundtrip_f1=f1)
-        r["prompt_tokens"] += g.prompt_tokens
-        r["completion_tokens"] += g.completion_tokens
+        r.update(roundtrip_prompt_tokens=g.prompt_tokens, roundtrip_completion_tokens=g.completion_tokens)
         if not (agrees or f1 >= settings.roundtrip_f1):
             r["drop"] = "roundtrip"
 
@@ -437,7 +440,7 @@ def _stats(
             continue
         passing[reason] = 1 - dropped[reason] / reaching if reaching else 0.0
         reaching -= dropped[reason]
-    seconds = sum(r["seconds"] for r in done)
+    seconds = sum(r["seconds"] + r.get("roundtrip_seconds", 0.0) for r in done)
     return {
         "method": settings.method,
         "documents": len({c.doc_id for c in chunks}),
@@ -448,8 +451,8 @@ def _stats(
         "pass_rate": passing,
         "kept": len(kept),
         "answer_kinds": dict(Counter(r["provenance"]["answer_kind"] for r in kept)),
-        "prompt_tokens": sum(r["prompt_tokens"] for r in done),
-        "completion_tokens": sum(r["completion_tokens"] for r in done),
+        "prompt_tokens": sum(r["prompt_tokens"] + r.get("roundtrip_prompt_tokens", 0) for r in done),
+        "completion_tokens": sum(r["completion_tokens"] + r.get("roundtrip_completion_tokens", 0) for r in done),
         "seconds": seconds,
         "pairs_per_second": len(kept) / seconds if seconds else 0.0,
     }

@@ -298,8 +298,10 @@ class QaRun:
             pass
         c = pipeline.config
         checker = None
-        if c.synth.checker:
+        if c.synth.checker and c.synth.roundtrip:
             adapters, name = self._pipeline_adapters(pipeline), c.synth.checker
+            with adapters.pipeline_adapted(name, generator):
+                pass  # trained (or found trained) before any writer loads, then taken off
             checker = lambda: adapters.pipeline_adapted(name, generator)  # noqa: E731
         writer = self.writer(pipeline).generator_once() if c.synth.generator else generator
         try:
