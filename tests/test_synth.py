@@ -199,19 +199,20 @@ def test_a_checker_asks_the_round_trips_once_every_pair_is_written(
     stats, rows = _outcome(chunks, gen, embedder, ROUNDTRIP, **run)
     assert opened == [clean.stats["candidates"]]  # once, after the last pair was written
     assert (rows, stats["dropped"], stats["checker"]) == (asked_back[1], asked_back[0]["dropped"], "itself")
+    written = "".join(line + "\n" for line in journal.read_text().splitlines()[: clean.stats["candidates"]])
+    monkeypatch.setattr(gen, "generate_batch", lambda p, m=None: pytest.fail("a question was written again"))
 
     random = Generator(tiny_model, tokenizer, "tiny", batch_size=2, max_new_tokens=8)
-    run.update(journal=tmp_path / "random.jsonl", checker=lambda: open_reader(random))
-    opened.clear()
-    journal = run["journal"]
-    journal.touch()
+    journal = run["journal"] = tmp_path / "random.jsonl"
+    journal.write_text(written)  # every question written, none asked back yet
+    run.update(checker=lambda: open_reader(random))
     stats, rows = _outcome(chunks, gen, embedder, ROUNDTRIP, **run)
     asked = clean.stats["kept"] + clean.stats["dropped"]["duplicate"]
     assert rows == [] and stats["dropped"]["roundtrip"] == asked  # the random model's replies are the ones checked
 
     # killed in the round trips: the next run writes no question again and asks only what is left
     journal = run["journal"] = tmp_path / "killed.jsonl"
-    journal.touch()
+    journal.write_text(written)
     real, calls = reader.generate_batch, []
 
     def dies_after_a_block(prompts, max_new_tokens=None):
@@ -223,7 +224,6 @@ def test_a_checker_asks_the_round_trips_once_every_pair_is_written(
     run.update(checker=open_reader, block=2)
     with pytest.raises(KeyboardInterrupt):
         synthesize(chunks, gen, embedder, ROUNDTRIP, **run)
-    monkeypatch.setattr(gen, "generate_batch", lambda p, m=None: pytest.fail("a question was written again"))
     monkeypatch.setattr(reader, "generate_batch", lambda p, m=None: (calls.append(len(p)), real(p, m))[1])
     stats, rows = _outcome(chunks, gen, embedder, ROUNDTRIP, **run)
     assert sum(calls) == asked - 2 and (rows, stats["dropped"]) == (asked_back[1], asked_back[0]["dropped"])
