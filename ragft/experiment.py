@@ -81,9 +81,8 @@ class Run:
             else:
                 from ragft.tasks.qa_run import QaRun
 
-                task = QaRun(self.folder, self.data, c.chunking, c.retrieval, models)
-                task.adapters = self  # a synthesis checked by another pipeline (synth.checker)
-                self._tasks[setup] = task
+                # self: the other pipelines' adapters, for a synthesis one of them checks (synth.checker)
+                self._tasks[setup] = QaRun(self.folder, self.data, c.chunking, c.retrieval, models, self)
         return self._tasks[setup]
 
     @property

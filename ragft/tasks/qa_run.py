@@ -68,7 +68,15 @@ class QaRun:
     metrics = ("f1", "em", "acc")
     oracle = "the passage of the question's document that holds its answer"
 
-    def __init__(self, run: Path, task: QATask, chunking: ChunkingConfig, retrieval: RetrievalConfig, models: Models):
+    def __init__(
+        self,
+        run: Path,
+        task: QATask,
+        chunking: ChunkingConfig,
+        retrieval: RetrievalConfig,
+        models: Models,
+        adapters: PipelineAdapters,
+    ):
         c = chunking
         self.run = run
         self.chunking = chunking
@@ -81,8 +89,8 @@ class QaRun:
         self.test_ids = [e.id for e in self.test]
         self._train_files: dict[Path, list[Example]] = {}
         self._feedback: dict[tuple[Path, str | None], FeedbackData] = {}
-        self.adapters: PipelineAdapters | None = None
-        """Set by the run: the other pipelines' adapters, for `synth.checker`."""
+        self.adapters = adapters
+        """The run's other pipelines' adapters, for `synth.checker`."""
 
     # Identities: what each stage's key is made of (see ragft.keys).
 
@@ -263,15 +271,8 @@ class QaRun:
         embedder = [model_id(m.embedder), m.embedder_dtype]
         decoding = [c.generation.batch_size, c.generation.max_new_tokens]
         generator = self.writer(pipeline).generator_identity()
-        checker = self._pipeline_adapters(pipeline).pipeline_adapter_key(c.synth.checker) if c.synth.checker else None
+        checker = self.adapters.pipeline_adapter_key(c.synth.checker) if c.synth.checker else None
         return fingerprint(self.synth_chunks_sha256, generator, decoding, embedder, c.synth, c.experiment.seed, checker)
-
-    def _pipeline_adapters(self, pipeline: Arm) -> PipelineAdapters:
-        if self.adapters is None:
-            raise ConfigError(
-                f"pipeline {pipeline.name!r}: synth.checker names a pipeline of an experiment; run it in one"
-            )
-        return self.adapters
 
     def writer(self, pipeline: Arm) -> Models:
         """The models that write a pipeline's synthetic pairs: `synth.generator` (local, in the
@@ -298,8 +299,8 @@ class QaRun:
             pass
         c = pipeline.config
         checker = None
-        if c.synth.checker and c.synth.roundtrip:
-            adapters, name = self._pipeline_adapters(pipeline), c.synth.checker
+        if c.synth.checker:  # with synth.roundtrip on (arms.check_checkers)
+            adapters, name = self.adapters, c.synth.checker
             with adapters.pipeline_adapted(name, generator):
                 pass  # trained (or found trained) before any writer loads, then taken off
             checker = lambda: adapters.pipeline_adapted(name, generator)  # noqa: E731
