@@ -238,8 +238,13 @@ def check_checkers(arms: Sequence[Arm], source: str | None = None) -> None:
                 "(finetune.train_data = 'synth')",
                 source,
             )
-        if not arm.config.synth.roundtrip:
-            raise ConfigError(f"{who}: synth.checker asks the round trips, which synth.roundtrip = false skips", source)
+        if not arm.config.synth.asks_back:
+            skips = (
+                "synth.roundtrip = false skips"
+                if arm.config.synth.roundtrip is False
+                else "the rule method skips unless synth.roundtrip = true (or set synth.method = 'answer_first')"
+            )
+            raise ConfigError(f"{who}: synth.checker asks the round trips, which {skips}", source)
         checker = _named_trained(arms, arm, "synth.checker", name, source)
         mine, theirs = arm.config.models, checker.config.models
         if (mine.generator, mine.dtype, mine.device) != (theirs.generator, theirs.dtype, theirs.device):

@@ -15,7 +15,8 @@ import tomllib
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, get_args, get_origin, get_type_hints
+from types import UnionType
+from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin, get_type_hints
 
 from ragft.errors import ConfigError
 
@@ -29,7 +30,7 @@ RECORDS = ("auto", "sft", "raft")
 """What `finetune.records` chooses from."""
 OBJECTIVES = ("sft", "dpo", "kto")
 """What `finetune.objective` chooses from: supervised answers, or preferences from feedback."""
-SYNTH_METHODS = ("answer_first", "passage")
+SYNTH_METHODS = ("answer_first", "passage", "rule")
 """How `ragft synth` writes pairs: an answer picked from the passage first, then the model
 writes its question; or the model writes both."""
 
@@ -251,7 +252,8 @@ class FinetuneConfig:
     pipeline's own retriever; needs a retriever), or auto (raft where the pipeline retrieves, else sft)."""
     train_data: str = ""
     """What the pipeline fine-tunes on: empty for the task's train split; `synth` for question-answer
-    pairs the generator writes from the training documents during the run (the `[synth]` settings);
+    pairs made from the training documents during the run (by rule or by the generator: the
+    `[synth]` settings);
     `feedback` for the ratings and corrections `ragft serve` collected in this run folder (or a
     feedback.sqlite file elsewhere); or a QA JSONL file of training pairs (its `train` rows, e.g.
     written by `ragft synth`)."""
@@ -283,9 +285,12 @@ class OptimizeConfig:
 
 @dataclass
 class SynthConfig:
-    method: Annotated[str, OneOf(SYNTH_METHODS)] = "answer_first"
-    """answer_first (an answer is picked from a sentence, a date, number, name or key phrase, and the
-    model writes its question) or passage (the model writes the question and its answer)."""
+    method: Annotated[str, OneOf(SYNTH_METHODS)] = "rule"
+    """rule (an answer is picked from a sentence, a date, number, name or key phrase, and no model
+    writes: the question is the sentence with the answer replaced by a question phrase, "The gauge
+    cost how many crowns?"; measured best on the handbook and SQuAD), answer_first (the answer is
+    picked the same way and the model writes its question) or passage (the model writes the
+    question and its answer)."""
     per_chunk: Annotated[int, Range(1)] = 8
     """Pairs tried per chunk: answer-first, each sentence's best answer (dates, numbers, names before
     key phrases) before any sentence's second; the passage method, one a sentence."""
@@ -298,13 +303,16 @@ class SynthConfig:
     support_f1: Annotated[float, Range(0.0, 1.0)] = 0.8
     """An answer not found word for word in its passage is kept only if some stretch of the
     passage reaches this token F1 with it."""
-    roundtrip: bool = True
+    roundtrip: bool | None = None
     """Ask each question back (the chunk as its one passage, as `rag` asks) and keep the pair only
-    if the reply agrees with the answer."""
+    if the reply agrees with the answer. Unset: on where the model writes the questions
+    (answer_first, passage), off for rule, whose questions are sound by construction and which the
+    round trip cost F1 on the handbook (it drops good questions a weak model cannot answer)."""
     roundtrip_f1: Annotated[float, Range(0.0, 1.0)] = 0.5
     """The reply agrees when the answer appears in it as whole words, or its token F1 reaches this."""
     dedupe_similarity: Annotated[float, Range(0.0, 1.0)] = 0.9
-    """A question whose embedding's cosine with a question kept before reaches this is dropped."""
+    """A question whose embedding's cosine with a question kept before reaches this is dropped (the
+    rule method's questions about one sentence are alike by design: only word-for-word repeats go)."""
     max_new_tokens: Annotated[int, Range(1)] = 48
     """Most tokens the model writes for a question (and its answer)."""
     question_word: bool = True
@@ -320,6 +328,11 @@ class SynthConfig:
     trip back in place of the writer (its adapter is trained first): a pipeline trained on a first
     round of synthetic pairs checks the next round, keeping good questions a weak base model
     cannot answer. Empty: the writer checks its own pairs."""
+
+    @property
+    def asks_back(self) -> bool:
+        """Whether the round trip runs: `roundtrip` where it is set, else on unless the method is rule."""
+        return self.method != "rule" if self.roundtrip is None else self.roundtrip
 
 
 FINETUNE_RUN_ONLY = ("checkpoint_every", "gradient_checkpointing")
@@ -689,6 +702,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                 if not rule.allows(item):
                     raise _keyed(_not_allowed(key, item, rule), key)
         return value
+    if get_origin(hint) in (Union, UnionType):  # `bool | None`: None stands for "unset"
+        if value is None:
+            return None
+        (hint,) = (a for a in get_args(hint) if a is not type(None))
     origin = getattr(hint, "__origin__", hint)
     if origin is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

@@ -52,8 +52,8 @@ class Pipeline:
     """A named pipeline: a generator, a prompt template, optionally a retriever (whose top
     k passages go into the prompt), a fine-tuning spec and `shots` solved training examples,
     or solved examples chosen by prompt optimization (`optimize=ragft.DSPy(...)`). A spec
-    with `train_data="synth"` trains on pairs the generator writes from the training
-    documents, as `synth=ragft.Synth(...)` says (default settings without it). `prices`
+    with `train_data="synth"` trains on pairs made from the training documents (by rule or
+    by the generator), as `synth=ragft.Synth(...)` says (default settings without it). `prices`
     (`ragft.Prices(...)`) replaces the experiment's prices for this pipeline (all four
     fields), e.g. to bill an endpoint's tokens."""
 

@@ -332,7 +332,8 @@ def _synthesis_table(report: dict[str, Any]) -> list[Table]:
         return []
     header = ["pipeline", "method", "writer", "chunks", "tried", *(f"{d.replace('_', ' ')} kept" for d in DROPS)]
     caption = (
-        "Synthetic training pairs (written by the generator from documents without test questions): the share "
+        "Synthetic training pairs (made from documents without test questions; writer '-': formed by rule, no "
+        "model ran): the share "
         "of the pairs reaching each filter that pass it, cost (its seconds count in the one-off cost), and the "
         "longest word run any pair's question shares with a test question"
     )

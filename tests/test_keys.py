@@ -170,6 +170,7 @@ def changed(key: str, default, tmp_path) -> object:
         "finetune.target_modules": ["q_proj"],
         "finetune.train_data": "synth",
         "synth.method": "passage",
+        "synth.roundtrip": False,  # unset is on for the default method
         "sql.database": str(_edited_database(tmp_path)),
         "tracking.mlflow_uri": "sqlite:///elsewhere.db",
     }
@@ -250,7 +251,7 @@ def test_every_config_key_rebuilds_exactly_what_reads_it(tmp_path):
 
 
 def test_synth_keys_rebuild_the_adapters_trained_on_synthetic_pairs(tmp_path):
-    base = [*QA_BASE, "finetune.train_data=synth"]
+    base = [*QA_BASE, "finetune.train_data=synth", "synth.method=answer_first"]  # reads every synth key
     expected = {f"synth.{name}": TRAINED for name in SYNTH}
     expected["data.examples"] = OPTIMIZED  # test questions only: the synthetic pairs are the training data
     expected["data.corpus"] = INDEX | TRAINED  # every adapter trains on pairs written from the documents

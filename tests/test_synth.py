@@ -52,7 +52,7 @@ def test_answer_spans_prefer_dates_numbers_and_names():
 
 
 def test_each_filter_names_why_a_pair_is_dropped():
-    s = SynthConfig(max_question_words=12, max_answer_words=3)
+    s = SynthConfig(method="answer_first", max_question_words=12, max_answer_words=3)
     passage = "The rebate is credited automatically by the bookkeeper, Anselm Fjeld, every spring."
     assert filters.shape_problem("Who credits the rebate?", "Anselm Fjeld", passage, s) is None
     assert filters.shape_problem("Who?", "Anselm Fjeld", passage, s) == "empty"
@@ -101,7 +101,7 @@ def chunks():
     return chunk_documents(docs, 500, 50)
 
 
-SETTINGS = SynthConfig(per_chunk=2, max_new_tokens=24, roundtrip=False, question_word=False)  # the model's own
+SETTINGS = SynthConfig(method="answer_first", per_chunk=2, max_new_tokens=24, roundtrip=False, question_word=False)
 # questions; round trips: test_round_trip..., question words: test_question_words...
 BLOCK = 4  # two blocks of 4 candidates, each 2 batches of 2
 
@@ -242,7 +242,7 @@ def test_a_corpus_no_pair_survives_stops_with_the_counts_per_filter(gen, embedde
         synthesize(chunks[:2], gen, embedder, strict)
     message = str(caught.value)
     assert "no training pair survived" in message and "long_question 2" in message
-    assert "synth.method = 'passage'" in message and "chunking.chunk_size" in message
+    assert "synth.method = 'answer_first'" in message and "chunking.chunk_size" in message
 
 
 def _small_task(tmp_path):
@@ -260,10 +260,16 @@ def _small_task(tmp_path):
     return docs, examples
 
 
-def test_ragft_synth_writes_an_examples_file_without_test_documents(tmp_path, capsys):
+def test_ragft_synth_writes_an_examples_file_without_test_documents(tmp_path, capsys, monkeypatch):
+    from ragft.generation import Generator
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a generator was loaded for rule questions")
+
+    monkeypatch.setattr(Generator, "load", no_model)  # the default method: no model writes or asks back
     docs, examples = _small_task(tmp_path)
     out = tmp_path / "synthetic" / "train.jsonl"
-    args = ["synth", str(docs), "synth.per_chunk=2", "synth.max_chunks=2", "synth.roundtrip=false"]
+    args = ["synth", str(docs), "synth.per_chunk=2", "synth.max_chunks=2"]
     args += ["generation.batch_size=4", "--out", str(out), "--examples", str(examples), "models.dtype=float32"]
     assert main(args) == 0  # settings before and after the options
     printed = capsys.readouterr().out
@@ -334,7 +340,9 @@ def test_a_named_writer_writes_the_pairs_a_smaller_pipeline_trains_on(tmp_path, 
         template="qa-context",
         retriever=index.dense(k=2),
         finetune=ragft.LoRA(rank=4, max_steps=1, batch_size=2, train_data="synth"),
-        synth=ragft.Synth(generator="smollm2-135m-instruct", per_chunk=2, max_chunks=2, roundtrip=False),
+        synth=ragft.Synth(
+            method="answer_first", generator="smollm2-135m-instruct", per_chunk=2, max_chunks=2, roundtrip=False
+        ),
     )
     run = tmp_path / "run"
     report = ragft.Experiment(task, [pipeline], run_dir=run, context_views=False).run()
@@ -353,7 +361,7 @@ def test_a_pipeline_checks_another_ones_synthetic_pairs_with_its_adapter(tmp_pat
     task = ragft.QATask.from_jsonl(examples, corpus)
     index = ragft.Index.build(corpus, embedder=embedder)
     tiny = Generator(tiny_model, tokenizer, "tiny", batch_size=4, max_new_tokens=4)
-    writer = dict(generator="smollm2-135m-instruct", per_chunk=2, max_chunks=2)
+    writer = dict(method="answer_first", generator="smollm2-135m-instruct", per_chunk=2, max_chunks=2)
     every_reply_agrees = dict(writer, roundtrip_f1=0.0)  # kept whatever the reply: the replies are compared below
 
     def pipeline(name, synth, **finetune):
@@ -380,12 +388,13 @@ def test_a_pipeline_checks_another_ones_synthetic_pairs_with_its_adapter(tmp_pat
 @pytest.mark.parametrize(
     "arms,message",
     [
-        ('synth = { checker = "nope" }', "synth.checker = 'nope' names no trained pipeline"),
-        ('synth = { checker = "fb" }', "synth.checker names the pipeline itself"),
-        ('synth = { checker = "rag" }', "synth.checker = 'rag' names no trained pipeline"),
-        ('synth = { checker = "again", roundtrip = false }', "which synth.roundtrip = false skips"),
-        ('synth = { checker = "again" }', "synth.checker goes round in a circle: fb -> again -> fb"),
-        ('synth = { checker = "rag+ft" }\nmodels.dtype = "bfloat16"', "is fine-tuned from another base model"),
+        ('synth = { checker = "nope", method = "answer_first" }', "synth.checker = 'nope' names no trained pipeline"),
+        ('synth = { checker = "fb", method = "answer_first" }', "synth.checker names the pipeline itself"),
+        ('synth = { checker = "rag", method = "answer_first" }', "synth.checker = 'rag' names no trained pipeline"),
+        ('synth = { checker = "again", method = "answer_first", roundtrip = false }', "roundtrip = false skips"),
+        ('synth = { checker = "again" }', "which the rule method skips unless synth.roundtrip = true"),
+        ('synth = { checker = "again", method = "answer_first" }', "goes round in a circle: fb -> again -> fb"),
+        ('synth = { checker = "rag+ft", method = "answer_first" }\nmodels.dtype = "bfloat16"', "another base model"),
     ],
 )
 def test_bad_checkers_are_refused_naming_the_pipeline(tmp_path, arms, message):
@@ -404,6 +413,7 @@ def _checked_config(folder, fb: str):
     text = (ROOT / "configs" / "handbook.toml").read_text().replace('"../', f'"{ROOT}/')
     text += f'\n[[pipelines]]\nname = "fb"\nbase = "rag+ft"\n{fb}\n'
     text += '\n[[pipelines]]\nname = "again"\nbase = "rag+ft"\nfinetune.train_data = "synth"\nsynth.checker = "fb"\n'
+    text += 'synth.method = "answer_first"\n'
     (folder / "checked.toml").write_text(text)
     return load_config(folder / "checked.toml")
 
@@ -445,8 +455,59 @@ def test_question_words_fit_the_answer_and_start_the_question(gen, embedder, chu
 
     assert [question_word(k, a) for k, a in [("date", "1994"), ("quantity", "90 days")]] == ["When", "How"]
     assert [question_word("name", a) for a in ("Anselm Fjeld", "the Skerrow Savings Bank")] == ["Who", "What"]
-    settings = SynthConfig(per_chunk=4, max_new_tokens=24, roundtrip=False, question_word=True)
+    settings = SynthConfig(method="answer_first", per_chunk=4, max_new_tokens=24, roundtrip=False, question_word=True)
     synthesis = synthesize(chunks[:1], gen, embedder, settings, block=BLOCK)
     for row in synthesis.rows:
         kind, answer = row["provenance"]["answer_kind"], row["answers"][0]
         assert row["question"].startswith(question_word(kind, answer) + " "), row
+
+
+def test_rule_questions_replace_the_answer_with_a_question_phrase():
+    from ragft.synth.writing import rule_question
+
+    sentence = "The gauge cost 340 crowns in 1988; it was read at 7:45 by Ottilie Brandvold at the oak table."
+    assert rule_question(sentence, "340 crowns", "quantity") == "The gauge cost how many crowns in 1988?"
+    assert rule_question(sentence, "1988", "date") == "The gauge cost 340 crowns in what year?"  # its clause
+    assert rule_question(sentence, "7:45", "time") == "It was read at what time by Ottilie Brandvold at the oak table?"
+    assert rule_question(sentence, "Ottilie Brandvold", "name") == "It was read at 7:45 by who at the oak table?"
+    assert rule_question(sentence, "oak table", "keyphrase") == "It was read at 7:45 by Ottilie Brandvold at what?"
+    assert rule_question("Dues rise by twelve to fifteen.", "twelve to fifteen", "quantity") == "Dues rise by how many?"
+    bell = rule_question("It goes out as The Tide Bell each month.", "The Tide Bell", "name")
+    assert bell == "It goes out as what each month?"
+    assert rule_question(sentence, "Skerrow", "name") == ""
+
+
+def test_the_rule_method_writes_no_question_with_a_model(gen, embedder, chunks, monkeypatch):
+    from ragft.synth.writing import rule_question
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the rule method ran the generator")
+
+    monkeypatch.setattr(gen, "generate_batch", no_model)
+    twice = [chunks[0], dataclasses.replace(chunks[0], id="copy", doc_id="copy")]  # every question repeated
+    settings = SynthConfig(method="rule", per_chunk=6)  # the round trip unset: off for rule
+    synthesis = synthesize(twice, gen, embedder, settings, block=BLOCK)
+    stats, rows = synthesis.stats, synthesis.rows
+    assert rows and all(r["doc_id"] == chunks[0].doc_id for r in rows), "a repeat kept"
+    assert stats["dropped"]["duplicate"] >= len(rows) and stats["generator"] == "-"
+    assert stats["prompt_tokens"] == stats["completion_tokens"] == 0
+    for row in rows:
+        p = row["provenance"]
+        assert p["method"] == "rule"
+        assert row["question"] == rule_question(p["sentence"], row["answers"][0], p["answer_kind"])
+    kinds = {r["provenance"]["answer_kind"] for r in rows}
+    assert len(kinds) > 1, kinds
+
+
+def test_an_unset_round_trip_is_off_for_rule_questions_and_keyed_as_what_it_resolves_to():
+    from ragft.synth.synthesize import fingerprint
+
+    assert SynthConfig(method="answer_first").asks_back and not SynthConfig().asks_back
+    assert SynthConfig(roundtrip=True).asks_back and not SynthConfig(method="passage", roundtrip=False).asks_back
+
+    def key(**settings):
+        return fingerprint("chunks", {"name": "g"}, [8, 48], ["e", "float32"], SynthConfig(**settings), 0)
+
+    written = dict(method="answer_first")
+    assert key(**written) == key(**written, roundtrip=True) != key(**written, roundtrip=False)  # earlier keys hold
+    assert key() == key(roundtrip=False) != key(roundtrip=True)

@@ -63,14 +63,16 @@ def synthesize(
         raise InputError(f"every document holds test questions ({len(held_out)}); none is left to write pairs from")
     ch = c.chunking
     chunks = chunk_for_embedder(sources, c.models.embedder, ch.unit, ch.chunk_size, ch.chunk_overlap)
-    if generator is None:
+    if generator is None and (c.synth.method != "rule" or c.synth.asks_back):  # else no model runs: none loads
         generator = Generator.load(c.synth.generator or c.models.generator, c.models.dtype, c.models.device)
-    generator = generator.with_decoding(c.generation.batch_size, c.generation.max_new_tokens, c.experiment.seed)
+    if generator is not None:
+        generator = generator.with_decoding(c.generation.batch_size, c.generation.max_new_tokens, c.experiment.seed)
     if embedder is None:
         embedder = Embedder(c.models.embedder, dtype=c.models.embedder_dtype, device=c.models.device)
     decoding = [c.generation.batch_size, c.generation.max_new_tokens]
     embedding = [embedder.name, embedder.dtype]
-    key = fingerprint(chunks_identity(chunks), generator.identity(), decoding, embedding, c.synth, c.experiment.seed)
+    writer = generator.identity() if generator is not None else {}
+    key = fingerprint(chunks_identity(chunks), writer, decoding, embedding, c.synth, c.experiment.seed)
     test_questions = [e.question for e in test]
     return write_pairs(
         out,

@@ -7,7 +7,8 @@ Each check names why a pair is dropped, and the synthesis counts every reason:
 rowing club" of a cooperative's handbook),
 `unsupported` (the answer is not in its passage), `roundtrip` (asked back with the
 passage, the model does not give the answer), `duplicate` (a near copy of a question kept
-before).
+before; for the `rule` method, whose questions about one sentence are alike by design, a
+word-for-word repeat).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def shape_problem(question: str, answer: str, passage: str, settings: SynthConfi
         return "long_question"
     if len(answer.split()) > settings.max_answer_words:
         return "long_answer"
-    if copied(question, passage):
+    if settings.method != "rule" and copied(question, passage):  # a rule question is its sentence by design
         return "copied"
     if lenient_match(question, (answer,)) or answer.lower() in question.lower():
         return "answer_in_question"
@@ -86,6 +87,18 @@ def agreement(reply: str, answer: str) -> tuple[bool, float]:
     """Whether a round-trip reply gives the answer (as whole words), and its token F1."""
     reply = final_answer(reply)
     return bool(lenient_match(reply, (answer,))), token_f1(reply, (answer,))
+
+
+def repeated(questions: Sequence[str]) -> list[bool]:
+    """Whether each question repeats one before it word for word (after normalisation): the
+    `rule` method's duplicates, whose questions about one sentence are alike by design."""
+    seen: set[str] = set()
+    out = []
+    for q in questions:
+        key = normalize_answer(q)
+        out.append(key in seen)
+        seen.add(key)
+    return out
 
 
 def near_duplicates(vectors: Any, threshold: float) -> list[bool]:

@@ -37,6 +37,8 @@ STOP_WORDS = frozenset(
     "may must can will would should shall has have had do does did up over under into onto about after before".split()
 )
 _NUMBER = rf"(?:\d[\d,.]*\d|\d|(?:{'|'.join(_NUMBER_WORDS)})(?:[- ](?:{'|'.join(_NUMBER_WORDS[:9])}))?)"
+NUMBER = re.compile(_NUMBER, re.I)
+"""A number in digits or words (`340`, `forty-two`)."""
 _WHOLE_NUMBER = rf"{_NUMBER}(?![-:]\w)"  # not `thirty` of `thirty-first`, nor `7` of `7:00`
 _QUANTITY = re.compile(rf"\b{_WHOLE_NUMBER}(?:\s+(?:to|and)\s+{_WHOLE_NUMBER})?(?:\s+(?:per\s+)?[a-z][a-z-]+)?\b", re.I)
 _CLOCK = r"(?:[01]?\d|2[0-3]):[0-5]\d"

@@ -1,6 +1,6 @@
-"""Training pairs the generator writes from a corpus's chunks, filtered, with provenance.
+"""Training pairs made from a corpus's chunks, by rule or by the generator, filtered, with provenance.
 
-    chunks ──candidates──> (sentence, picked answer) ──write──> question (and answer)
+    chunks ──candidates──> (sentence, picked answer) ──write or form──> question (and answer)
            ──checks: form, support, round trip──> journal ──near duplicates──> pairs
 
 Generation runs in fixed blocks of candidates, batched by the generator; each finished
@@ -118,10 +118,13 @@ def fingerprint(
     read = asdict(settings)
     del read["generator"]  # the writer enters by its identity, `generator`
     del read["checker"]  # the checker enters by its adapter's key
-    if settings.method == "passage":
+    read["roundtrip"] = settings.asks_back  # unset as what it resolves to: keys made before it could be unset
+    if settings.method != "answer_first":
         del read["question_word"]  # answer-first only
+    if settings.method == "rule":
+        del read["max_new_tokens"], read["dedupe_similarity"]  # no model writes; repeats word for word
     parts: tuple[Any, ...] = chunks, generator, decoding, embedder, read, seed, prompts, RULES
-    if checker is not None and settings.roundtrip:
+    if checker is not None and settings.asks_back:
         parts += ({"checker": checker},)
     return sha256_json(["synth", *parts])
 
@@ -156,7 +159,7 @@ def candidates(chunks: Sequence[Chunk], settings: SynthConfig, seed: int = 0) ->
 
 def synthesize(
     chunks: Sequence[Chunk],
-    generator: Generator,
+    generator: Generator | None,
     embedder: Embedder,
     settings: SynthConfig,
     *,
@@ -173,13 +176,17 @@ def synthesize(
     `held_out_documents`); `journal` keeps finished blocks of `block` candidates (default:
     `BLOCK_BATCHES` generator batches) under `key` for a resumed run. `checker` opens the
     model that asks the round trip back (`checker_name` names it in the record); without one,
-    the writer asks.
+    the writer asks. `generator` may be None only where no model runs (the rule method without
+    round trips).
 
     Raises NoPairs (an InputError) with the count per filter when no pair survives."""
+    writes = settings.method != "rule" or settings.asks_back
+    if generator is None and writes:
+        raise TypeError(f"synth.method = {settings.method!r} needs a generator to write or ask back its pairs")
     todo = candidates(chunks, settings, seed)
     rows = _journaled(journal, key)
-    size = block or generator.batch_size * BLOCK_BATCHES
-    deferred = checker is not None and settings.roundtrip
+    size = block or (generator.batch_size if generator is not None else 1) * BLOCK_BATCHES
+    deferred = checker is not None and settings.asks_back
     bar = progress(total=len(todo), desc="synthesizing", unit="pair")
     for start in range(0, len(todo), size):
         part = todo[start : start + size]
@@ -195,21 +202,25 @@ def synthesize(
     done = [rows[c.id] for c in todo]
     passed = [r for r in done if not r["drop"]]
     if passed:
-        vectors = embedder.embed([r["question"] for r in passed])
-        duplicates = filters.near_duplicates(vectors, settings.dedupe_similarity)
+        questions = [r["question"] for r in passed]
+        if settings.method == "rule":
+            duplicates = filters.repeated(questions)
+        else:
+            duplicates = filters.near_duplicates(embedder.embed(questions), settings.dedupe_similarity)
         for r, dup in zip(passed, duplicates):
             if dup:
                 r["drop"] = "duplicate"
     by_id = {c.id: c for c in todo}
     kept = [_example_row(by_id[r["id"]], r, settings) for r in done if not r["drop"]]
-    stats = {**_stats(todo, done, kept, settings, held_out, chunks), "generator": generator.name}
+    writer = generator.name if writes and generator is not None else "-"  # "-": no model ran
+    stats = {**_stats(todo, done, kept, settings, held_out, chunks), "generator": writer}
     if deferred:
         stats["checker"] = checker_name or "checker"
     if test_questions and kept:
         stats["test_overlap"] = filters.ngram_overlap([r["question"] for r in kept], test_questions)
     if not kept:
         counts = ", ".join(f"{reason} {n}" for reason, n in stats["dropped"].items() if n)
-        other = "passage" if settings.method == "answer_first" else "answer_first"
+        other = "answer_first" if settings.method == "rule" else "rule"
         raise NoPairs(
             f"no training pair survived the filters ({len(todo)} tried: {counts or 'no candidates'}); try larger "
             f"chunks (chunking.chunk_size), the other method (synth.method = {other!r}), more pairs per chunk "
@@ -222,7 +233,7 @@ def synthesize(
 def write_pairs(
     out: Path,
     chunks: Sequence[Chunk],
-    generator: Generator,
+    generator: Generator | None,
     embedder: Embedder,
     settings: SynthConfig,
     *,
@@ -327,11 +338,34 @@ def _check_deferred(
 
 
 def _write_block(
-    block: Sequence[Candidate], generator: Generator, settings: SynthConfig, roundtrip: bool = True
+    block: Sequence[Candidate], generator: Generator | None, settings: SynthConfig, roundtrip: bool = True
 ) -> list[dict[str, Any]]:
     """Write and check one block of candidates: a row each, `drop` naming why it failed ('' kept);
     without `roundtrip`, the round trip is left for a checker."""
     start = time.perf_counter()
+    if settings.method == "rule":
+        rows = [_written_row(c, settings) for c in block]
+    else:
+        assert generator is not None  # `synthesize` checked
+        rows = _written(block, generator, settings)
+    for c, row in zip(block, rows):
+        if not row["drop"]:
+            row["drop"] = filters.shape_problem(row["question"], row["answer"], c.passage, settings) or ""
+        if not row["drop"]:
+            row["support"] = filters.support(row["answer"], c.passage)
+            if row["support"] < settings.support_f1:
+                row["drop"] = "unsupported"
+    if settings.asks_back and roundtrip:
+        assert generator is not None
+        _round_trip(block, rows, generator, settings)
+    seconds = (time.perf_counter() - start) / max(1, len(block))
+    for r in rows:
+        r["seconds"] = seconds
+    return rows
+
+
+def _written(block: Sequence[Candidate], generator: Generator, settings: SynthConfig) -> list[dict[str, Any]]:
+    """The generator's question (answer-first) or question and answer (passage) for each candidate."""
     starts = [""] * len(block)
     if settings.method == "answer_first":
         prompts = [writing.question_messages(c.sentence, c.answer) for c in block]
@@ -339,19 +373,10 @@ def _write_block(
             starts = [writing.question_word(c.kind, c.answer) for c in block]
     else:
         prompts = [writing.pair_messages(c.sentence) for c in block]
-    written = _generate(generator, prompts, settings.max_new_tokens, starts)
     rows = []
-    for c, g, start_with in zip(block, written, starts):
+    for c, g, start_with in zip(block, _generate(generator, prompts, settings.max_new_tokens, starts), starts):
         reply = f"{start_with} {g.text}".strip()
-        row: dict[str, Any] = {
-            "id": c.id,
-            "reply": reply,
-            "question": "",
-            "answer": c.answer,
-            "drop": "",
-            "prompt_tokens": g.prompt_tokens,
-            "completion_tokens": g.completion_tokens,
-        }
+        row = _written_row(c, settings, reply, g.prompt_tokens, g.completion_tokens)
         if settings.method == "answer_first":
             row["question"] = writing.read_question(reply)
         else:
@@ -360,19 +385,24 @@ def _write_block(
                 row["drop"] = "unparsed"
             else:
                 row["question"], row["answer"] = pair
-        if not row["drop"]:
-            row["drop"] = filters.shape_problem(row["question"], row["answer"], c.passage, settings) or ""
-        if not row["drop"]:
-            row["support"] = filters.support(row["answer"], c.passage)
-            if row["support"] < settings.support_f1:
-                row["drop"] = "unsupported"
         rows.append(row)
-    if settings.roundtrip and roundtrip:
-        _round_trip(block, rows, generator, settings)
-    seconds = (time.perf_counter() - start) / max(1, len(block))
-    for r in rows:
-        r["seconds"] = seconds
     return rows
+
+
+def _written_row(
+    c: Candidate, settings: SynthConfig, reply: str = "", prompt_tokens: int = 0, completion_tokens: int = 0
+) -> dict[str, Any]:
+    """A candidate's row before the checks; the `rule` method's question is formed here (no model)."""
+    question = writing.rule_question(c.sentence, c.answer, c.kind) if settings.method == "rule" else ""
+    return {
+        "id": c.id,
+        "reply": reply,
+        "question": question,
+        "answer": c.answer,
+        "drop": "",
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+    }
 
 
 def _round_trip(
@@ -436,7 +466,7 @@ def _stats(
     dropped = Counter(r["drop"] for r in done if r["drop"])
     reaching, passing = len(done), {}
     for reason in filters.DROPS:
-        if reason == "roundtrip" and not settings.roundtrip:
+        if reason == "roundtrip" and not settings.asks_back:
             continue
         passing[reason] = 1 - dropped[reason] / reaching if reaching else 0.0
         reaching -= dropped[reason]

@@ -1,8 +1,11 @@
-"""What the generator is asked when it writes training pairs, and how its replies are read.
+"""What the generator is asked when it writes training pairs, how its replies are read, and
+the questions formed by rule.
 
-Two methods. `passage`: shown a sentence, the model writes a question and its short
+Three methods. `passage`: shown a sentence, the model writes a question and its short
 answer. `answer_first`: an answer is picked from the sentence first (`ragft.synth.spans`),
-and the model writes the question for it. Both prompts show two solved examples about
+and the model writes the question for it. `rule`: the answer is picked the same way, and
+no model writes: the question is the clause that holds the answer with the answer replaced
+in place by a question phrase (`rule_question`). Both prompts show two solved examples about
 made-up topics (nothing from any benchmark): small chat models follow a pattern they are
 shown far better than an instruction. The round trip asks the question again the way a
 `rag` pipeline does (the `qa-context` template, the whole chunk as the passage).
@@ -14,7 +17,7 @@ import re
 
 from ragft.metrics import normalize_answer
 from ragft.prompts import get_template
-from ragft.synth.spans import STOP_WORDS
+from ragft.synth.spans import NUMBER, STOP_WORDS
 
 SYSTEM = "You write quiz questions about a text. Each question must be answerable from the sentence alone."
 EXAMPLES = (
@@ -72,6 +75,40 @@ def question_word(kind: str, answer: str) -> str:
     if kind == "name" and len(words) >= 2 and all(w[:1].isupper() for w in words):
         return "Who"
     return "What"
+
+
+def rule_question(sentence: str, answer: str, kind: str) -> str:
+    """The `rule` method's question: the clause of `sentence` (split at `;` and `:`) that holds
+    `answer`, with the answer replaced in place by a question phrase: what year (a year), when
+    (another date), at what time, how many (with a quantity's unit: how many crowns), who or
+    what (`question_word`). "The gauge cost 340 crowns in 1988." gives "The gauge cost how many
+    crowns in 1988?". Empty where the sentence does not hold the answer."""
+    clause = next((c for c in re.split(r";\s+|:\s+", sentence) if answer in c), sentence)
+    at = clause.find(answer)
+    if at < 0:
+        return ""
+    before, after = clause[:at], clause[at + len(answer) :]
+    phrase = _question_phrase(kind, answer)
+    before = re.sub(r"\b(?:the|a|an)\s+$", "", before, flags=re.I)  # "at the [oak table]": "at what"
+    if phrase.startswith("at "):
+        before = re.sub(r"\bat\s+$", "", before)
+    question = (before + phrase + after).strip().rstrip(".!?,;: ")
+    return question[:1].upper() + question[1:] + "?"
+
+
+def _question_phrase(kind: str, answer: str) -> str:
+    words = answer.split()
+    if kind == "date":
+        return "what year" if re.fullmatch(r"\d{4}", answer) else "when"
+    if kind == "time":
+        return "at what time"
+    if kind == "quantity":
+        unit = words[-1] if len(words) > 1 else ""
+        named = re.fullmatch(r"[a-z][a-z-]*", unit, re.I) and not NUMBER.fullmatch(unit)
+        return f"how many {unit}" if named else "how many"
+    if words[0].lower() == "the":  # "The Tide Bell": a thing's name
+        return "what"
+    return question_word(kind, answer).lower()
 
 
 def pair_messages(sentence: str) -> list[dict[str, str]]:
