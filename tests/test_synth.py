@@ -475,6 +475,9 @@ def test_rule_questions_replace_the_answer_with_a_question_phrase():
     bell = rule_question("It goes out as The Tide Bell each month.", "The Tide Bell", "name")
     assert bell == "It goes out as what each month?"
     assert rule_question(sentence, "Skerrow", "name") == ""
+    fines = "Dues rose by 1200 crowns; fines rose by 200 crowns."
+    assert rule_question(fines, "200 crowns", "quantity") == "Fines rose by how many crowns?"  # whole words
+    assert rule_question("At 9:00 the slip opens.", "9:00", "time") == "At what time the slip opens?"
 
 
 def test_the_rule_method_writes_no_question_with_a_model(gen, embedder, chunks, monkeypatch):

@@ -180,7 +180,7 @@ def synthesize(
     round trips).
 
     Raises NoPairs (an InputError) with the count per filter when no pair survives."""
-    writes = settings.method != "rule" or settings.asks_back
+    writes = settings.method != "rule" or (settings.asks_back and checker is None)
     if generator is None and writes:
         raise TypeError(f"synth.method = {settings.method!r} needs a generator to write or ask back its pairs")
     todo = candidates(chunks, settings, seed)

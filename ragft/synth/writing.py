@@ -79,19 +79,27 @@ def question_word(kind: str, answer: str) -> str:
 
 def rule_question(sentence: str, answer: str, kind: str) -> str:
     """The `rule` method's question: the clause of `sentence` (split at `;` and `:`) that holds
-    `answer`, with the answer replaced in place by a question phrase: what year (a year), when
-    (another date), at what time, how many (with a quantity's unit: how many crowns), who or
-    what (`question_word`). "The gauge cost 340 crowns in 1988." gives "The gauge cost how many
-    crowns in 1988?". Empty where the sentence does not hold the answer."""
-    clause = next((c for c in re.split(r";\s+|:\s+", sentence) if answer in c), sentence)
-    at = clause.find(answer)
-    if at < 0:
+    `answer` (its first occurrence as whole words), with the answer replaced in place by a
+    question phrase: what year (a year), when (another date), at what time, how many (with a
+    quantity's unit: how many crowns), who or what (`question_word`). "The gauge cost 340
+    crowns in 1988." gives "The gauge cost how many crowns in 1988?". Empty where the sentence
+    does not hold the answer."""
+    found = re.search(rf"(?<!\w){re.escape(answer)}(?!\w)", sentence)
+    if found is None:
         return ""
-    before, after = clause[:at], clause[at + len(answer) :]
+    at = found.start()
+    start, end = 0, len(sentence)
+    for cut in re.finditer(r";\s+|:\s+", sentence):
+        if cut.end() <= at:
+            start = cut.end()
+        elif cut.start() >= at + len(answer):
+            end = cut.start()
+            break
+    before, after = sentence[start:at], sentence[at + len(answer) : end]
     phrase = _question_phrase(kind, answer)
     before = re.sub(r"\b(?:the|a|an)\s+$", "", before, flags=re.I)  # "at the [oak table]": "at what"
     if phrase.startswith("at "):
-        before = re.sub(r"\bat\s+$", "", before)
+        before = re.sub(r"\bat\s+$", "", before, flags=re.I)
     question = (before + phrase + after).strip().rstrip(".!?,;: ")
     return question[:1].upper() + question[1:] + "?"
 
