@@ -31,8 +31,8 @@ RECORDS = ("auto", "sft", "raft")
 OBJECTIVES = ("sft", "dpo", "kto")
 """What `finetune.objective` chooses from: supervised answers, or preferences from feedback."""
 SYNTH_METHODS = ("answer_first", "passage", "rule")
-"""How `ragft synth` writes pairs: an answer picked from the passage first, then the model
-writes its question; or the model writes both."""
+"""How `ragft synth` makes pairs: an answer picked from the passage first, then the model
+writes its question; the model writes both; or the question is formed from the sentence by rule."""
 
 
 @dataclass(frozen=True)
@@ -333,6 +333,12 @@ class SynthConfig:
     def asks_back(self) -> bool:
         """Whether the round trip runs: `roundtrip` where it is set, else on unless the method is rule."""
         return self.method != "rule" if self.roundtrip is None else self.roundtrip
+
+    @property
+    def writer_runs(self) -> bool:
+        """Whether the writing model runs: it writes the questions, or asks them back where no
+        checker does (else none need be loaded)."""
+        return self.method != "rule" or (self.asks_back and not self.checker)
 
 
 FINETUNE_RUN_ONLY = ("checkpoint_every", "gradient_checkpointing")

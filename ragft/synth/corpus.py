@@ -63,7 +63,7 @@ def synthesize(
         raise InputError(f"every document holds test questions ({len(held_out)}); none is left to write pairs from")
     ch = c.chunking
     chunks = chunk_for_embedder(sources, c.models.embedder, ch.unit, ch.chunk_size, ch.chunk_overlap)
-    if generator is None and (c.synth.method != "rule" or c.synth.asks_back):  # else no model runs: none loads
+    if generator is None and c.synth.writer_runs:  # else no model runs: none loads
         generator = Generator.load(c.synth.generator or c.models.generator, c.models.dtype, c.models.device)
     if generator is not None:
         generator = generator.with_decoding(c.generation.batch_size, c.generation.max_new_tokens, c.experiment.seed)

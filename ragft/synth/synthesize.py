@@ -176,11 +176,11 @@ def synthesize(
     `held_out_documents`); `journal` keeps finished blocks of `block` candidates (default:
     `BLOCK_BATCHES` generator batches) under `key` for a resumed run. `checker` opens the
     model that asks the round trip back (`checker_name` names it in the record); without one,
-    the writer asks. `generator` may be None only where no model runs (the rule method without
-    round trips).
+    the writer asks. `generator` may be None only where no model runs (`settings.writer_runs`
+    false: rule questions that no one, or only `settings.checker`, asks back).
 
     Raises NoPairs (an InputError) with the count per filter when no pair survives."""
-    writes = settings.method != "rule" or (settings.asks_back and checker is None)
+    writes = settings.writer_runs
     if generator is None and writes:
         raise TypeError(f"synth.method = {settings.method!r} needs a generator to write or ask back its pairs")
     todo = candidates(chunks, settings, seed)
@@ -344,7 +344,7 @@ def _write_block(
     without `roundtrip`, the round trip is left for a checker."""
     start = time.perf_counter()
     if settings.method == "rule":
-        rows = [_written_row(c, settings) for c in block]
+        rows = [_written_row(c, writing.rule_question(c.sentence, c.answer, c.kind)) for c in block]
     else:
         assert generator is not None  # `synthesize` checked
         rows = _written(block, generator, settings)
@@ -376,7 +376,7 @@ def _written(block: Sequence[Candidate], generator: Generator, settings: SynthCo
     rows = []
     for c, g, start_with in zip(block, _generate(generator, prompts, settings.max_new_tokens, starts), starts):
         reply = f"{start_with} {g.text}".strip()
-        row = _written_row(c, settings, reply, g.prompt_tokens, g.completion_tokens)
+        row = _written_row(c, "", reply, g.prompt_tokens, g.completion_tokens)
         if settings.method == "answer_first":
             row["question"] = writing.read_question(reply)
         else:
@@ -390,10 +390,9 @@ def _written(block: Sequence[Candidate], generator: Generator, settings: SynthCo
 
 
 def _written_row(
-    c: Candidate, settings: SynthConfig, reply: str = "", prompt_tokens: int = 0, completion_tokens: int = 0
+    c: Candidate, question: str, reply: str = "", prompt_tokens: int = 0, completion_tokens: int = 0
 ) -> dict[str, Any]:
-    """A candidate's row before the checks; the `rule` method's question is formed here (no model)."""
-    question = writing.rule_question(c.sentence, c.answer, c.kind) if settings.method == "rule" else ""
+    """A candidate's row before the checks: its question (read from the reply later where a model writes)."""
     return {
         "id": c.id,
         "reply": reply,

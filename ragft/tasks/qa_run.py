@@ -304,8 +304,7 @@ class QaRun:
             with adapters.pipeline_adapted(name, generator):
                 pass  # trained (or found trained) before any writer loads, then taken off
             checker = lambda: adapters.pipeline_adapted(name, generator)  # noqa: E731
-        writes = c.synth.method != "rule" or (c.synth.asks_back and checker is None)  # else no writer runs
-        writer = self.writer(pipeline).generator_once() if c.synth.generator and writes else generator
+        writer = self.writer(pipeline).generator_once() if c.synth.generator and c.synth.writer_runs else generator
         try:
             result = write_pairs(
                 pairs,
