@@ -23,6 +23,8 @@ demo: $(STAMP)
 	$(VENV)/bin/ragft compare configs/handbook.toml
 
 test: $(STAMP)
+	# The layers contract in pyproject.toml: dependencies point down only.
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 test-all: $(STAMP)

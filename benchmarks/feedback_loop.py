@@ -35,7 +35,7 @@ from ragft.config import load_config
 from ragft.experiment import compare
 from ragft.io import write_jsonl_atomic
 from ragft.metrics import token_f1
-from ragft.report import markdown
+from ragft.render.markdown import markdown
 from ragft.tasks.qa import load_examples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,7 +149,7 @@ def main() -> None:
         review.write_text(json.dumps(serve_and_review(run, second, args.clients), indent=2) + "\n")
     print(f"   {review.read_text().strip()}", flush=True)
     print("3. feedback arms from rag+ft-half, scored beside the others", flush=True)
-    report = compare(load_config(config_file(out, half, feedback=True), overrides), run)
+    report = compare(load_config(config_file(out, half, feedback=True), overrides), run).data
     print(markdown(report))
 
 

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from ragft.arms import ladder
 from ragft.config import FinetuneConfig, load_config
-from ragft.experiment import load_task
 from ragft.finetune.lora import peft_config, train_lora
 from ragft.generation import Generator
 from ragft.resources import Resources
+from ragft.runner.run import load_task
+from ragft.settings import ladder
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,6 +13,7 @@ Build pipelines in Python and compare them on one task:
         ragft.Pipeline("rag", gen, template="qa-context", retriever=index.dense(k=3)),
     ], run_dir="runs/mine").run()
     print(report.table())
+    ragft.write_html(report, "runs/mine/report.html")
 
 or run a TOML experiment config: `ragft.compare(ragft.load_config("configs/handbook.toml"))`.
 Importing ragft loads no heavy library; torch, transformers and faiss load where used.
@@ -49,8 +50,9 @@ _LAZY = {
     "PromptTemplate": "ragft.prompts",
     "TEMPLATES": "ragft.prompts",
     "Pipeline": "ragft.pipeline",
-    "Experiment": "ragft.pipeline",
-    "Report": "ragft.results",
+    "Experiment": "ragft.experiment",
+    "write_html": "ragft.experiment",
+    "Report": "ragft.report.results",
 }
 """Public names loaded on first use, so `import ragft` stays light."""
 
@@ -85,17 +87,18 @@ __all__ = [
     "load_config",
     "load_corpus",
     "synthesize",
+    "write_html",
 ]
 
 if TYPE_CHECKING:
     from ragft.corpus.loaders import Corpus, load_corpus
     from ragft.endpoint import EndpointGenerator
-    from ragft.experiment import compare
+    from ragft.experiment import Experiment, compare, write_html
     from ragft.generation import Generator
     from ragft.parts import RAFT, SFT, DSPy, FineTune, Index, LoRA, Prices, Retrieval, Synth
-    from ragft.pipeline import Experiment, Pipeline
+    from ragft.pipeline import Pipeline
     from ragft.prompts import TEMPLATES, PromptTemplate
-    from ragft.results import Report
+    from ragft.report.results import Report
     from ragft.retrieval.embedder import Embedder
     from ragft.synth.corpus import synthesize
     from ragft.tasks.qa import QATask

@@ -265,7 +265,11 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _eval_retrieval(args: argparse.Namespace) -> int:
-    from ragft.retrieval.evaluate import QuerySide, run_beir_eval
+    from pathlib import Path
+
+    from ragft.io import write_json_atomic, write_text_atomic
+    from ragft.render.markdown import retrieval_markdown
+    from ragft.runner.retrieval import QuerySide, run_beir_eval
 
     query_side = QuerySide(args.hyde, args.multi_query, args.rerank, args.rerank_depth)
     report = run_beir_eval(
@@ -274,7 +278,6 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
         tuple(args.method),
         args.embedder,
         args.index,
-        args.out,
         query_side,
         args.generator,
         args.limit,
@@ -285,14 +288,16 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
         metrics = ", ".join(f"{k} {v['mean']:.4f} ({v['low']:.4f}-{v['high']:.4f})" for k, v in scores)
         print(f"{name} on {report['queries']} {args.split} queries, {report['documents']} documents: {metrics}")
     if args.out:
+        write_json_atomic(Path(args.out) / "report.json", report)
+        write_text_atomic(Path(args.out) / "report.md", retrieval_markdown(report))
         print(f"wrote {args.out}/report.json and report.md")
     return 0
 
 
 def _finetune(args: argparse.Namespace) -> int:
     from ragft.config import load_config
-    from ragft.experiment import finetune, run_dir_for
-    from ragft.training import is_main_process
+    from ragft.runner.run import finetune, run_dir_for
+    from ragft.runner.training import is_main_process
 
     config = load_config(args.config, args.overrides)
     run_dir = args.out or run_dir_for(config)
@@ -307,9 +312,12 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from ragft.sweep import parse_grid, sweep, sweep_markdown
+    from ragft.io import write_text_atomic
+    from ragft.render.markdown import sweep_markdown
+    from ragft.runner.sweep import parse_grid, sweep
 
     result = sweep(args.config, args.overrides, parse_grid(args.grid), args.variant, args.sample, args.out)
+    write_text_atomic(result["folder"] / "sweep.md", sweep_markdown(result))
     print(sweep_markdown(result))
     best = result["rows"][0]
     print(f"best: {' '.join(best['settings'])} (validation loss {best['validation_loss']:.4f})")
@@ -401,13 +409,14 @@ def _compare(args: argparse.Namespace) -> int:
     if args.config is None:
         print("ragft compare: a config file is required (see configs/handbook.toml)", file=sys.stderr)
         return 2
-    from ragft.experiment import compare, run_dir_for
-    from ragft.report import markdown
+    from ragft.experiment import compare
+    from ragft.render.markdown import markdown
+    from ragft.runner.run import run_dir_for
 
     config = load_config(args.config, args.overrides)
     run_dir = args.out or run_dir_for(config)
     report = compare(config, run_dir)
-    print(markdown(report))
+    print(markdown(report.data))
     print(f"run folder: {run_dir}")
     return 0
 

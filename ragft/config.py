@@ -16,12 +16,9 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from types import UnionType
-from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
 from ragft.errors import ConfigError
-
-if TYPE_CHECKING:
-    from ragft.retrieval.index import IndexSettings
 
 VARIANTS = ("prompt", "fewshot", "rag", "dspy", "rag+dspy", "ft", "rag+ft")
 METHODS = ("lora", "ia3", "prompt_tuning", "full")
@@ -187,11 +184,6 @@ class RetrievalConfig:
     """HNSW candidate list per query: higher is slower and closer to exact."""
     nprobe: Annotated[int, Range(1)] = 32
     """Inverted lists an IVF index scans per query: higher is slower and closer to exact."""
-
-    def index_settings(self) -> IndexSettings:
-        from ragft.retrieval.index import IndexSettings
-
-        return IndexSettings(self.hnsw_m, self.ef_construction, self.ef_search, self.nprobe)
 
 
 @dataclass

@@ -1,229 +1,29 @@
-"""Runs an experiment's pipelines over one task as a controlled experiment.
+"""The Python API's experiment, and `compare` for TOML configs: both run pipelines through
+the runner (`ragft.runner`), then draw report.md and report.html (`ragft.render`).
 
-Every pipeline sees the same test examples and machine. Finished predictions are appended
-to `predictions/<pipeline>.jsonl` batch by batch, and an interrupted run picks up where it
-stopped; indexes, retrieved passages, adapters and predictions are reused when the key
-`ragft.keys` derives for them is the one this run would build.
-
-This is the TOML runner: the one place that reads a whole `Config`. Each pipeline carries
-its own settings, and each part is handed the sections it reads.
+    report = ragft.Experiment(task, pipelines, run_dir="runs/mine").run()
+    print(report.table())
+    ragft.write_html(report, "runs/mine/report.html")
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections import Counter
-from collections.abc import Iterator
-from dataclasses import asdict
+import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ragft.aggregate import aggregate, clustering, seed_spread, view_table
-from ragft.arms import CONTEXTS, Arm, arm_settings, base_models, ladder, resolve_arms, settings_summary
-from ragft.config import Config, check_pairs
-from ragft.errors import ConfigError, naming
-from ragft.io import read_json, sha256_json, write_json_atomic
-from ragft.keys import StageKeys, stage_keys
-from ragft.locks import run_lock
-from ragft.monitor import PeakMemory
-from ragft.predict import load_predictions, predict
-from ragft.report import environment
-from ragft.report_files import write_report
-from ragft.resources import Models, Resources
-from ragft.sanity import constant_answer
-from ragft.tasks.base import TaskRun
-from ragft.tasks.qa import QATask
-from ragft.training import adapted, adapter_dir, has_adapter
-from ragft.types import Prediction
+from ragft.config import Config, PricesConfig
+from ragft.pipeline import Pipeline, experiment_settings, pipelines_run
+from ragft.render.files import write_rendered
+from ragft.render.markdown import markdown
+from ragft.report.results import Report
 
 if TYPE_CHECKING:
-    from ragft.forgetting import GeneralSet
     from ragft.generation import Generator
-    from ragft.optimize import OptimizedPrompt
     from ragft.retrieval import Embedder
-    from ragft.sql.run import SqlData
-
-
-def run_dir_for(config: Config) -> Path:
-    return (config.path(config.experiment.output_dir) / config.experiment.name).resolve()
-
-
-class Run:
-    """One experiment in its run folder: a task per retrieval setup, the shared models,
-    and every pipeline's predictions by label."""
-
-    def __init__(self, folder: Path, config: Config, resources: Resources, data: QATask | SqlData | None = None):
-        self.folder = folder
-        self.config = config
-        self.resources = resources
-        self._data = data
-        self._tasks: dict[str, TaskRun] = {}
-        self._by_key: dict[str, tuple[list[Prediction], dict[str, Any]]] = {}
-        self.arms: dict[str, Arm] = {}
-        """The experiment's pipelines by name (an adapter may start from another's)."""
-
-    def arm(self, name: str) -> Arm:
-        """A pipeline of this experiment by name (the config's, unless set in `arms`)."""
-        if not self.arms:
-            self.arms = {a.name: a for a in resolve_arms(self.config)}
-        return self.arms[name]
-
-    def task(self, pipeline: Arm) -> TaskRun:
-        """The task prepared with this pipeline's settings; pipelines whose settings agree share one."""
-        c = pipeline.config
-        setup = sha256_json([asdict(c.models), asdict(c.chunking), asdict(c.retrieval), asdict(c.sql)])
-        if setup not in self._tasks:
-            models = self.models(pipeline)
-            if c.data.kind == "sql":
-                from ragft.sql.run import SqlRun
-
-                self._tasks[setup] = SqlRun(self.folder, self.data, c.retrieval, c.sql, models)
-            else:
-                from ragft.tasks.qa_run import QaRun
-
-                # self: the other pipelines' adapters, for a synthesis one of them checks (synth.checker)
-                self._tasks[setup] = QaRun(self.folder, self.data, c.chunking, c.retrieval, models, self)
-        return self._tasks[setup]
-
-    @property
-    def data(self) -> Any:
-        """The task's documents and examples, loaded once for every pipeline."""
-        return self.read_inputs()
-
-    def read_inputs(self) -> QATask | SqlData:
-        """Read and check the task's input files (every line of them): done before any model loads."""
-        if self._data is None:
-            self._data = sql_data(self.config) if self.config.data.kind == "sql" else qa_task(self.config)
-        return self._data
-
-    def models(self, pipeline: Arm) -> Models:
-        """The models a pipeline's settings name."""
-        c = pipeline.config
-        return Models(self.resources, c.models, c.generation, c.experiment.seed)
-
-    def keys(self, pipeline: Arm, trained: Arm | None = None) -> StageKeys:
-        """Every stage key of a pipeline (or of another context view of `trained`)."""
-        owner = trained or pipeline
-        return stage_keys(pipeline, self.task(owner), self.generator_identity(owner), trained, self.start_key(owner))
-
-    def start(self, pipeline: Arm) -> Arm | None:
-        """The pipeline whose adapter this one goes on training (`finetune.init_from`), if any."""
-        name = pipeline.config.finetune.init_from if pipeline.trained else ""
-        return self.arm(name) if name else None
-
-    def start_key(self, pipeline: Arm) -> str | None:
-        start = self.start(pipeline)
-        return self.keys(start).adapter if start is not None else None
-
-    def adapter_key(self, pipeline: Arm) -> str:
-        """The key of a trained pipeline's adapter."""
-        key = self.keys(pipeline).adapter
-        assert key is not None, f"{pipeline.name} trains no adapter"
-        return key
-
-    @contextlib.contextmanager
-    def adapted(self, pipeline: Arm, generator: Generator) -> Iterator[dict[str, Any]]:
-        """`generator` with the pipeline's adapter on inside the block (trained first where
-        needed: after the adapter it starts from, which is trained or found first)."""
-        start = self.start(pipeline)
-        folder, key = adapter_dir(self.folder, pipeline.name), self.adapter_key(pipeline)
-        if start is not None and not has_adapter(folder, key):  # it is trained from the start's adapter
-            with naming(f"pipeline {start.name!r} ({pipeline.name!r} starts from it)"):
-                with self.adapted(start, generator):
-                    pass  # trained (or found trained) and taken off again
-        begin = adapter_dir(self.folder, start.name) if start is not None else None
-        with adapted(folder, pipeline, generator, self.task(pipeline), key, begin) as training:
-            yield training
-
-    def pipeline_adapter_key(self, name: str) -> str:
-        """The adapter key of the trained pipeline named `name`."""
-        return self.adapter_key(self.arm(name))
-
-    @contextlib.contextmanager
-    def pipeline_adapted(self, name: str, generator: Generator) -> Iterator[Generator]:
-        """`generator` with the named pipeline's adapter on inside the block (trained first where needed)."""
-        with contextlib.ExitStack() as stack:
-            with naming(f"pipeline {name!r} (synth.checker)"):  # its training, not what the block does
-                stack.enter_context(self.adapted(self.arm(name), generator))
-            yield generator
-
-    def generator_identity(self, pipeline: Arm) -> dict[str, Any]:
-        return self.resources.generator_identity(pipeline.config.models)
-
-    def generator(self, pipeline: Arm) -> Generator:
-        return self.models(pipeline).generator()
-
-    def optimized_prompt(self, pipeline: Arm, generator: Generator, key: str) -> OptimizedPrompt:
-        """An optimized pipeline's prompt: read back when made with this key, else optimized now."""
-        from ragft.optimize import optimized_prompt, prompt_dir
-        from ragft.tasks.qa_run import QaRun
-
-        task = self.task(pipeline)
-        if not isinstance(task, QaRun):
-            raise ConfigError(f"pipeline {pipeline.name!r}: prompt optimization runs on qa tasks")
-        return optimized_prompt(
-            prompt_dir(self.folder, pipeline.name),
-            generator,
-            pipeline.template,
-            lambda: task.optimizer_questions(pipeline),
-            task.primary_score,
-            pipeline.config.optimize,
-            pipeline.context,
-            key,
-        )
-
-    def predictions(
-        self, pipeline: Arm, label: str | None = None, trained: Arm | None = None
-    ) -> tuple[list[Prediction], dict[str, Any]]:
-        """Predictions and costs of a pipeline: read back when finished, else made now.
-
-        `label` names its files when it is not the pipeline's own name (another context
-        view, another seed); `trained` is the pipeline whose adapter a context view uses.
-        Predictions with the same key are made once, whatever their label.
-        """
-        owner = trained or pipeline
-        label = label or pipeline.name
-        keys = self.keys(pipeline, trained)
-        if keys.predictions in self._by_key:
-            return self._by_key[keys.predictions]
-        task = self.task(owner)
-        path = self.folder / "predictions" / f"{label}.jsonl"
-        costs_path = path.with_suffix(".costs.json")
-        done = load_predictions(path, keys.predictions)
-        if all(i in done for i in task.test_ids) and costs_path.is_file():
-            saved = read_json(costs_path)
-            if saved.get("fingerprint") == keys.predictions:
-                result = [done[i] for i in task.test_ids], saved["costs"]
-                self._by_key[keys.predictions] = result
-                return result
-
-        costs: dict[str, Any] = {"resumed_predictions": len(done)} if done else {}
-        generator = self.generator(owner)
-        with PeakMemory() as memory:
-            if owner.trained:
-                folder = adapter_dir(self.folder, owner.name)
-                with self.adapted(owner, generator) as training:
-                    costs["training"] = training
-                    costs["adapter_bytes"] = sum(f.stat().st_size for f in folder.iterdir())
-                    data = task.training_data(owner)
-                    if data is not None:
-                        costs["synthesis"] = data
-                    predict(path, label, pipeline, generator, task, done, keys.predictions)
-            elif owner.optimized:
-                assert keys.prompt is not None
-                prompt = self.optimized_prompt(owner, generator, keys.prompt)
-                costs["optimization"] = {**prompt.to_dict(), "demos": len(prompt.demos)}
-                predict(path, label, pipeline.with_demos(prompt.demos), generator, task, done, keys.predictions)
-            else:
-                predict(path, label, pipeline, generator, task, done, keys.predictions)
-        costs["peak_rss_bytes"] = memory.peak
-        if memory.gpu_peak is not None:
-            costs["peak_gpu_bytes"] = memory.gpu_peak
-        costs["wall_seconds"] = memory.seconds
-        write_json_atomic(costs_path, {"fingerprint": keys.predictions, "costs": costs})
-        result = [done[i] for i in task.test_ids], costs
-        self._by_key[keys.predictions] = result
-        return result
+    from ragft.runner.run import Run
+    from ragft.tasks.qa import QATask
 
 
 def compare(
@@ -231,218 +31,102 @@ def compare(
     run_dir: str | Path | None = None,
     generator: Generator | None = None,
     embedder: Embedder | None = None,
-) -> dict[str, Any]:
+) -> Report:
     """Run every pipeline of the config (the `experiment.variants` presets, then each
-    `[[pipelines]]` table) and return the report (also written to the run folder).
+    `[[pipelines]]` table) and return the report; report.json, report.md and report.html
+    are written to the run folder.
 
     Whatever a previous run of the same settings finished (index, retrieval, adapters,
     predictions) is reused; an interrupted run continues where it stopped. A `generator`
     or `embedder` passed in is used by the pipelines whose settings name it.
     """
+    from ragft.resources import Resources
+    from ragft.runner.run import Run, run_dir_for, run_pipelines
+    from ragft.settings import resolve_arms
+
     arms = resolve_arms(config)
     folder = Path(run_dir) if run_dir is not None else run_dir_for(config)
     resources = Resources([generator] if generator else [], [embedder] if embedder else [])
-    return run_arms(Run(folder, config, resources), arms)
-
-
-def run_arms(run: Run, pipelines: list[Arm]) -> dict[str, Any]:
-    """Run the pipelines on the run's task and return the report (also written to the run folder).
-
-    Every input file is read and checked before any model loads; the run folder is held
-    against other processes while the run writes to it."""
-    config = run.config
-    pairs = check_pairs(config.experiment.pairs, [p.name for p in pipelines], config.source or None)
-    run.read_inputs()
-    general = None
-    if config.experiment.general_examples and any(p.trained for p in pipelines):
-        from ragft.forgetting import GeneralSet
-
-        general = GeneralSet(config.path(config.experiment.general_examples))
-    with run_lock(run.folder):
-        return _run_held(run, pipelines, pairs, general)
-
-
-def _run_held(
-    run: Run, pipelines: list[Arm], pairs: list[tuple[str, str]], general: GeneralSet | None
-) -> dict[str, Any]:
-    config, folder = run.config, run.folder
-    e = config.experiment
-    trained = [p for p in pipelines if p.trained]
-    env = environment()
-    write_json_atomic(folder / "config.json", config.to_dict())
-    write_json_atomic(folder / "environment.json", env)
-    write_json_atomic(folder / "pipelines.json", {p.name: arm_settings(p) for p in pipelines})
-
-    costs: dict[str, dict[str, Any]] = {}
-    predictions: dict[str, list[Prediction]] = {}
-    spread: dict[str, dict[int, list[Prediction]]] = {}
-    for p in pipelines:
-        with naming(f"pipeline {p.name!r}"):
-            predictions[p.name], costs[p.name] = run.predictions(p)
-            extra = [s for s in dict.fromkeys(config.experiment.seeds) if s != config.experiment.seed]
-            if p.trained and extra:
-                spread[p.name] = {config.experiment.seed: predictions[p.name]}
-                for seed in extra:
-                    spread[p.name][seed], _ = run.predictions(p.with_seed(seed))
-
-    first = next((p for p in pipelines if p.context), pipelines[0])
-    task = run.task(first)
-    groups, grouped_by = task.groups()
-    stats = {
-        "groups": groups,
-        "grouped_by": grouped_by,
-        "seeded": {name: list(by_seed.values()) for name, by_seed in spread.items()},
-        "baseline": constant_answer(task.train_answers(), task.test_ids, task.score),
-        "trained": [p.name for p in trained],
-        "prices": {p.name: asdict(p.config.prices) for p in pipelines},
-        "endpoints": [p.name for p in pipelines if p.config.models.endpoint],
-    }
-    report = {
-        "name": e.name,
-        "generator": config.models.generator,
-        "embedder": config.models.embedder,
-        "test_examples": len(task.test_ids),
-        "metric_names": list(task.metrics),
-        "retrieval": task.summary(retrieves=bool(first.context)),
-        **aggregate(predictions, costs, e.bootstrap_samples, e.seed, task.metrics, pairs, **stats),
-        "environment": env,
-    }
-    for p in pipelines:
-        report["variants"][p.name]["pipeline"] = settings_summary(p)
-    if e.context_views and trained:
-        views = context_views(run, pipelines)
-        labels = clustering(task.test_ids, groups, grouped_by)["labels"]
-        report["context_views"] = view_table(views, task.metrics, e.bootstrap_samples, e.seed, task.oracle, labels)
-    if general is not None:
-        from ragft.forgetting import forgetting
-
-        report["forgetting"] = forgetting(run, trained, general, e.bootstrap_samples, e.seed)
-    errors = {v: dict(Counter(p.error for p in preds if p.error)) for v, preds in predictions.items()}
-    if any(errors.values()):
-        report["errors"] = errors
-    if spread:
-        report["seed_spread"] = seed_spread(spread, task.metrics)
-    passages: dict[str, str] = {}
-    for task in {id(t): t for t in map(run.task, pipelines)}.values():  # pipelines may share a task
-        passages.update(task.passages())
-    write_report(folder, report, predictions, passages)
+    report = run_pipelines(Run(folder, config, resources), arms)
+    write_rendered(report)
     if config.tracking.mlflow_uri:
+        from ragft.io import write_json_atomic
         from ragft.tracking import log_to_mlflow
 
-        uri = config.tracking.mlflow_uri
-        report["mlflow_run_id"] = log_to_mlflow(uri, config.tracking.mlflow_experiment, folder, config, report)
-        write_json_atomic(folder / "report.json", report)
+        uri, name = config.tracking.mlflow_uri, config.tracking.mlflow_experiment
+        report.data["mlflow_run_id"] = log_to_mlflow(uri, name, folder, config, report.data)
+        write_json_atomic(folder / "report.json", report.data)
     return report
 
 
-def context_views(run: Run, pipelines: list[Arm]) -> dict[str, dict[str, list[Prediction]]]:
-    """The base model and every fine-tuned pipeline, each shown no context, the oracle
-    context and retrieved context: whether retrieval helps or hurts a tuned model.
+class Experiment:
+    """Pipelines compared on one task: the same test examples, scored with bootstrap
+    intervals and paired tests between every pair (or the `pairs` named), beside what each
+    costs; with `context_views`, every fine-tuned pipeline and its base model are also shown
+    no, oracle and retrieved context, and `general_examples` adds the forgetting check.
+    `prices` (`ragft.Prices(...)`) turns measured costs into dollars."""
 
-    A view with the same key as a pipeline already run (`prompt` is the base with no
-    context) reuses its predictions; the others are made and cached like any pipeline.
-    """
-    models = {**base_models(pipelines, run.config.models.generator), **{p.name: p for p in pipelines if p.trained}}
-    views: dict[str, dict[str, list[Prediction]]] = {}
-    for name, model in models.items():
-        views[name] = {}
-        trained = model if model.trained else None
-        for context in CONTEXTS:
-            with naming(f"context view {name}@{context}"):
-                views[name][context], _ = run.predictions(model.with_context(context), f"{name}@{context}", trained)
-    return views
+    def __init__(
+        self,
+        task: QATask,
+        pipelines: Sequence[Pipeline],
+        run_dir: str | Path = "runs/experiment",
+        *,
+        pairs: Sequence[tuple[str, str]] = (),
+        seed: int = 0,
+        seeds: Sequence[int] = (),
+        bootstrap_samples: int = 2000,
+        context_views: bool = True,
+        general_examples: str | Path | None = None,
+        name: str | None = None,
+        prices: PricesConfig | None = None,
+    ):
+        self.task = task
+        self.pipelines = list(pipelines)
+        self.folder = Path(run_dir)
+        self.config, self.arms = experiment_settings(
+            task,
+            self.pipelines,
+            self.folder,
+            pairs=pairs,
+            seed=seed,
+            seeds=seeds,
+            bootstrap_samples=bootstrap_samples,
+            context_views=context_views,
+            general_examples=general_examples,
+            name=name,
+            prices=prices,
+        )
 
+    def _run(self) -> Run:
+        return pipelines_run(self.task, self.pipelines, self.folder, self.config, self.arms)
 
-def plan(config: Config, run_dir: str | Path | None = None, resources: Resources | None = None) -> dict[str, Any]:
-    """Every pipeline's stage keys (`ragft.keys.StageKeys`), computed without loading a model:
-    what a run of this config would build or reuse."""
-    folder = Path(run_dir) if run_dir is not None else run_dir_for(config)
-    run = Run(folder, config, resources or Resources())
-    return {p.name: run.keys(p).as_dict() for p in resolve_arms(config)}
+    def run(self) -> Report:
+        """Run every pipeline (reusing whatever this run folder already holds) and report;
+        report.json, report.md and report.html are written to the run folder."""
+        from ragft.runner.run import run_pipelines
 
-
-def finetune(config: Config, variant: str, run_dir: str | Path | None = None) -> dict[str, Any]:
-    """Train (or find already trained) one trained pipeline's adapter in the run folder,
-    where `compare` then reuses it; return what the training recorded.
-
-    Safe under `accelerate launch` with several processes: the main process prepares the
-    task (index, retrieval caches) before the others read it, all of them train together,
-    and only the main process writes the adapter.
-    """
-    import torch
-    from accelerate import PartialState
-
-    pipeline = trained_pipeline(config, variant)
-    folder = Path(run_dir) if run_dir is not None else run_dir_for(config)
-    state = PartialState(cpu=not torch.cuda.is_available())
-    run = Run(folder, config, Resources())
-    with run_lock(folder) if state.is_main_process else contextlib.nullcontext():
-        return _finetune_held(state, run, pipeline)
-
-
-def _finetune_held(state: Any, run: Run, pipeline: Arm) -> dict[str, Any]:
-    folder, config = run.folder, run.config
-    with state.main_process_first():
-        task = run.task(pipeline)
-        task.prepare(pipeline)  # the main process writes the index; the others then read it
-    if state.is_main_process:
-        write_json_atomic(folder / "config.json", config.to_dict())
-    generator = run.generator(pipeline)
-    with naming(f"pipeline {pipeline.name!r}"), run.adapted(pipeline, generator) as training:
-        state.wait_for_everyone()
-    return training
+        report = run_pipelines(self._run(), self.arms)
+        write_rendered(report)
+        return report
 
 
-def trained_pipeline(config: Config, name: str) -> Arm:
-    """The config's pipeline of that name, which must train an adapter."""
-    pipelines = {p.name: p for p in resolve_arms(config)}
-    if name in pipelines and pipelines[name].trained:
-        return pipelines[name]
-    if name in ("ft", "rag+ft"):
-        return ladder(config, [name])[0]
-    trained = [n for n, p in pipelines.items() if p.trained] or ["ft", "rag+ft"]
-    raise ConfigError(f"{name!r} is not a trained pipeline of this config (trained: {', '.join(trained)})")
+def write_html(report: Report, path: str | Path) -> Path:
+    """The self-contained HTML report (tables, plots, changed examples) at `path`."""
+    from ragft.render.files import write_html as write
+
+    write(report, str(path))
+    return Path(path)
 
 
-def qa_task(config: Config) -> QATask:
-    """The QA task `config.data` describes."""
-    from ragft.corpus.loaders import JsonlFields, load_corpus
-
-    d = config.data
-    corpus_path, examples = _required_path(config, "corpus"), _required_path(config, "examples")
-    corpus = load_corpus(corpus_path, fields=JsonlFields(d.text_field, d.id_field), skip_bad=d.skip_bad)
-    return QATask.from_jsonl(examples, corpus, d.test_limit, d.train_limit)
-
-
-def sql_data(config: Config) -> SqlData:
-    """The text-to-SQL task `config.data` and `config.sql` describe."""
-    from ragft.sql.run import load_sql_data
-
-    d, database = config.data, config.sql.database
-    path = config.path(database) if database else None
-    examples = _required_path(config, "examples")
-    return load_sql_data(examples, path, d.train_limit, d.test_limit, config.experiment.seed)
+def _show_in_notebooks() -> None:
+    """A report shows itself as Markdown in Jupyter (IPython's formatter registry, so the
+    report itself knows no renderer)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None  # type: ignore[attr-defined]
+    if shell is not None:
+        formatter = shell.display_formatter.formatters["text/markdown"]
+        formatter.for_type(Report, lambda report: markdown(report.data))
 
 
-_DATA_HELP = {
-    "corpus": "the documents to retrieve from: a folder, a BEIR folder, a JSONL or a SQuAD JSON file",
-    "examples": "the questions to train and test on: a JSONL file (or a SQuAD JSON file, or a Spider folder)",
-}
-
-
-def _required_path(config: Config, key: str) -> Path:
-    """A data path the task cannot run without; unset is an error naming the key, never the config's folder."""
-    value = getattr(config.data, key)
-    if not value.strip():
-        error = ConfigError(f"data.{key} is not set; it names {_DATA_HELP[key]}", config.source or None)
-        error.key = f"data.{key}"
-        raise error
-    path = config.path(value)
-    if not path.exists():
-        raise ConfigError(f"data.{key}: {path} does not exist", config.source or None)
-    return path
-
-
-def load_task(run: Path, config: Config, resources: Resources) -> TaskRun:
-    """The task `data.kind` names, prepared in the run folder with these settings."""
-    return Run(run, config, resources).task(ladder(config, ["prompt"])[0])
+_show_in_notebooks()

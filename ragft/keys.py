@@ -16,7 +16,7 @@ from ragft.config import FINETUNE_FEEDBACK_KEYS, FINETUNE_METHOD_KEYS, FINETUNE_
 from ragft.io import sha256_json
 
 if TYPE_CHECKING:
-    from ragft.arms import Arm
+    from ragft.settings import Arm
 
 
 class KeyedTask(Protocol):

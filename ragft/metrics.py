@@ -87,3 +87,25 @@ def mrr_at_k(retrieved: Sequence[str], relevant: set[str] | Sequence[str], k: in
         if doc in relevant:
             return 1.0 / rank
     return 0.0
+
+
+def final_answer(output: str) -> str:
+    """The answer in an output: what follows the last `Answer:` (outputs that quote their
+    passage first), else the whole output."""
+    head, marker, tail = output.rpartition("Answer:")
+    return tail.strip() if marker else output.strip()
+
+
+QA_SCORING = "squad em/f1 and lenient match of the final answer"
+"""What `qa_scores` computes, for the prediction keys: a change here rescores every prediction."""
+
+
+def qa_scores(prediction: str, answers: tuple[str, ...]) -> dict[str, float]:
+    """SQuAD exact match and token F1 of the prediction's final answer, and the lenient
+    match (a gold answer among its words, whatever else it says)."""
+    prediction = final_answer(prediction)
+    return {
+        "em": exact_match(prediction, answers),
+        "f1": token_f1(prediction, answers),
+        "acc": lenient_match(prediction, answers),
+    }

@@ -1,4 +1,4 @@
-"""Pipelines built in Python, and the experiment that compares them.
+"""Pipelines built in Python (`ragft.Experiment` compares them).
 
     pipelines = [
         ragft.Pipeline("prompt", gen, template="qa"),
@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ragft.arms import Arm, check_endpoint, check_names, check_starts
 from ragft.config import (
     Config,
     DataConfig,
@@ -38,12 +37,12 @@ from ragft.config import (
 from ragft.endpoint import EndpointGenerator
 from ragft.errors import ConfigError, InputError
 from ragft.prompts import PromptTemplate, get_template
+from ragft.settings import Arm, check_endpoint, check_names, check_starts
 
 if TYPE_CHECKING:
-    from ragft.experiment import Run
     from ragft.generation import Generator
     from ragft.parts import Retrieval
-    from ragft.results import Report
+    from ragft.runner.run import Run
     from ragft.tasks.qa import QATask
     from ragft.types import Prediction
 
@@ -142,109 +141,80 @@ class Pipeline:
         """Train this pipeline's adapter (or optimize its prompt) on the task's train split into
         `run_dir` (reused when already made there from the same inputs); nothing for a plain pipeline."""
         if self.finetune is not None or self.optimize is not None:
-            Experiment(task, [self], run_dir, context_views=False).fit(self.name)
+            run, arm = self._alone(task, run_dir)
+            run.fit(arm)
         return self
 
     def predict(self, task: QATask, run_dir: str | Path = "runs/pipelines") -> list[Prediction]:
         """Scored predictions for the task's test examples (training first if needed); cached
         in `run_dir`, so a second call reads them back."""
-        predictions, _ = Experiment(task, [self], run_dir, context_views=False).predictions(self.name)
+        from ragft.locks import run_lock
+
+        run, arm = self._alone(task, run_dir)
+        with run_lock(run.folder):
+            predictions, _ = run.predictions(arm)
         return predictions
 
+    def _alone(self, task: QATask, run_dir: str | Path) -> tuple[Run, Arm]:
+        """A run of this pipeline alone in `run_dir`, and its resolved settings."""
+        folder = Path(run_dir)
+        config, (arm,) = experiment_settings(task, [self], folder, context_views=False)
+        return pipelines_run(task, [self], folder, config, [arm]), arm
 
-class Experiment:
-    """Pipelines compared on one task: the same test examples, scored with bootstrap
-    intervals and paired tests between every pair (or the `pairs` named), beside what each
-    costs; with `context_views`, every fine-tuned pipeline and its base model are also shown
-    no, oracle and retrieved context, and `general_examples` adds the forgetting check.
-    `prices` (`ragft.Prices(...)`) turns measured costs into dollars."""
 
-    def __init__(
-        self,
-        task: QATask,
-        pipelines: Sequence[Pipeline],
-        run_dir: str | Path = "runs/experiment",
-        *,
-        pairs: Sequence[tuple[str, str]] = (),
-        seed: int = 0,
-        seeds: Sequence[int] = (),
-        bootstrap_samples: int = 2000,
-        context_views: bool = True,
-        general_examples: str | Path | None = None,
-        name: str | None = None,
-        prices: PricesConfig | None = None,
-    ):
-        check_names([p.name for p in pipelines])
-        self.task = task
-        self.pipelines = list(pipelines)
-        self.folder = Path(run_dir)
-        pair_names = [f"{a}:{b}" for a, b in pairs]
-        check_pairs(pair_names, [p.name for p in pipelines])
-        experiment = ExperimentConfig(
-            name=name or self.folder.name,
-            variants=[],
-            output_dir=str(self.folder.parent),
-            seed=seed,
-            seeds=list(seeds),
-            bootstrap_samples=bootstrap_samples,
-            general_examples=str(Path(general_examples).resolve()) if general_examples else "",
-            context_views=context_views,
-            pairs=pair_names,
-        )
-        config = Config(experiment=experiment, data=DataConfig(kind="qa", examples=task.source))
-        if prices is not None:
-            config = dataclasses.replace(config, prices=prices)
-        first = next((p for p in self.pipelines if p.retriever is not None), None)
-        if first is not None:  # what a pipeline without a retriever is shown in the retrieved-context view
-            arm = first.arm(config).config
-            config = dataclasses.replace(config, models=arm.models, chunking=arm.chunking, retrieval=arm.retrieval)
-        g = self.pipelines[0].arm(config).config  # the experiment's generator: the first pipeline's
-        models = dataclasses.replace(config.models, generator=g.models.generator, dtype=g.models.dtype)
-        self.config = dataclasses.replace(config, models=dataclasses.replace(models, device=g.models.device))
-        self.arms = [p.arm(self.config) for p in self.pipelines]
-        for arm in self.arms:
-            check_endpoint(arm)
-        check_starts(self.arms)
+def experiment_settings(
+    task: QATask,
+    pipelines: Sequence[Pipeline],
+    folder: Path,
+    *,
+    pairs: Sequence[tuple[str, str]] = (),
+    seed: int = 0,
+    seeds: Sequence[int] = (),
+    bootstrap_samples: int = 2000,
+    context_views: bool = True,
+    general_examples: str | Path | None = None,
+    name: str | None = None,
+    prices: PricesConfig | None = None,
+) -> tuple[Config, list[Arm]]:
+    """The experiment's settings for pipelines built in Python, and each pipeline resolved
+    against them (checked as a TOML config's pipelines are)."""
+    check_names([p.name for p in pipelines])
+    pair_names = [f"{a}:{b}" for a, b in pairs]
+    check_pairs(pair_names, [p.name for p in pipelines])
+    experiment = ExperimentConfig(
+        name=name or folder.name,
+        variants=[],
+        output_dir=str(folder.parent),
+        seed=seed,
+        seeds=list(seeds),
+        bootstrap_samples=bootstrap_samples,
+        general_examples=str(Path(general_examples).resolve()) if general_examples else "",
+        context_views=context_views,
+        pairs=pair_names,
+    )
+    config = Config(experiment=experiment, data=DataConfig(kind="qa", examples=task.source))
+    if prices is not None:
+        config = dataclasses.replace(config, prices=prices)
+    first = next((p for p in pipelines if p.retriever is not None), None)
+    if first is not None:  # what a pipeline without a retriever is shown in the retrieved-context view
+        arm = first.arm(config).config
+        config = dataclasses.replace(config, models=arm.models, chunking=arm.chunking, retrieval=arm.retrieval)
+    g = pipelines[0].arm(config).config  # the experiment's generator: the first pipeline's
+    models = dataclasses.replace(config.models, generator=g.models.generator, dtype=g.models.dtype)
+    config = dataclasses.replace(config, models=dataclasses.replace(models, device=g.models.device))
+    arms = [p.arm(config) for p in pipelines]
+    for arm in arms:
+        check_endpoint(arm)
+    check_starts(arms)
+    return config, arms
 
-    def _run(self) -> Run:
-        from ragft.experiment import Run
-        from ragft.resources import Resources
 
-        generators = list({id(p.generator): p.generator for p in self.pipelines}.values())
-        indexes = list({id(p.retriever.index): p.retriever.index for p in self.pipelines if p.retriever}.values())
-        resources = Resources(generators, [i.embedder for i in indexes], [i.vectors for i in indexes])
-        run = Run(self.folder, self.config, resources, data=self.task)
-        run.arms = {a.name: a for a in self.arms}
-        return run
+def pipelines_run(task: QATask, pipelines: Sequence[Pipeline], folder: Path, config: Config, arms: list[Arm]) -> Run:
+    """The runner's run of pipelines built in Python: their own generators and indexes, never loaded again."""
+    from ragft.resources import Resources
+    from ragft.runner.run import Run
 
-    def run(self) -> Report:
-        """Run every pipeline (reusing whatever this run folder already holds) and report."""
-        from ragft.experiment import run_arms
-        from ragft.results import Report
-
-        return Report.from_dict(run_arms(self._run(), self.arms), self.folder)
-
-    def _arm(self, name: str) -> Arm:
-        return next(a for a in self.arms if a.name == name)
-
-    def fit(self, name: str) -> dict[str, object]:
-        """Train (or find trained) one pipeline's adapter, or optimize its prompt; return what
-        the training or the optimization recorded."""
-        from ragft.keys import prompt_key
-        from ragft.locks import run_lock
-
-        run, arm = self._run(), self._arm(name)
-        task = run.task(arm)
-        if arm.optimized:
-            with run_lock(self.folder):
-                key = prompt_key(arm, task, run.generator_identity(arm))
-                return run.optimized_prompt(arm, run.generator(arm), key).to_dict()
-        with run_lock(self.folder), run.adapted(arm, run.generator(arm)) as t:
-            return t
-
-    def predictions(self, name: str) -> tuple[list[Prediction], dict[str, object]]:
-        """One pipeline's predictions on the test examples, and what they cost."""
-        from ragft.locks import run_lock
-
-        with run_lock(self.folder):
-            return self._run().predictions(self._arm(name))
+    generators = list({id(p.generator): p.generator for p in pipelines}.values())
+    indexes = list({id(p.retriever.index): p.retriever.index for p in pipelines if p.retriever}.values())
+    resources = Resources(generators, [i.embedder for i in indexes], [i.vectors for i in indexes])
+    return Run(folder, config, resources, data=task, pipelines=arms)

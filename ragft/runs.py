@@ -1,136 +1,90 @@
-"""Reading finished run folders back: `ragft report` re-renders one run or sets several
-side by side."""
+"""Finished run folders read back: `ragft report` draws one run's report again (its
+statistics recomputed by the code a run uses) or sets several runs side by side."""
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ragft.aggregate import aggregate, in_order
-from ragft.arms import Arm
-from ragft.config import PIPELINE_SECTIONS, Config, ExperimentConfig, PricesConfig, saved_config, saved_section
+from ragft.config import ExperimentConfig, PricesConfig, saved_section
 from ragft.errors import InputError
-from ragft.io import read_json, read_jsonl, write_text_atomic
+from ragft.io import read_json, write_json_atomic, write_text_atomic
 from ragft.metrics import label, metric_names
-from ragft.optimize import prompt_dir
-from ragft.predict import prediction_from_row
-from ragft.prompts import PromptTemplate
-from ragft.report import markdown
-from ragft.report_files import write_report
-from ragft.types import Prediction
-from ragft.verdict import MONEY
-
-
-def load_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, list[Prediction]], dict[str, str]]:
-    """(report, predictions per variant in one shared example order, passage texts by chunk id)."""
-    run = Path(run_dir)
-    if not (run / "report.json").is_file():
-        raise InputError("not a finished ragft run (no report.json)", run)
-    report = read_json(run / "report.json")
-    predictions = {variant: _predictions(run, variant) for variant in report["variants"]}
-    order = report.get("example_order") or list(report.get("clustering", {}).get("groups", {}))
-    if predictions and all(sorted(order) == [p.example_id for p in preds] for preds in predictions.values()):
-        # the run's own order, so a resample draws the same examples and the numbers come out the same
-        predictions = {variant: in_order(preds, order) for variant, preds in predictions.items()}
-    passages = {}
-    for chunks in sorted((run / "index").rglob("chunks.jsonl")) if (run / "index").is_dir() else []:
-        passages.update({row["id"]: row["text"] for _, row in read_jsonl(chunks)})
-    return report, predictions, passages
-
-
-def run_config(run_dir: str | Path) -> Config:
-    """The settings a run folder was made with (its config.json)."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise InputError("not a ragft run folder (no config.json: run `ragft compare` into it first)", run_dir)
-    return saved_config(read_json(path))
-
-
-def run_pipeline(run_dir: str | Path, config: Config, name: str) -> Arm:
-    """One pipeline of a run as it ran (its pipelines.json entry): template, what it shows,
-    whether it trains, and its own settings over the experiment's."""
-    path = Path(run_dir) / "pipelines.json"
-    if not path.is_file():
-        raise InputError("not a ragft run folder (no pipelines.json)", run_dir)
-    saved = read_json(path)
-    if name not in saved:
-        close = difflib.get_close_matches(name, list(saved), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise InputError(f"no pipeline {name!r} in this run{hint} (it has {', '.join(saved)})", run_dir)
-    entry = saved[name]
-    sections = {s: saved_section(s, entry[s]) for s in PIPELINE_SECTIONS if s in entry}
-    settings = dataclasses.replace(config, pipelines=[], **sections)
-    optimized = entry.get("optimized", prompt_dir(Path(run_dir), name).is_dir())  # runs before it was recorded
-    template = PromptTemplate(**entry["template"])
-    return Arm(name, template, entry["context"], entry["shots"], entry["trained"], settings, optimized=optimized)
-
-
-def _predictions(run: Path, label: str) -> list[Prediction]:
-    """A pipeline's saved predictions, in example id order (the last row of an example wins)."""
-    latest = {}
-    for _, row in read_jsonl(run / "predictions" / f"{label}.jsonl", torn_tail_ok=True):
-        latest[row["example_id"]] = prediction_from_row(row)
-    return [latest[k] for k in sorted(latest)]
-
-
-def _own_prices(entry: dict[str, Any], experiment: PricesConfig) -> PricesConfig:
-    """A pipeline's prices as its pipelines.json entry holds them (the experiment's for runs before)."""
-    return saved_section("prices", entry["prices"]) if "prices" in entry else experiment
+from ragft.render.files import write_rendered
+from ragft.render.markdown import markdown
+from ragft.report.aggregate import StatisticsInputs, statistics
+from ragft.report.results import Report, saved_predictions
+from ragft.report.verdict import MONEY
 
 
 def rerender(run_dir: str | Path, pair: tuple[str, str] | None = None) -> str:
-    """Write report.md and report.html of a run again (e.g. for another pair); return the Markdown.
+    """Write report.json, report.md and report.html of a run again (e.g. for another pair);
+    return the Markdown.
 
-    Scores, intervals and comparisons are recomputed from the saved predictions, so a run
-    made by an older ragft gets today's report; measured costs are kept as recorded.
+    Scores, intervals and comparisons are recomputed from the saved predictions with the
+    inputs the run saved, so a run made by an older ragft gets today's report; measured
+    costs are kept as recorded.
     """
-    report, predictions, passages = load_run(run_dir)
-    experiment, prices = ExperimentConfig(), PricesConfig()
-    if (Path(run_dir) / "config.json").is_file():
-        saved = read_json(Path(run_dir) / "config.json")
-        kept = {k: v for k, v in saved.get("experiment", {}).items() if k in ("bootstrap_samples", "seed", "pairs")}
-        experiment, prices = ExperimentConfig(**kept), saved_section("prices", saved.get("prices", {}))
-    entries = read_json(Path(run_dir) / "pipelines.json") if (Path(run_dir) / "pipelines.json").is_file() else {}
-    entries = {v: entries.get(v, {}) for v in predictions}
-    costs = {v: {k: c for k, c in report["variants"][v]["costs"].items() if k not in MONEY} for v in predictions}
-    metrics = metric_names(report)
-    pairs = [(a, b) for a, _, b in (p.partition(":") for p in experiment.pairs)]
-    seeded = {
-        name: [predictions[name], *(_predictions(Path(run_dir), f"{name}@seed{s}") for s in entry["seeds"][1:])]
-        for name, entry in report.get("seed_spread", {}).items()
-    }
-    clusters = report.get("clustering", {})
-    stats = {
-        "groups": clusters.get("groups"),
-        "grouped_by": clusters.get("too_few", {}).get("by") or clusters.get("by", ""),
-        "seeded": seeded,
-        "baseline": report.get("baseline"),
-        "trained": [v for v in predictions if "training" in costs[v]],
-        "prices": {v: asdict(_own_prices(e, prices)) for v, e in entries.items()},
-        "endpoints": [v for v, e in entries.items() if e.get("models", {}).get("endpoint")],
-    }
-    report.pop("warnings", None)
-    report.update(aggregate(predictions, costs, experiment.bootstrap_samples, experiment.seed, metrics, pairs, **stats))
+    report = Report.load(run_dir)
+    predictions = report.predictions
     if pair is not None:
         for name in pair:
             if name not in predictions:
-                raise InputError(f"variant {name!r} is not in this run (it has {', '.join(predictions)})", run_dir)
-    write_report(run_dir, report, predictions, passages, pair)
-    return markdown(report)
+                raise InputError(f"pipeline {name!r} is not in this run (it has {', '.join(predictions)})", run_dir)
+    data = dict(report.data)
+    saved = data.get("statistics_inputs")
+    inputs = StatisticsInputs.from_dict(saved) if saved else _inputs_of_older_run(Path(run_dir), data)
+    costs = {n: {k: c for k, c in data["variants"][n]["costs"].items() if k not in MONEY} for n in predictions}
+    seeded = {
+        name: [predictions[name], *(saved_predictions(run_dir, f"{name}@seed{s}") for s in seeds[1:])]
+        for name, seeds in inputs.seeds.items()
+    }
+    data.pop("warnings", None)
+    data.update(statistics(predictions, costs, inputs, seeded, data.get("baseline")))
+    data["statistics_inputs"] = asdict(inputs)
+    write_json_atomic(Path(run_dir) / "report.json", data)
+    again = Report.from_dict(data, run_dir, predictions, report.passages)
+    write_rendered(again, pair)
+    return markdown(data)
+
+
+def _inputs_of_older_run(run: Path, report: dict[str, Any]) -> StatisticsInputs:
+    """The statistics inputs of a run made before they were saved, from its config.json,
+    pipelines.json and report.json."""
+    experiment, prices = ExperimentConfig(), PricesConfig()
+    if (run / "config.json").is_file():
+        saved = read_json(run / "config.json")
+        kept = {k: v for k, v in saved.get("experiment", {}).items() if k in ("bootstrap_samples", "seed", "pairs")}
+        experiment, prices = ExperimentConfig(**kept), saved_section("prices", saved.get("prices", {}))
+    entries = read_json(run / "pipelines.json") if (run / "pipelines.json").is_file() else {}
+    names = list(report["variants"])
+    entries = {n: entries.get(n, {}) for n in names}
+    clusters = report.get("clustering", {})
+    own = {n: saved_section("prices", e["prices"]) if "prices" in e else prices for n, e in entries.items()}
+    return StatisticsInputs(
+        samples=experiment.bootstrap_samples,
+        seed=experiment.seed,
+        metrics=metric_names(report),
+        pairs=[(a, b) for a, _, b in (p.partition(":") for p in experiment.pairs)],
+        groups=clusters.get("groups"),
+        grouped_by=clusters.get("too_few", {}).get("by") or clusters.get("by", ""),
+        seeds={name: entry["seeds"] for name, entry in report.get("seed_spread", {}).items()},
+        trained=[n for n in names if "training" in report["variants"][n]["costs"]],
+        prices={n: asdict(p) for n, p in own.items()},
+        endpoints=[n for n, e in entries.items() if e.get("models", {}).get("endpoint")],
+    )
 
 
 def side_by_side(run_dirs: list[str | Path]) -> str:
-    """The two first metrics (F1 / EM for QA) of every variant in every run, as one Markdown table."""
-    reports = [(Path(r), load_run(r)[0]) for r in run_dirs]
-    variants = list(dict.fromkeys(v for _, rep in reports for v in rep["variants"]))
-    header = ["variant"] + [
+    """The two first metrics (F1 / EM for QA) of every pipeline in every run, as one Markdown table."""
+    reports = [(Path(r), Report.load(r).data) for r in run_dirs]
+    names = list(dict.fromkeys(v for _, rep in reports for v in rep["variants"]))
+    header = ["pipeline"] + [
         f"{rep['name']} ({path.name}) " + " / ".join(label(m) for m in metric_names(rep)[:2]) for path, rep in reports
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for v in variants:
+    for v in names:
         cells = [v]
         for _, rep in reports:
             m = rep["variants"].get(v, {}).get("metrics")

@@ -89,3 +89,10 @@ class Prediction:
     seconds: float
     error: str = ""
     """Why the output is not right, where the task can tell (SQL: refused, syntax, timeout, ...)."""
+
+
+def prediction_from_row(row: dict[str, Any]) -> Prediction:
+    """A prediction as a predictions JSONL row holds it (its cache key dropped)."""
+    row = {k: v for k, v in row.items() if k != "fingerprint"}
+    row["answers"], row["retrieved"] = tuple(row["answers"]), tuple(row["retrieved"])
+    return Prediction(**row)

@@ -63,7 +63,7 @@ def test_finetune_command_under_two_processes_leaves_an_adapter_compare_reuses(t
     assert done.stdout.count("rag+ft: 2 steps") == 1  # printed by the main process only
     manifest = tmp_path / "adapters" / "rag_ft" / "manifest.json"
     stamp = manifest.stat().st_mtime_ns
-    report = compare(load_config(config, settings), tmp_path, generator=generator, embedder=embedder)
+    report = compare(load_config(config, settings), tmp_path, generator=generator, embedder=embedder).data
     assert manifest.stat().st_mtime_ns == stamp  # the adapter was reused, not trained again
     assert report["variants"]["rag+ft"]["costs"]["training"]["steps"] == 2
 

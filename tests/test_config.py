@@ -61,7 +61,7 @@ def test_every_setting_has_help_text():
 
 
 def test_sweep_grid_keeps_list_values_whole_and_refuses_other_settings():
-    from ragft.sweep import parse_grid, settings_to_try
+    from ragft.runner.sweep import parse_grid, settings_to_try
 
     grid = parse_grid(['finetune.target_modules=["q_proj","v_proj"],["o_proj"]', "finetune.rank=4,8"])
     assert grid == {"finetune.target_modules": ['["q_proj","v_proj"]', '["o_proj"]'], "finetune.rank": ["4", "8"]}

@@ -36,12 +36,12 @@ def test_generator_embedder_and_run_follow_models_device(tmp_path):
     resources = Resources()
     assert next(resources.generator(config.models, config.generation).model.parameters()).device.type == "cuda"
     assert resources.embedder(config.models).model.device.type == "cuda"
-    report = compare(config, tmp_path)
+    report = compare(config, tmp_path).data
     assert report["environment"]["cuda"]
     cpu = load_config(
         ROOT / "configs" / "handbook.toml", [*TINY, 'experiment.variants=["rag+ft"]', 'models.device="cpu"']
     )
-    from ragft.experiment import plan
+    from ragft.runner.run import plan
 
     keys = plan(config, tmp_path)["rag+ft"], plan(cpu, tmp_path)["rag+ft"]
     assert keys[0]["adapter"] != keys[1]["adapter"] and keys[0]["predictions"] != keys[1]["predictions"]

@@ -60,12 +60,12 @@ def test_a_malformed_examples_line_is_named_before_any_model_loads(tmp_path):
 
 
 def test_an_unexpected_failure_is_named_briefly_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
-    import ragft.experiment
+    import ragft.runner.run
 
     def broken(self, pipeline, label=None, trained=None):
         raise RuntimeError("tensor shapes disagree")
 
-    monkeypatch.setattr(ragft.experiment.Run, "predictions", broken)
+    monkeypatch.setattr(ragft.runner.run.Run, "predictions", broken)
     args = ["compare", _handbook(tmp_path), *QUICK, "--out", str(tmp_path / "run")]
     assert main(args) == EXIT_INTERNAL
     err = capsys.readouterr().err

@@ -7,15 +7,16 @@ from conftest import ROOT
 from test_cli import TINY
 
 from ragft.config import load_config
-from ragft.experiment import compare, plan
-from ragft.report import markdown
+from ragft.experiment import compare
+from ragft.render.markdown import markdown
+from ragft.runner.run import plan
 
 
 def test_several_seeds_train_each_and_report_the_spread(tmp_path, generator, embedder):
     config = load_config(
         ROOT / "configs" / "handbook.toml", [*TINY, 'experiment.variants=["prompt","ft"]', "experiment.seeds=[0, 1]"]
     )
-    report = compare(config, tmp_path, generator=generator, embedder=embedder)
+    report = compare(config, tmp_path, generator=generator, embedder=embedder).data
     spread = report["seed_spread"]["ft"]
     assert spread["seeds"] == [0, 1] and len(spread["f1"]["per_seed"]) == 2
     assert spread["f1"]["min"] <= spread["f1"]["mean"] <= spread["f1"]["max"]
@@ -50,13 +51,13 @@ def test_retrieval_settings_reach_the_rag_arm_and_rerun_only_it(tmp_path, genera
     settings = [*TINY, 'experiment.variants=["prompt","rag"]']
     first = compare(
         load_config(ROOT / "configs" / "handbook.toml", settings), tmp_path, generator=generator, embedder=embedder
-    )
+    ).data
     prompt_file = tmp_path / "predictions" / "prompt.jsonl"
     stamp = prompt_file.stat().st_mtime_ns
     hybrid = [*settings, "retrieval.method=hybrid", "retrieval.hybrid_weights=[1.0, 2.0]"]
     second = compare(
         load_config(ROOT / "configs" / "handbook.toml", hybrid), tmp_path, generator=generator, embedder=embedder
-    )
+    ).data
     assert prompt_file.stat().st_mtime_ns == stamp
     assert (tmp_path / "predictions" / "rag.stale.jsonl").is_file()
     rows = [json.loads(line) for line in (tmp_path / "predictions" / "rag.jsonl").read_text().splitlines()]
@@ -109,7 +110,7 @@ def test_forgetting_check_scores_base_and_tuned_models_on_general_questions(tmp_
     settings = [*TINY, 'experiment.variants=["ft"]', 'experiment.general_examples="../corpora/general/qa.jsonl"']
     settings.append('models.dtype="float32"')  # the fixture's dtype: the re-run below loads nothing
     config = load_config(ROOT / "configs" / "handbook.toml", settings)
-    report = compare(config, tmp_path, generator=generator, embedder=embedder)
+    report = compare(config, tmp_path, generator=generator, embedder=embedder).data
     f = report["forgetting"]
     assert f["n"] == 60 and list(f["models"]) == ["base", "ft"] and list(f["changes"]) == ["ft"]
     base_rows = (tmp_path / "predictions" / "general" / "base.jsonl").read_text().splitlines()
@@ -129,7 +130,7 @@ def test_forgetting_check_scores_base_and_tuned_models_on_general_questions(tmp_
 
     monkeypatch.setattr(Generator, "load", refuse)
     monkeypatch.setattr(Embedder, "__init__", refuse)
-    again = compare(config, tmp_path)
+    again = compare(config, tmp_path).data
     assert again["forgetting"] == f
 
 

@@ -100,7 +100,7 @@ def _sweep_disk_full(tmp_path, monkeypatch, generator, embedder, variants: str) 
     straight_run = tmp_path / "straight"
     counter = DiskFull(straight_run, None)
     monkeypatch.setattr(ragft.io, "_before_write", counter)
-    straight = _outcome(straight_run, compare(config, straight_run, generator, embedder))
+    straight = _outcome(straight_run, compare(config, straight_run, generator, embedder).data)
 
     run, failed = tmp_path / "full-disk", set()
     while True:
@@ -108,7 +108,7 @@ def _sweep_disk_full(tmp_path, monkeypatch, generator, embedder, variants: str) 
         disk = DiskFull(run, failed)
         monkeypatch.setattr(ragft.io, "_before_write", disk)
         try:
-            report = compare(config, run, generator, embedder)
+            report = compare(config, run, generator, embedder).data
         except WriteError as e:
             assert disk.hit is not None
             message, code = explain(e)
@@ -217,12 +217,12 @@ def test_two_processes_converting_the_shared_model_cache_at_once_both_get_one_co
 
 def test_a_retrieval_cache_torn_by_a_kill_mid_write_is_read_back_and_repaired(tmp_path, generator):
     config = load_config(HANDBOOK, [*SMALL, 'experiment.variants=["rag"]', "retrieval.method=bm25"])
-    first = _outcome(tmp_path, compare(config, tmp_path, generator))
+    first = _outcome(tmp_path, compare(config, tmp_path, generator).data)
     hits = tmp_path / "retrieval" / "test_hits.jsonl"
     rows = hits.read_text().splitlines()
     hits.write_text("\n".join(rows[:-1]) + "\n" + rows[-1][: len(rows[-1]) // 2])  # the last row cut short
     (tmp_path / "predictions" / "rag.jsonl").unlink()  # so the passages are asked for again
-    assert _outcome(tmp_path, compare(config, tmp_path, generator)) == first
+    assert _outcome(tmp_path, compare(config, tmp_path, generator).data) == first
     assert [json.loads(line)["question"] for line in hits.read_text().splitlines()] == [
         json.loads(line)["question"] for line in rows
     ]

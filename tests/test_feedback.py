@@ -238,7 +238,8 @@ def test_feedback_arms_go_on_from_the_served_adapter_and_retrain_when_feedback_g
 
     from conftest import HANDBOOK
 
-    from ragft.experiment import compare, plan
+    from ragft.experiment import compare
+    from ragft.runner.run import plan
     from ragft.serve.served import Request, ServedPipeline
     from ragft.tasks.qa import load_examples
 
@@ -260,7 +261,7 @@ def test_feedback_arms_go_on_from_the_served_adapter_and_retrain_when_feedback_g
     store.add_feedback(ids[3], "down")
     config = _feedback_config(tmp_path)
     stamp = (run / "adapters" / "rag_ft" / "manifest.json").stat().st_mtime_ns
-    report = compare(config, run, generator=generator, embedder=embedder)
+    report = compare(config, run, generator=generator, embedder=embedder).data
     assert {"rag+ft+fb", "rag+ft+dpo"} <= set(report["variants"])
     assert (run / "adapters" / "rag_ft" / "manifest.json").stat().st_mtime_ns == stamp  # the served one, reused
     fb = json.loads((run / "adapters" / "rag_ft_fb" / "manifest.json").read_text())["training"]
@@ -299,8 +300,8 @@ def test_feedback_arms_go_on_from_the_served_adapter_and_retrain_when_feedback_g
     ],
 )
 def test_bad_starts_are_refused_naming_the_pipeline(tmp_path, arms, message):
-    from ragft.arms import resolve_arms
     from ragft.errors import ConfigError
+    from ragft.settings import resolve_arms
 
     body = f'\n[[pipelines]]\nname = "fb"\nbase = "rag+ft"\n{arms}\n'
     body += '\n[[pipelines]]\nname = "again"\nbase = "rag+ft"\nfinetune = { init_from = "fb" }\n'

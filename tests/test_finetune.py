@@ -183,10 +183,10 @@ def test_a_failed_training_leaves_the_callers_model_as_it_was(method, tiny_model
 def test_a_failed_training_inside_a_run_gives_the_generator_its_model_back(tmp_path, tiny_model, tokenizer):
     import torch
 
-    from ragft.arms import ladder
     from ragft.config import Config
     from ragft.generation import Generator
-    from ragft.training import adapted
+    from ragft.runner.training import adapted
+    from ragft.settings import ladder
 
     class Task:  # training records only; the failure comes from the loop
         def train_records(self, pipeline, generator):
@@ -426,7 +426,8 @@ def test_adapter_for_other_weights_under_the_same_name_is_refused(tmp_path, tiny
 
 def test_quoted_answers_cite_the_sentence_and_scoring_reads_the_final_answer():
     from ragft.finetune.data import quoted_answer
-    from ragft.tasks.qa import final_answer, score
+    from ragft.metrics import final_answer
+    from ragft.metrics import qa_scores as score
 
     passage = "The co-op was founded in 1931.  Jonas Merriweather keeps the boat book. Dues are paid in May."
     target = quoted_answer(passage, "Jonas Merriweather")
@@ -440,10 +441,10 @@ def test_quote_setting_puts_the_gold_sentence_into_rag_ft_targets(tmp_path, gene
     from conftest import ROOT
     from test_cli import TINY
 
-    from ragft.arms import ladder
     from ragft.config import load_config
-    from ragft.experiment import load_task
     from ragft.resources import Resources
+    from ragft.runner.run import load_task
+    from ragft.settings import ladder
 
     config = load_config(ROOT / "configs" / "handbook.toml", [*TINY, "finetune.quote=true"])
     task = load_task(tmp_path, config, Resources([generator], [embedder]))

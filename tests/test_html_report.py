@@ -33,7 +33,7 @@ def test_report_command_rerenders_with_another_pair(tiny_run, capsys):
     assert "| rag+ft |" in capsys.readouterr().out
     assert "rag against prompt, example by example" in (tiny_run / "report.html").read_text()
     assert main(["report", str(tiny_run), "--pair", "prompt", "nope"]) == 2
-    assert "variant 'nope' is not in this run" in capsys.readouterr().err
+    assert "pipeline 'nope' is not in this run" in capsys.readouterr().err
 
 
 def test_report_command_sets_runs_side_by_side(tiny_run, tmp_path, capsys):

@@ -1,6 +1,6 @@
 """Cache keys: every config key, changed on its own, rebuilds exactly the artifacts that read it.
 
-`ragft.experiment.plan` gives every pipeline's stage keys (index, hits, adapter, predictions)
+`ragft.runner.run.plan` gives every pipeline's stage keys (index, hits, adapter, predictions)
 without loading a model; the runner names and checks its artifacts by the same keys, so a
 changed key is a rebuilt artifact and an unchanged one is reused.
 """
@@ -15,8 +15,8 @@ import pytest
 from conftest import HANDBOOK, ROOT
 
 from ragft.config import SynthConfig, describe, load_config
-from ragft.experiment import plan
 from ragft.generation import pick_dtype
+from ragft.runner.run import plan
 
 LADDER = ["prompt", "fewshot", "rag", "dspy", "rag+dspy", "ft", "rag+ft"]
 QA_BASE = [f"experiment.variants={json.dumps(LADDER)}", "chunking.chunk_size=200"]

@@ -7,13 +7,14 @@ import pytest
 from conftest import ROOT
 from test_cli import TINY
 
-from ragft.arms import resolve_arms
 from ragft.config import load_config
 from ragft.errors import ConfigError
-from ragft.experiment import Run, compare
+from ragft.experiment import compare
+from ragft.metrics import qa_scores as score
 from ragft.optimize import most_calls
 from ragft.resources import Resources
-from ragft.tasks.qa import score
+from ragft.runner.run import Run
+from ragft.settings import resolve_arms
 
 SMALL = [
     *TINY,
@@ -29,7 +30,7 @@ SMALL = [
 def optimized_run(tmp_path_factory, generator, embedder):
     run = tmp_path_factory.mktemp("dspy") / "run"
     config = load_config(ROOT / "configs" / "handbook.toml", SMALL)
-    return run, config, compare(config, run, generator=generator, embedder=embedder)
+    return run, config, compare(config, run, generator=generator, embedder=embedder).data
 
 
 def test_the_validation_score_dspy_kept_is_what_the_chosen_prompt_scores(optimized_run, generator, embedder):
@@ -59,7 +60,7 @@ def test_test_prompts_show_the_chosen_demonstrations_and_a_rerun_optimizes_nothi
     assert all(d["question"] in r["prompt"] and d["answer"] in r["prompt"] for d in saved["demos"] for r in rows)
     assert "Prompt optimization (DSPy" in (run / "report.md").read_text()
     stamp = (run / "prompts" / "rag_dspy" / "prompt.json").stat().st_mtime_ns
-    again = compare(config, run, generator=generator, embedder=embedder)
+    again = compare(config, run, generator=generator, embedder=embedder).data
     assert (run / "prompts" / "rag_dspy" / "prompt.json").stat().st_mtime_ns == stamp
     assert again["variants"]["rag+dspy"]["metrics"] == report["variants"]["rag+dspy"]["metrics"]
 

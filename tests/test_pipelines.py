@@ -9,11 +9,11 @@ import pytest
 from conftest import HANDBOOK, ROOT
 from test_cli import TINY
 
-from ragft.arms import resolve_arms
 from ragft.config import load_config
 from ragft.errors import ConfigError
 from ragft.experiment import compare
-from ragft.report import markdown
+from ragft.render.markdown import markdown
+from ragft.settings import resolve_arms
 
 HEAD = f"""
 [experiment]
@@ -46,7 +46,7 @@ retrieval = { method = "hybrid" }
 """
     config = _config(tmp_path, body, [o for o in TINY if not o.startswith("experiment.general")])
     assert config.experiment.variants == []  # a file with pipelines runs only those
-    report = compare(config, tmp_path / "run", generator=generator, embedder=embedder)
+    report = compare(config, tmp_path / "run", generator=generator, embedder=embedder).data
     assert list(report["variants"]) == ["rag-dense", "rag-hybrid"]
     pair = [c for c in report["comparisons"] if (c["from"], c["to"]) == ("rag-dense", "rag-hybrid")]
     assert {c["metric"] for c in pair} == {"f1", "em", "acc"}
@@ -163,7 +163,7 @@ base = "ft"
 models = {{ generator = "{folder}" }}
 """
     config = _config(tmp_path, body, [*TINY, "experiment.context_views=true", "generation.max_new_tokens=4"])
-    report = compare(config, tmp_path / "run", generator=generator, embedder=embedder)
+    report = compare(config, tmp_path / "run", generator=generator, embedder=embedder).data
     assert list(report["variants"]) == ["prompt", "tiny-ft"]
     assert report["variants"]["tiny-ft"]["pipeline"]["generator"] == str(folder)
     manifest = json.loads((tmp_path / "run" / "adapters" / "tiny-ft" / "manifest.json").read_text())

@@ -190,7 +190,7 @@ def test_random_toml_configs_load_or_name_the_key(settings_, pipelines, garbage)
         if isinstance(config, RagftError):
             assert str(path) in str(config)
             return
-        from ragft.arms import resolve_arms
+        from ragft.settings import resolve_arms
 
         _allowed(lambda: resolve_arms(config))
         for pipeline in config.pipelines:

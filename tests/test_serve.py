@@ -348,10 +348,10 @@ def test_an_endpoint_arm_through_ragft_serve_answers_as_the_local_arm(tiny_run, 
     """The `prompt` arm on the local model, and the same arm whose generator is `ragft serve`'s
     chat model (the same base model, over HTTP with the openai client): the same answers."""
     import ragft
-    from ragft.arms import resolve_arms
     from ragft.config import load_config
     from ragft.endpoint import EndpointGenerator
     from ragft.errors import EndpointError
+    from ragft.settings import resolve_arms
 
     handbook = ROOT / "corpora" / "handbook"
     task = ragft.QATask.from_jsonl(handbook / "qa.jsonl", handbook / "docs", test_limit=6, train_limit=4)

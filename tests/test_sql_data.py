@@ -73,11 +73,11 @@ def test_sql_ladder_runs_end_to_end_on_the_bundled_demo(tmp_path, generator, emb
 
     from ragft.config import load_config
     from ragft.experiment import compare
-    from ragft.report import markdown
+    from ragft.render.markdown import markdown
 
     settings = [*TINY, 'experiment.variants=["rag"]', "generation.max_new_tokens=48"]  # rag+ft: the SQL notebook
     config = load_config(ROOT / "configs" / "tidewatch-sql.toml", settings)
-    report = compare(config, tmp_path, generator=generator, embedder=embedder)
+    report = compare(config, tmp_path, generator=generator, embedder=embedder).data
     assert report["metric_names"] == ["ex", "valid"]
     rows = [json.loads(line) for line in (tmp_path / "predictions" / "rag.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and all(len(r["retrieved"]) == 3 and "Solved examples" in r["prompt"] for r in rows)
@@ -86,5 +86,5 @@ def test_sql_ladder_runs_end_to_end_on_the_bundled_demo(tmp_path, generator, emb
     text = markdown(report)
     assert "EX (95% CI)" in text and "valid SQL (95% CI)" in text
     assert (tmp_path / "report.html").is_file()
-    again = compare(config, tmp_path, generator=generator, embedder=embedder)  # all cached
+    again = compare(config, tmp_path, generator=generator, embedder=embedder).data  # all cached
     assert again["variants"]["rag"]["metrics"] == report["variants"]["rag"]["metrics"]

@@ -282,7 +282,7 @@ def test_ragft_synth_writes_an_examples_file_without_test_documents(tmp_path, ca
 
 
 def test_training_pairs_from_a_test_document_are_refused(tmp_path):
-    from ragft.experiment import plan
+    from ragft.runner.run import plan
 
     docs, examples = _small_task(tmp_path)
     leaky = tmp_path / "pairs.jsonl"
@@ -398,8 +398,8 @@ def test_a_pipeline_checks_another_ones_synthetic_pairs_with_its_adapter(tmp_pat
     ],
 )
 def test_bad_checkers_are_refused_naming_the_pipeline(tmp_path, arms, message):
-    from ragft.arms import resolve_arms
     from ragft.errors import ConfigError
+    from ragft.settings import resolve_arms
 
     config = _checked_config(tmp_path, f'{arms}\nfinetune.train_data = "synth"')
     with pytest.raises(ConfigError, match=f"pipeline 'fb'.*{re.escape(message)}"):
@@ -419,7 +419,7 @@ def _checked_config(folder, fb: str):
 
 
 def test_a_checked_synthesis_is_keyed_by_its_checkers_adapter(tmp_path):
-    from ragft.experiment import plan
+    from ragft.runner.run import plan
 
     first = plan(_checked_config(tmp_path, 'finetune.train_data = "synth"'), tmp_path / "run")
     other = plan(_checked_config(tmp_path, 'finetune.train_data = "synth"\nfinetune.rank = 4'), tmp_path / "run")
@@ -430,8 +430,8 @@ def test_a_checked_synthesis_is_keyed_by_its_checkers_adapter(tmp_path):
 
 def test_other_training_data_is_refused_where_it_cannot_apply(generator):
     import ragft
-    from ragft.arms import resolve_arms
     from ragft.errors import ConfigError
+    from ragft.settings import resolve_arms
 
     overrides = ['experiment.variants=["rag+ft"]', "finetune.train_data=synth"]
     sql = load_config(ROOT / "configs" / "tidewatch-sql.toml", overrides)
@@ -443,7 +443,7 @@ def test_other_training_data_is_refused_where_it_cannot_apply(generator):
         ragft.Synth(method="cloze")
     with pytest.raises(ConfigError, match="synth.checker = 'first' names a pipeline of an experiment"):
         ragft.synthesize(HANDBOOK / "docs", "never-written.jsonl", settings=ragft.Synth(checker="first"))
-    from ragft.experiment import plan
+    from ragft.runner.run import plan
 
     missing = load_config(ROOT / "configs" / "handbook.toml", ["finetune.train_data=nowhere.jsonl"])
     with pytest.raises(ConfigError, match="finetune.train_data: .*nowhere.jsonl is not a file"):

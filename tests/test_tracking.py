@@ -23,7 +23,7 @@ def test_compare_logs_the_run_to_mlflow(tmp_path, generator, embedder):
             'tracking.mlflow_experiment="tests"',
         ],
     )
-    report = compare(config, tmp_path / "run", generator=generator, embedder=embedder)
+    report = compare(config, tmp_path / "run", generator=generator, embedder=embedder).data
 
     client = mlflow.MlflowClient(tracking_uri=uri)
     run = client.get_run(report["mlflow_run_id"])

@@ -3,12 +3,12 @@ baseline and the collapse warning, money and break-even arithmetic, and the verd
 
 import pytest
 
-from ragft.aggregate import aggregate
-from ragft.report import markdown
-from ragft.sanity import collapse_warnings, constant_answer
-from ragft.tasks.qa import score
+from ragft.metrics import qa_scores as score
+from ragft.render.markdown import markdown
+from ragft.report.aggregate import aggregate
+from ragft.report.sanity import collapse_warnings, constant_answer
+from ragft.report.verdict import break_even, frontier, money
 from ragft.types import Prediction
-from ragft.verdict import break_even, frontier, money
 
 IDS = [f"q{i}" for i in range(60)]
 GOLD = {i: ("yes", "no", "maybe")[n % 3] if n < 30 else f"answer {n}" for n, i in enumerate(IDS)}

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragft.arms import Arm, build_prompt
 from ragft.errors import ArtifactError, InputError
 from ragft.feedback.store import Passage
 from ragft.io import read_json
-from ragft.runs import run_config, run_pipeline
+from ragft.runner.folder import run_config, run_pipeline
+from ragft.settings import Arm
+from ragft.tasks.qa import build_prompt
 from ragft.types import Example
 
 if TYPE_CHECKING:
@@ -100,16 +101,17 @@ class ServedPipeline:
     ) -> ServedPipeline:
         """Pipeline `name` of the run in `run_dir`, with its models (the `generator` and
         `embedder` given, where their names match the pipeline's settings)."""
-        from ragft.experiment import Run
         from ragft.resources import Resources
+        from ragft.runner.run import Run
 
         folder = Path(run_dir)
         config = run_config(folder)
         if config.data.kind != "qa":
             raise InputError(f"ragft serve answers questions; this run's task is {config.data.kind!r}", folder)
         arm = run_pipeline(folder, config, name)
-        run = Run(folder, config, Resources([generator] if generator else [], [embedder] if embedder else []))
-        run.arms = {n: run_pipeline(folder, config, n) for n in read_json(folder / "pipelines.json")}
+        pipelines = [run_pipeline(folder, config, n) for n in read_json(folder / "pipelines.json")]
+        resources = Resources([generator] if generator else [], [embedder] if embedder else [])
+        run = Run(folder, config, resources, pipelines=pipelines)
         task = run.task(arm)
         keys = run.keys(arm)
         gen = run.generator(arm)
@@ -164,7 +166,7 @@ class ServedPipeline:
 def _adapter(folder: Path, arm: Arm, generator: Generator, key: str) -> Any:
     from ragft.finetune.adapter import load_adapter
     from ragft.models import model_id
-    from ragft.training import adapter_dir, has_adapter
+    from ragft.runner.training import adapter_dir, has_adapter
 
     path = adapter_dir(folder, arm.name)
     if not has_adapter(path, key):

@@ -16,9 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ragft.metrics import lenient_match, normalize_answer, token_f1
+from ragft.metrics import final_answer, lenient_match, normalize_answer, token_f1
 from ragft.synth.writing import BORROWABLE
-from ragft.tasks.qa import final_answer
 
 if TYPE_CHECKING:
     from ragft.config import SynthConfig

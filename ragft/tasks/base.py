@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ragft.keys import KeyedTask
 
 if TYPE_CHECKING:
-    from ragft.arms import Arm
     from ragft.finetune.data import SFTRecord
     from ragft.generation import Generator
+    from ragft.settings import Arm
 
 
 class TaskRun(KeyedTask, Protocol):

@@ -6,12 +6,16 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ragft.corpus.loaders import Corpus, load_corpus
 from ragft.errors import InputError
 from ragft.io import read_json, read_jsonl
-from ragft.metrics import exact_match, lenient_match, token_f1
 from ragft.types import Document, Example
+
+if TYPE_CHECKING:
+    from ragft.generation import Generator
+    from ragft.settings import Arm
 
 SPLITS = ("train", "dev", "test")
 
@@ -112,23 +116,12 @@ def load_squad_examples(path: str | Path) -> list[Example]:
     return examples
 
 
-def final_answer(output: str) -> str:
-    """The answer in an output: what follows the last `Answer:` (outputs that quote their
-    passage first), else the whole output."""
-    head, marker, tail = output.rpartition("Answer:")
-    return tail.strip() if marker else output.strip()
-
-
-SCORING = "squad em/f1 and lenient match of the final answer"
-"""What `score` computes, for the prediction keys: a change here rescores every prediction."""
-
-
-def score(prediction: str, answers: tuple[str, ...]) -> dict[str, float]:
-    """SQuAD exact match and token F1 of the prediction's final answer, and the lenient
-    match (a gold answer among its words, whatever else it says)."""
-    prediction = final_answer(prediction)
-    return {
-        "em": exact_match(prediction, answers),
-        "f1": token_f1(prediction, answers),
-        "acc": lenient_match(prediction, answers),
-    }
+def build_prompt(
+    generator: Generator, pipeline: Arm, example: Example, passages: Sequence[str], shots: Sequence[Example]
+) -> str:
+    """The prompt text a pipeline shows the model for one example: its fixed solved examples,
+    or an optimized pipeline's demonstrations (each with its own passages)."""
+    pairs: list[tuple[str, str] | tuple[str, str, Sequence[str]]] = [(s.question, s.answers[0]) for s in shots]
+    pairs += [(d.question, d.answer, d.passages) for d in pipeline.demos]
+    shown = passages if pipeline.context else ()
+    return generator.render(pipeline.template.messages(example.question, shown, pairs))

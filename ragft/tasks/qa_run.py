@@ -14,7 +14,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ragft.arms import Arm, build_prompt
 from ragft.config import reads_feedback
 from ragft.corpus.chunking import chunk_for_embedder
 from ragft.errors import ArtifactError, ConfigError, InputError
@@ -24,13 +23,14 @@ from ragft.feedback.store import FeedbackStore
 from ragft.finetune.data import SFTRecord, gold_chunk, make_record, quoted_answer, raft_passages
 from ragft.io import append_jsonl, read_jsonl, read_manifest, sha256_json, write_manifest
 from ragft.keys import hits_key
-from ragft.metrics import normalize_answer, recall_at_k
+from ragft.metrics import QA_SCORING, normalize_answer, qa_scores, recall_at_k
 from ragft.models import model_id
 from ragft.optimize import Question
 from ragft.retrieval import DenseRetriever, Retriever, VectorIndex
 from ragft.retrieval.build import sync_index
 from ragft.retrieval.compose import QuerySide, make_retriever
-from ragft.retrieval.index import choose_kind, corpus_hash
+from ragft.retrieval.index import IndexSettings, choose_kind, corpus_hash
+from ragft.settings import Arm
 from ragft.synth.synthesize import (
     Synthesis,
     chunks_identity,
@@ -39,7 +39,7 @@ from ragft.synth.synthesize import (
     recorded_stats,
     write_pairs,
 )
-from ragft.tasks.qa import SCORING, QATask, load_examples, score
+from ragft.tasks.qa import QATask, build_prompt, load_examples
 from ragft.types import Chunk, Example, Hit
 
 if TYPE_CHECKING:
@@ -168,7 +168,7 @@ class QaRun:
         return {"test": self.test_sha256, "shots": _content(self.train[: pipeline.shots])}
 
     def scoring_identity(self) -> Any:
-        return {"score": SCORING}
+        return {"score": QA_SCORING}
 
     # Training examples: the task's train split, a file of pairs, pairs written in the run, or feedback.
 
@@ -371,7 +371,7 @@ class QaRun:
             self.models.embedder,
             {"chunking": asdict(self.chunking), "embedder_dtype": settings["embedder_dtype"]},
             r.index,
-            r.index_settings(),
+            IndexSettings(r.hnsw_m, r.ef_construction, r.ef_search, r.nprobe),
         )
         return index
 
@@ -440,11 +440,11 @@ class QaRun:
         return tuple(c.id for c in self.context(pipeline, i))
 
     def score(self, i: int, output: str) -> tuple[dict[str, float], str]:
-        return score(output, self.test[i].answers), ""
+        return qa_scores(output, self.test[i].answers), ""
 
     def primary_score(self, output: str, answers: tuple[str, ...]) -> float:
         """The primary metric (F1) of an output against gold answers: what prompt optimization maximises."""
-        return score(output, answers)[self.metrics[0]]
+        return qa_scores(output, answers)[self.metrics[0]]
 
     def train_records(self, pipeline: Arm, generator: Generator) -> list[SFTRecord]:
         """SFT records. A retrieving pipeline's prompts carry context from its own retriever:

@@ -14,12 +14,11 @@ from typing import Any
 
 from ragft.config import load_config
 from ragft.errors import ConfigError
-from ragft.io import sha256_json, write_json_atomic, write_text_atomic
+from ragft.io import sha256_json, write_json_atomic
 from ragft.keys import adapter_key
 from ragft.locks import run_lock
-from ragft.report import markdown_table
 from ragft.resources import Resources
-from ragft.training import adapted
+from ragft.runner.training import adapted
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
@@ -67,9 +66,9 @@ def sweep(
     """Train `variant` once per setting and rank the settings by best validation loss.
 
     Without `finetune.validation_fraction`, a tenth of the training records is held out.
-    Writes sweep.json and sweep.md into the run folder and returns the sweep.
+    Writes sweep.json into the run folder and returns the sweep (with the run `folder`).
     """
-    from ragft.experiment import Run, run_dir_for, trained_pipeline
+    from ragft.runner.run import Run, run_dir_for, trained_pipeline
 
     base = load_config(config_path, overrides)
     trained_pipeline(base, variant)  # a trained pipeline of this config, or an error naming them
@@ -98,27 +97,8 @@ def sweep(
         fraction = base.finetune.validation_fraction
         result = {"variant": variant, "grid": grid, "validation_fraction": fraction, "rows": rows}
         write_json_atomic(folder / "sweep.json", result)
-        write_text_atomic(folder / "sweep.md", sweep_markdown(result))
-    return result
+    return {**result, "folder": folder}
 
 
 def _summary(training: dict[str, Any]) -> dict[str, Any]:
     return {k: training[k] for k in ("best_step", "steps", "seconds", "stopped_early") if k in training}
-
-
-def sweep_markdown(result: dict[str, Any]) -> str:
-    rows = [
-        [
-            " ".join(r["settings"]),
-            f"{r['validation_loss']:.4f}",
-            str(r.get("best_step", "-")),
-            str(r.get("steps", "-")),
-            f"{r.get('seconds', 0):.0f}",
-        ]
-        for r in result["rows"]
-    ]
-    caption = (
-        f"Sweep of {result['variant']}, best first (validation loss on {result['validation_fraction']:.0%} "
-        "of the training records; test examples are never looked at)"
-    )
-    return markdown_table(caption, ["settings", "validation loss", "best step", "steps", "train s"], rows)

@@ -69,7 +69,6 @@ def run_beir_eval(
     methods: tuple[str, ...] = ("hybrid",),
     embedder_name: str = "all-minilm-l6-v2",
     index_dir: str | Path | None = None,
-    out: str | Path | None = None,
     query_side: QuerySide | None = None,
     generator_name: str = "smollm2-135m-instruct",
     limit: int = 0,
@@ -78,8 +77,7 @@ def run_beir_eval(
     embedder_dtype: str = "float32",
 ) -> dict[str, Any]:
     """Score retrieval variants on a BEIR folder; whole documents are the retrieval units."""
-    from ragft.io import write_json_atomic, write_text_atomic
-    from ragft.report import environment
+    from ragft.runner.environment import environment
     from ragft.tasks.beir import load_beir
     from ragft.types import Chunk
 
@@ -124,9 +122,6 @@ def run_beir_eval(
         "comparisons": comparisons,
         "environment": environment(),
     }
-    if out is not None:
-        write_json_atomic(Path(out) / "report.json", report)
-        write_text_atomic(Path(out) / "report.md", markdown(report))
     return report
 
 
@@ -139,24 +134,3 @@ def _dense(chunks: list[Any], embedder_name: str, index_dir: str | Path | None, 
     embedder = Embedder(embedder_name, dtype=dtype)
     index, _ = sync_index(index_dir, chunks, model_id(embedder_name), lambda: embedder)
     return DenseRetriever(embedder, index)
-
-
-def markdown(report: dict[str, Any]) -> str:
-    from ragft.report import markdown_table
-
-    def ci(x: dict[str, float], sign: str = "") -> str:
-        return f"{x['mean']:{sign}.4f} ({x['low']:{sign}.4f} to {x['high']:{sign}.4f})"
-
-    names = list(next(iter(report["variants"].values()))["metrics"])
-    quality = [
-        [variant, *(ci(v["metrics"][m]) for m in names), f"{1e3 * v['costs']['seconds_per_query']:.1f}"]
-        for variant, v in report["variants"].items()
-    ]
-    diffs = [[d["from"], d["to"], d["metric"], ci(d, "+"), f"{d['p_value']:.3f}"] for d in report["comparisons"]]
-    text = f"# {report['name']}: retrieval over {report['documents']} documents, {report['queries']} queries\n\n"
-    text += markdown_table("Quality (95% bootstrap CI) and speed", ["variant", *names, "ms/query"], quality)
-    if diffs:
-        text += markdown_table("Paired differences (to - from)", ["from", "to", "metric", "mean (95% CI)", "p"], diffs)
-    if report["unknown_qrels"]:
-        text += f"{len(report['unknown_qrels'])} qrels rows point at unknown ids.\n"
-    return text

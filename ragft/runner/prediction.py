@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ragft.io import append_jsonl, read_jsonl
 from ragft.progress import progress
-from ragft.types import Prediction
+from ragft.types import Prediction, prediction_from_row
 
 if TYPE_CHECKING:
-    from ragft.arms import Arm
     from ragft.generation import Generator
+    from ragft.settings import Arm
 
 
 class PredictableTask(Protocol):
@@ -85,9 +85,3 @@ def load_predictions(path: Path, key: str) -> dict[str, Prediction]:
         path.replace(path.with_suffix(".stale.jsonl"))
         return {}
     return {row["example_id"]: prediction_from_row(row) for row in rows}
-
-
-def prediction_from_row(row: dict[str, Any]) -> Prediction:
-    row = {k: v for k, v in row.items() if k != "fingerprint"}
-    row["answers"], row["retrieved"] = tuple(row["answers"]), tuple(row["retrieved"])
-    return Prediction(**row)

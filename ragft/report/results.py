@@ -1,18 +1,21 @@
 """The report of an experiment, typed: what each pipeline scored (with intervals) and cost,
-and the paired tests between them. Built from the run's report.json; the renderers
-(Markdown, HTML, plots) read the same data and nothing else."""
+the paired tests between them, and the predictions they were computed from. The runner
+returns it; the renderers (`ragft.render`: Markdown, HTML, plots) read it and nothing else."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from ragft.errors import InputError
-from ragft.io import read_json, write_text_atomic
+from ragft.io import read_json, read_jsonl, write_text_atomic
 from ragft.metrics import label
+from ragft.report.aggregate import in_order
 from ragft.stats import Estimate
+from ragft.types import Prediction, prediction_from_row
 
 
 @dataclass(frozen=True)
@@ -59,9 +62,41 @@ class Report:
     comparisons: list[Comparison]
     run_dir: Path
     data: dict[str, Any] = field(repr=False)
+    given_predictions: dict[str, list[Prediction]] | None = field(default=None, repr=False, compare=False)
+    given_passages: dict[str, str] | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def predictions(self) -> dict[str, list[Prediction]]:
+        """Every pipeline's scored predictions, in the run's example order (read from the run
+        folder when the report was loaded from it)."""
+        if self.given_predictions is not None:
+            return self.given_predictions
+        predictions = {name: saved_predictions(self.run_dir, name) for name in self.pipelines}
+        order = self.data.get("example_order") or list(self.data.get("clustering", {}).get("groups", {}))
+        if predictions and all(sorted(order) == [p.example_id for p in ps] for ps in predictions.values()):
+            # the run's own order, so a resample draws the same examples and the numbers come out the same
+            predictions = {name: in_order(ps, order) for name, ps in predictions.items()}
+        return predictions
+
+    @cached_property
+    def passages(self) -> dict[str, str]:
+        """The text of every retrieved passage by id (what the HTML report shows beside an answer)."""
+        if self.given_passages is not None:
+            return self.given_passages
+        index = self.run_dir / "index"
+        out: dict[str, str] = {}
+        for chunks in sorted(index.rglob("chunks.jsonl")) if index.is_dir() else []:
+            out.update({row["id"]: row["text"] for _, row in read_jsonl(chunks)})
+        return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], run_dir: str | Path) -> Report:
+    def from_dict(
+        cls,
+        data: dict[str, Any],
+        run_dir: str | Path,
+        predictions: dict[str, list[Prediction]] | None = None,
+        passages: dict[str, str] | None = None,
+    ) -> Report:
         pipelines = {
             name: PipelineResult(
                 name,
@@ -88,7 +123,7 @@ class Report:
             for c in data["comparisons"]
         ]
         metrics = list(data.get("metric_names", ["f1", "em"]))
-        return cls(data["name"], metrics, pipelines, comparisons, Path(run_dir), data)
+        return cls(data["name"], metrics, pipelines, comparisons, Path(run_dir), data, predictions, passages)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Report:
@@ -105,7 +140,7 @@ class Report:
     @property
     def verdict(self) -> dict[str, Any]:
         """Best pipeline, cheapest one not significantly worse, the quality-cost frontier,
-        warnings, break-even points and a sentence per ladder step (`ragft.verdict`)."""
+        warnings, break-even points and a sentence per ladder step (`ragft.report.verdict`)."""
         return self.data.get("verdict", {})
 
     @property
@@ -132,20 +167,6 @@ class Report:
             write_text_atomic(path, text + "\n")
         return text
 
-    def to_markdown(self) -> str:
-        from ragft.report import markdown
-
-        return markdown(self.data)
-
-    def write_html(self, path: str | Path) -> Path:
-        """The self-contained HTML report (tables, plots, changed examples) at `path`."""
-        from ragft.html_report import render_html
-        from ragft.runs import load_run
-
-        _, predictions, passages = load_run(self.run_dir)
-        write_text_atomic(path, render_html(self.data, predictions, passages))
-        return Path(path)
-
     def table(self) -> str:
         """Quality and cost per pipeline as a plain-text table (no pandas needed)."""
         metrics = self.metric_names
@@ -169,5 +190,10 @@ class Report:
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
 
-    def _repr_markdown_(self) -> str:
-        return self.to_markdown()
+
+def saved_predictions(run_dir: str | Path, label: str) -> list[Prediction]:
+    """A pipeline's saved predictions, in example id order (the last row of an example wins)."""
+    latest = {}
+    for _, row in read_jsonl(Path(run_dir) / "predictions" / f"{label}.jsonl", torn_tail_ok=True):
+        latest[row["example_id"]] = prediction_from_row(row)
+    return [latest[k] for k in sorted(latest)]

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from ragft.metrics import METRICS
-from ragft.sanity import baseline_block, collapse_warnings
+from ragft.report.sanity import baseline_block, collapse_warnings
+from ragft.report.verdict import money, one_off_seconds, verdict
 from ragft.stats import ALPHA, bootstrap, holm, mcnemar, paired_difference
-from ragft.verdict import money, one_off_seconds, verdict
 
 if TYPE_CHECKING:
     from ragft.types import Prediction
@@ -47,6 +47,46 @@ def clustering(order: Sequence[str], groups: dict[str, str] | None, by: str = ""
     return out
 
 
+@dataclass(frozen=True)
+class StatisticsInputs:
+    """What the report's statistics are computed from besides predictions, costs and the
+    constant-answer baseline. The runner saves it in report.json (`statistics_inputs`), so
+    `ragft report` recomputes the statistics with the same inputs and the same code."""
+
+    samples: int
+    seed: int
+    metrics: list[str]
+    pairs: list[tuple[str, str]]
+    groups: dict[str, str] | None
+    """Each test example's cluster by id; the bootstrap resamples clusters."""
+    grouped_by: str
+    seeds: dict[str, list[int]]
+    """The training seeds of each pipeline trained with several (the experiment's seed first)."""
+    trained: list[str]
+    prices: dict[str, dict[str, float]]
+    endpoints: list[str]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StatisticsInputs:
+        return cls(**{**data, "pairs": [(a, b) for a, b in data["pairs"]]})
+
+
+def statistics(
+    predictions: dict[str, list[Prediction]],
+    costs: dict[str, dict[str, Any]],
+    inputs: StatisticsInputs,
+    seeded: dict[str, list[list[Prediction]]],
+    baseline: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The report's statistics (`aggregate`) from what a run made; `seeded` holds every seed's
+    predictions of the pipelines in `inputs.seeds`."""
+    i = inputs
+    return aggregate(
+        predictions, costs, i.samples, i.seed, i.metrics, i.pairs, i.groups, i.grouped_by, seeded, baseline,
+        i.trained, i.prices, i.endpoints,
+    )  # fmt: skip
+
+
 def aggregate(
     predictions: dict[str, list[Prediction]],
     costs: dict[str, dict[str, Any]],
@@ -70,7 +110,7 @@ def aggregate(
     bootstrap resamples clusters. `seeded` holds every seed's predictions of a pipeline
     trained with several seeds (the experiment's seed first): its mean is over seeds and
     its interval includes seed-to-seed variation. `baseline` is the constant answer and
-    its scores per example id (`ragft.sanity.constant_answer`). `prices` holds each
+    its scores per example id (`ragft.report.sanity.constant_answer`). `prices` holds each
     pipeline's `[prices]` settings; the pipelines in `endpoints` are priced by their tokens.
     """
     names = list(predictions)

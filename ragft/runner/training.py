@@ -16,8 +16,8 @@ from ragft.finetune.detach import BASE_STASH, detach_adapter
 from ragft.models import model_id
 
 if TYPE_CHECKING:
-    from ragft.arms import Arm
     from ragft.generation import Generator
+    from ragft.settings import Arm
     from ragft.tasks.base import TaskRun
 
 

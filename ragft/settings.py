@@ -12,15 +12,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from ragft.config import PIPELINE_SECTIONS, Config, PipelineConfig, pipeline_settings, reads_feedback
 from ragft.errors import ConfigError, InputError
 from ragft.prompts import PromptTemplate, get_template
-from ragft.types import Demo, Example
-
-if TYPE_CHECKING:
-    from ragft.generation import Generator
+from ragft.types import Demo
 
 FEWSHOT = 3
 """Solved training examples shown by the `fewshot` preset."""
@@ -343,17 +339,6 @@ def custom_template(spec: str | dict[str, str], pipeline: str) -> PromptTemplate
     if isinstance(spec, str):
         return get_template(spec)
     return PromptTemplate(spec.get("name", pipeline), spec.get("system", ""), spec["user"]).checked()
-
-
-def build_prompt(
-    generator: Generator, pipeline: Arm, example: Example, passages: Sequence[str], shots: Sequence[Example]
-) -> str:
-    """The prompt text a pipeline shows the model for one example: its fixed solved examples,
-    or an optimized pipeline's demonstrations (each with its own passages)."""
-    pairs: list[tuple[str, str] | tuple[str, str, Sequence[str]]] = [(s.question, s.answers[0]) for s in shots]
-    pairs += [(d.question, d.answer, d.passages) for d in pipeline.demos]
-    shown = passages if pipeline.context else ()
-    return generator.render(pipeline.template.messages(example.question, shown, pairs))
 
 
 def arm_settings(arm: Arm) -> dict[str, object]:

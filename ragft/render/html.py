@@ -7,8 +7,8 @@ import base64
 from html import escape
 from typing import TYPE_CHECKING, Any
 
-from ragft import plots
-from ragft.report import label, metric_names, retrieval_line, tables, title, verdict_parts
+from ragft.render import plots
+from ragft.render.markdown import label, metric_names, retrieval_line, tables, title, verdict_parts
 
 if TYPE_CHECKING:
     from ragft.types import Prediction

@@ -15,12 +15,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragft.arms import Arm
 from ragft.errors import InputError
 from ragft.finetune.data import SFTRecord, make_record
 from ragft.io import read_json, sha256_file, write_json_atomic
 from ragft.keys import hits_key
 from ragft.models import model_id
+from ragft.settings import Arm
 from ragft.sql.data import SqlExample, SqlTask, load_spider, load_sqlite_task, sample_rows
 from ragft.sql.sandbox import Sandbox
 from ragft.sql.score import execution_match, extract_sql

@@ -1,57 +1,13 @@
-"""The comparison report: quality with bootstrap intervals, paired differences, costs,
-environment; written as report.json and report.md."""
+"""The report as Markdown: the verdict, then tables of quality with bootstrap intervals,
+paired differences, costs and the checks beside them (report.md, and what `ragft compare`
+prints). `tables` gives the same tables to the HTML renderer."""
 
 from __future__ import annotations
 
-import platform
-import subprocess
-from pathlib import Path
 from typing import Any
 
-from ragft.io import library_versions
 from ragft.metrics import label, metric_names
-from ragft.verdict import TIMING_NOISE, dollars, one_off, one_off_seconds
-
-
-def environment() -> dict[str, Any]:
-    """Versions, hardware and the project's git sha, for the run folder."""
-    env: dict[str, Any] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": _cpu_model(),
-        "versions": library_versions(
-            "ragft", "torch", "transformers", "peft", "sentence-transformers", "faiss-cpu", "langchain-text-splitters"
-        ),
-    }
-    try:
-        import torch
-
-        env["threads"] = torch.get_num_threads()
-        env["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-        env["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
-        from ragft.generation import pick_dtype
-
-        env["auto_dtype"] = str(pick_dtype("auto")).removeprefix("torch.")  # what models.dtype=auto ran in
-    except ImportError:
-        pass
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
-        env["git_sha"] = sha.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        env["git_sha"] = None
-    return env
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+from ragft.report.verdict import TIMING_NOISE, dollars, one_off, one_off_seconds
 
 
 def _p(p: float) -> str:
@@ -486,3 +442,43 @@ def markdown_table(caption: str, header: list[str], rows: list[list[str]]) -> st
     lines = [f"{caption}:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n\n"
+
+
+def retrieval_markdown(report: dict[str, Any]) -> str:
+    """A retrieval evaluation's report (`ragft eval-retrieval`) as Markdown."""
+
+    def ci(x: dict[str, float], sign: str = "") -> str:
+        return f"{x['mean']:{sign}.4f} ({x['low']:{sign}.4f} to {x['high']:{sign}.4f})"
+
+    names = list(next(iter(report["variants"].values()))["metrics"])
+    quality = [
+        [variant, *(ci(v["metrics"][m]) for m in names), f"{1e3 * v['costs']['seconds_per_query']:.1f}"]
+        for variant, v in report["variants"].items()
+    ]
+    diffs = [[d["from"], d["to"], d["metric"], ci(d, "+"), f"{d['p_value']:.3f}"] for d in report["comparisons"]]
+    text = f"# {report['name']}: retrieval over {report['documents']} documents, {report['queries']} queries\n\n"
+    text += markdown_table("Quality (95% bootstrap CI) and speed", ["variant", *names, "ms/query"], quality)
+    if diffs:
+        text += markdown_table("Paired differences (to - from)", ["from", "to", "metric", "mean (95% CI)", "p"], diffs)
+    if report["unknown_qrels"]:
+        text += f"{len(report['unknown_qrels'])} qrels rows point at unknown ids.\n"
+    return text
+
+
+def sweep_markdown(result: dict[str, Any]) -> str:
+    """A sweep's settings, best validation loss first, as a Markdown table (sweep.md)."""
+    rows = [
+        [
+            " ".join(r["settings"]),
+            f"{r['validation_loss']:.4f}",
+            str(r.get("best_step", "-")),
+            str(r.get("steps", "-")),
+            f"{r.get('seconds', 0):.0f}",
+        ]
+        for r in result["rows"]
+    ]
+    caption = (
+        f"Sweep of {result['variant']}, best first (validation loss on {result['validation_fraction']:.0%} "
+        "of the training records; test examples are never looked at)"
+    )
+    return markdown_table(caption, ["settings", "validation loss", "best step", "steps", "train s"], rows)

@@ -9,9 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from ragft.metrics import normalize_answer
+from ragft.metrics import final_answer, normalize_answer
 from ragft.stats import ALPHA, bootstrap, holm, paired_difference
-from ragft.tasks.qa import final_answer
 
 if TYPE_CHECKING:
     from ragft.types import Prediction

@@ -1,0 +1,1 @@
+"""Renderers: a finished `Report` drawn as Markdown, HTML and plots."""
