@@ -1,4 +1,5 @@
-# Two commands do everything: `make demo` runs the comparison, `make test` runs the tests.
+# Two commands do everything: `make demo` runs the comparison, `make test` builds the manual
+# and runs the tests.
 # Both create .venv on first use (idempotent: later runs reuse it).
 PYTHON ?= python3
 VENV := .venv
@@ -25,6 +26,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	# The layers contract in pyproject.toml: dependencies point down only.
 	$(VENV)/bin/lint-imports
+	# The manual first: --strict fails on a broken link or a missing API reference.
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
 	$(PY) -m pytest -q
 
 test-all: $(STAMP)
