@@ -31,6 +31,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "compare": "ragft.experiment",
+    "plan": "ragft.runner.run",
     "load_corpus": "ragft.corpus.loaders",
     "Corpus": "ragft.corpus.loaders",
     "QATask": "ragft.tasks.qa",
@@ -86,6 +87,7 @@ __all__ = [
     "compare",
     "load_config",
     "load_corpus",
+    "plan",
     "synthesize",
     "write_html",
 ]
@@ -94,6 +96,7 @@ if TYPE_CHECKING:
     from ragft.corpus.loaders import Corpus, load_corpus
     from ragft.endpoint import EndpointGenerator
     from ragft.experiment import Experiment, compare, write_html
+    from ragft.runner.run import plan
     from ragft.generation import Generator
     from ragft.parts import RAFT, SFT, DSPy, FineTune, Index, LoRA, Prices, Retrieval, Synth
     from ragft.pipeline import Pipeline
