@@ -68,7 +68,7 @@ finetune = { init_from = "rag+ft-half", train_data = "feedback", objective = "kt
 
 def config_file(out: Path, half: Path, feedback: bool) -> Path:
     text = (ROOT / "configs" / "handbook.toml").read_text().replace('"../', f'"{ROOT}/')
-    text = text.replace('variants = ["prompt", "rag", "rag+ft"]', 'variants = ["rag", "rag+ft"]')
+    text = text.replace('presets = ["prompt", "rag", "rag+ft"]', 'presets = ["rag", "rag+ft"]')
     text += ARMS.format(half=half) + (FEEDBACK_ARMS if feedback else "")
     path = out / ("loop.toml" if feedback else "first.toml")
     path.write_text(text)

@@ -35,13 +35,15 @@ _LAZY = {
     "load_corpus": "ragft.corpus.loaders",
     "Corpus": "ragft.corpus.loaders",
     "QATask": "ragft.tasks.qa",
+    "SQLTask": "ragft.tasks.sql",
+    "SolvedExamples": "ragft.parts",
     "Index": "ragft.parts",
     "Retrieval": "ragft.parts",
     "FineTune": "ragft.parts",
     "DSPy": "ragft.parts",
     "Synth": "ragft.parts",
     "Prices": "ragft.parts",
-    "synthesize": "ragft.synth.corpus",
+    "synthesize": "ragft.runner.synthesis",
     "LoRA": "ragft.parts",
     "RAFT": "ragft.parts",
     "SFT": "ragft.parts",
@@ -81,8 +83,10 @@ __all__ = [
     "Prices",
     "PromptTemplate",
     "QATask",
+    "SQLTask",
     "Report",
     "Retrieval",
+    "SolvedExamples",
     "Synth",
     "compare",
     "load_config",
@@ -96,15 +100,16 @@ if TYPE_CHECKING:
     from ragft.corpus.loaders import Corpus, load_corpus
     from ragft.endpoint import EndpointGenerator
     from ragft.experiment import Experiment, compare, write_html
-    from ragft.runner.run import plan
     from ragft.generation import Generator
-    from ragft.parts import RAFT, SFT, DSPy, FineTune, Index, LoRA, Prices, Retrieval, Synth
+    from ragft.parts import RAFT, SFT, DSPy, FineTune, Index, LoRA, Prices, Retrieval, SolvedExamples, Synth
     from ragft.pipeline import Pipeline
     from ragft.prompts import TEMPLATES, PromptTemplate
     from ragft.report.results import Report
     from ragft.retrieval.embedder import Embedder
-    from ragft.synth.corpus import synthesize
+    from ragft.runner.run import plan
+    from ragft.runner.synthesis import synthesize
     from ragft.tasks.qa import QATask
+    from ragft.tasks.sql import SQLTask
 
 
 def __getattr__(name: str) -> Any:

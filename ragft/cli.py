@@ -22,6 +22,29 @@ def _command(sub: Any, common: argparse.ArgumentParser, name: str, **kwargs: Any
     return sub.add_parser(name, parents=[common], epilog=EXIT_CODES, **kwargs)
 
 
+class _Renamed(argparse.Action):
+    """An option an earlier release spelled otherwise: still taken, with a warning naming the new one."""
+
+    def __init__(self, *args: Any, new: str, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.new = new
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option: str | None = None) -> None:
+        import warnings
+
+        from ragft.errors import RenamedWarning
+
+        message = f"{option} is now spelled {self.new}; the old flag still works in this release"
+        warnings.warn(message, RenamedWarning, stacklevel=2)
+        setattr(namespace, self.dest, values)
+
+
+def _pipeline_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--pipeline NAME` (formerly `--variant`)."""
+    parser.add_argument("--pipeline", default="rag+ft", help=what)
+    parser.add_argument("--variant", dest="pipeline", action=_Renamed, new="--pipeline", help=argparse.SUPPRESS)
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="print the full traceback of an error")
@@ -83,11 +106,11 @@ def _parser() -> argparse.ArgumentParser:
         sub,
         common,
         "finetune",
-        help="train one fine-tuned arm's adapter into the run folder (works under `accelerate launch`)",
+        help="train one fine-tuned pipeline's adapter into the run folder (works under `accelerate launch`)",
     )
     f.add_argument("config", help="TOML experiment config")
     f.add_argument("overrides", nargs="*", help="key.sub=value settings that win over the file")
-    f.add_argument("--variant", default="rag+ft", help="trained pipeline to train (ft, rag+ft or a [[pipelines]] name)")
+    _pipeline_option(f, "trained pipeline to train (ft, rag+ft or a [[pipelines]] name)")
     f.add_argument("--out", help="run folder (default: experiment.output_dir/experiment.name)")
 
     w = _command(
@@ -98,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--grid", action="append", required=True, metavar="KEY=V1,V2", help="finetune.<key> and values to try"
     )
-    w.add_argument("--variant", default="rag+ft", help="trained pipeline to tune (ft, rag+ft or a [[pipelines]] name)")
+    _pipeline_option(w, "trained pipeline to tune (ft, rag+ft or a [[pipelines]] name)")
     w.add_argument("--sample", type=int, default=0, help="try only N settings drawn at random (0 = the whole grid)")
     w.add_argument("--out", help="run folder (default: experiment.output_dir/experiment.name)")
 
@@ -114,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     r = _command(sub, common, "report", help="re-render one run's report, or set several runs side by side")
     r.add_argument("runs", nargs="+", help="run folders written by `ragft compare`")
     r.add_argument(
-        "--pair", nargs=2, metavar=("A", "B"), help="variants whose per-example wins and losses the HTML shows"
+        "--pair", nargs=2, metavar=("A", "B"), help="pipelines whose per-example wins and losses the HTML shows"
     )
     r.add_argument("--out", help="with several runs: folder to write compare.md into")
 
@@ -157,6 +180,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("config", nargs="?", help="TOML experiment config")
     c.add_argument("overrides", nargs="*", help="key.sub=value settings that win over the file")
     c.add_argument("--out", help="run folder (default: experiment.output_dir/experiment.name)")
+    c.add_argument(
+        "--pipeline",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run only this pipeline of the config (repeatable); the report also covers the config's other "
+        "pipelines finished in the run folder under their current settings",
+    )
     c.add_argument("--help-config", action="store_true", help="list every config key with its default and help")
     return p
 
@@ -164,6 +195,33 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; any failure becomes a line or two naming its cause and an exit code
     (EXIT_CODES), with the traceback under --debug."""
+    import warnings
+
+    from ragft.errors import RenamedWarning
+
+    warnings.simplefilter("always", RenamedWarning)
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning(shown)
+    try:
+        return _main(argv)
+    finally:
+        warnings.showwarning = shown
+
+
+def _show_warning(fallback: Any) -> Any:
+    """ragft's own warnings as one line on stderr (`ragft: warning: ...`); others as Python shows them."""
+    from ragft.errors import RenamedWarning
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, RenamedWarning):
+            print(f"ragft: warning: {message}", file=sys.stderr)
+        else:
+            fallback(message, category, *args, **kwargs)
+
+    return show
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides may also follow the options
@@ -283,8 +341,8 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
         args.limit,
         embedder_dtype=args.embedder_dtype,
     )
-    for name, variant in report["variants"].items():
-        scores = variant["metrics"].items()
+    for name, pipeline in report["pipelines"].items():
+        scores = pipeline["metrics"].items()
         metrics = ", ".join(f"{k} {v['mean']:.4f} ({v['low']:.4f}-{v['high']:.4f})" for k, v in scores)
         print(f"{name} on {report['queries']} {args.split} queries, {report['documents']} documents: {metrics}")
     if args.out:
@@ -301,11 +359,11 @@ def _finetune(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     run_dir = args.out or run_dir_for(config)
-    training = finetune(config, args.variant, run_dir)
+    training = finetune(config, args.pipeline, run_dir)
     if is_main_process():
         t = training
         print(
-            f"{args.variant}: {t['steps']} steps on {t['records']} records in {t['seconds']:.0f} s "
+            f"{args.pipeline}: {t['steps']} steps on {t['records']} records in {t['seconds']:.0f} s "
             f"(loss {t['first_loss']:.3f} -> {t['last_loss']:.3f}); adapter in {run_dir}/adapters"
         )
     return 0
@@ -316,7 +374,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from ragft.render.markdown import sweep_markdown
     from ragft.runner.sweep import parse_grid, sweep
 
-    result = sweep(args.config, args.overrides, parse_grid(args.grid), args.variant, args.sample, args.out)
+    result = sweep(args.config, args.overrides, parse_grid(args.grid), args.pipeline, args.sample, args.out)
     write_text_atomic(result["folder"] / "sweep.md", sweep_markdown(result))
     print(sweep_markdown(result))
     best = result["rows"][0]
@@ -355,7 +413,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _synth(args: argparse.Namespace) -> int:
     from ragft.config import load_config
-    from ragft.synth.corpus import synthesize
+    from ragft.runner.synthesis import synthesize
     from ragft.synth.report import synthesis_lines
 
     config = load_config(args.config, args.overrides)
@@ -415,7 +473,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     run_dir = args.out or run_dir_for(config)
-    report = compare(config, run_dir)
+    report = compare(config, run_dir, only=args.pipeline)
     print(markdown(report.data))
     print(f"run folder: {run_dir}")
     return 0

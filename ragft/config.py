@@ -12,15 +12,19 @@ import difflib
 import inspect
 import textwrap
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
-from ragft.errors import ConfigError
+from ragft.errors import ConfigError, RenamedWarning
 
-VARIANTS = ("prompt", "fewshot", "rag", "dspy", "rag+dspy", "ft", "rag+ft")
+PRESETS = ("prompt", "fewshot", "rag", "dspy", "rag+dspy", "ft", "rag+ft")
+"""The ladder presets: pipelines of fixed shape (`experiment.presets`, the base of a `[[pipelines]]` table)."""
+RENAMED = {"experiment.variants": "experiment.presets"}
+"""Keys an earlier release spelled otherwise: still read in this release, with a warning naming the new key."""
 METHODS = ("lora", "ia3", "prompt_tuning", "full")
 """What `finetune.method` chooses from: peft's LoRA, IA3 and prompt tuning, or every weight."""
 RECORDS = ("auto", "sft", "raft")
@@ -81,22 +85,23 @@ class OneOf:
 class ExperimentConfig:
     name: str = "experiment"
     """Name of the run; the run folder is `output_dir/name`."""
-    variants: Annotated[list[str], OneOf(VARIANTS)] = field(default_factory=lambda: ["prompt", "rag", "rag+ft"])
-    """Arms to run, in ladder order: prompt, fewshot, rag, dspy, rag+dspy (few-shot prompts optimized
-    with DSPy on the train split), ft, rag+ft."""
+    presets: Annotated[list[str], OneOf(PRESETS)] = field(default_factory=lambda: ["prompt", "rag", "rag+ft"])
+    """Ladder presets to run, before the `[[pipelines]]` tables, in ladder order: prompt, fewshot, rag, dspy,
+    rag+dspy (few-shot prompts optimized with DSPy on the train split), ft, rag+ft. Formerly
+    `experiment.variants`."""
     output_dir: str = "runs"
     """Folder that holds run folders (relative to the config file)."""
     seed: Annotated[int, Range(0, 2**32 - 1)] = 0
     """Seed for training, sampling of distractors and the bootstrap."""
     seeds: Annotated[list[int], Range(0, 2**32 - 1)] = field(default_factory=list)
-    """More training seeds: fine-tuned arms are also trained once per seed and the spread is reported."""
+    """More training seeds: fine-tuned pipelines are also trained once per seed and the spread is reported."""
     bootstrap_samples: Annotated[int, Range(100)] = 2000
     """Resamples for the bootstrap confidence intervals."""
     general_examples: str = ""
     """QA JSONL of general questions outside the task (forgetting check): the base model and every
-    fine-tuned arm answer them without context and the report shows the change; empty: off."""
+    fine-tuned pipeline answer them without context and the report shows the change; empty: off."""
     context_views: bool = True
-    """Also score the base model and every fine-tuned arm with no context, oracle context and retrieved context."""
+    """Also score the base model and every fine-tuned pipeline with no context, oracle context and retrieved context."""
     pairs: list[str] = field(default_factory=list)
     """Pipelines to test against each other, as "from:to" (e.g. "rag:rag-hybrid"); empty: every pair."""
 
@@ -161,7 +166,7 @@ class ChunkingConfig:
 @dataclass
 class RetrievalConfig:
     k: Annotated[int, Range(1)] = 3
-    """Passages put into the prompt of `rag` arms."""
+    """Passages put into the prompt of `rag` pipelines."""
     method: Annotated[str, OneOf(("dense", "bm25", "hybrid"))] = "dense"
     """First stage: dense (embeddings), bm25 (lexical) or hybrid (both, fused by reciprocal rank fusion)."""
     hybrid_weights: Annotated[list[float], Range(0.0)] = field(default_factory=lambda: [1.0, 1.0])
@@ -409,7 +414,7 @@ experiment's own, so every pipeline answers the same test examples."""
 
 @dataclass
 class PipelineConfig:
-    """One `[[pipelines]]` table: a named arm built from a ladder preset with its own settings."""
+    """One `[[pipelines]]` table: a named pipeline built from a ladder preset with its own settings."""
 
     name: str
     base: str
@@ -438,7 +443,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     prices: PricesConfig = field(default_factory=PricesConfig)
     pipelines: list[PipelineConfig] = field(default_factory=list, metadata={"internal": True})
-    """`[[pipelines]]` tables: arms beyond the ladder presets named in experiment.variants."""
+    """`[[pipelines]]` tables: pipelines beyond the ladder presets named in experiment.presets."""
     source: str = field(default="", metadata={"internal": True})
     """The config file, for errors."""
     base_dir: str = field(default=".", metadata={"internal": True})
@@ -446,11 +451,16 @@ class Config:
 
     def path(self, value: str) -> Path:
         """Resolve a path from the config against the config file's folder."""
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else Path(self.base_dir) / p
+        return resolve_path(self.base_dir, value)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def resolve_path(base_dir: str, value: str) -> Path:
+    """A path from a config, resolved against `base_dir` (the config file's folder) unless absolute."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else Path(base_dir) / p
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -469,6 +479,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"invalid TOML: {e}", path) from None
         base_dir = path.resolve().parent
+        _rename_keys(data, str(path), text)
         pipelines = _pipeline_tables(data, path, text)
         try:
             _check_keys(Config, data, source=str(path))
@@ -478,6 +489,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     given: dict[str, str] = {}
     for item in overrides or []:
         key, value = _parse_override(item)
+        if key in RENAMED:
+            _warn_renamed(key, f"override {item!r}")
+            key = RENAMED[key]
         _check_keys(Config, _nest(key, value), source=f"override {item!r}")
         _deep_set(data, key.split("."), value)
         given[key] = item
@@ -499,15 +513,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def _pipeline_tables(data: dict[str, Any], path: Path, text: str) -> list[PipelineConfig]:
     """Take the `[[pipelines]]` tables out of a parsed file, checking every key they hold.
 
-    Without `experiment.variants` in the file, a file with pipelines runs only those.
+    Without `experiment.presets` in the file, a file with pipelines runs only those.
     """
     tables = data.pop("pipelines", [])
     if not tables:
         return []
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
         raise ConfigError("'pipelines' must be [[pipelines]] tables", path)
-    if "variants" not in data.get("experiment", {}):
-        data.setdefault("experiment", {})["variants"] = []
+    if "presets" not in data.get("experiment", {}):
+        data.setdefault("experiment", {})["presets"] = []
     headers = [n for n, line in enumerate(text.splitlines(), start=1) if line.strip().startswith("[[pipelines")]
     out = []
     for i, table in enumerate(tables):
@@ -517,12 +531,12 @@ def _pipeline_tables(data: dict[str, Any], path: Path, text: str) -> list[Pipeli
             raise ConfigError("a [[pipelines]] table needs a name", path, line)
         who = f"pipeline {name!r}"
         if "base" not in table:
-            raise ConfigError(f"{who}: needs a base preset ({', '.join(VARIANTS)})", path, line)
+            raise ConfigError(f"{who}: needs a base preset ({', '.join(PRESETS)})", path, line)
         base = table["base"]
-        if base not in VARIANTS:
-            close = difflib.get_close_matches(str(base), VARIANTS, n=1)
+        if base not in PRESETS:
+            close = difflib.get_close_matches(str(base), PRESETS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{who}: unknown base {base!r}{hint} (known: {', '.join(VARIANTS)})", path, line)
+            raise ConfigError(f"{who}: unknown base {base!r}{hint} (known: {', '.join(PRESETS)})", path, line)
         template = table.get("template", "")
         if isinstance(template, dict):
             unknown = sorted(set(template) - {"name", "system", "user"})
@@ -551,9 +565,35 @@ def _pipeline_tables(data: dict[str, Any], path: Path, text: str) -> list[Pipeli
     return out
 
 
+def _rename_keys(data: dict[str, Any], source: str, text: str = "", warn: bool = True) -> None:
+    """Move keys an earlier release spelled otherwise (`RENAMED`) to their new spelling, in place."""
+    for old, new in RENAMED.items():
+        section, key = old.split(".")
+        table = data.get(section, {})
+        if key not in table:
+            continue
+        line = _key_line(text, old) if text else None
+        if new.split(".")[1] in table:
+            raise ConfigError(f"both {old} and {new} are set; keep {new} only", source, line)
+        if warn:
+            _warn_renamed(old, f"{source}:{line}" if line else source)
+        table[new.split(".")[1]] = table.pop(key)
+
+
+def _warn_renamed(old: str, where: str) -> None:
+    warnings.warn(
+        f"{where}: {old} is now spelled {RENAMED[old]}; the old key still works in this release",
+        RenamedWarning,
+        stacklevel=3,
+    )
+
+
 def saved_config(data: dict[str, Any]) -> Config:
     """A Config written into a run folder (`Config.to_dict`), read back: settings this
-    version does not know are dropped, the others checked as in a file."""
+    version does not know are dropped, the others checked as in a file; keys an earlier
+    release spelled otherwise are read under their new names."""
+    data = {**data, "experiment": dict(data.get("experiment", {}))}
+    _rename_keys(data, "config.json", warn=False)
     config = _build(Config, data, prefix="")
     _validate(config)
     config.pipelines = [PipelineConfig(**table) for table in data.get("pipelines", [])]

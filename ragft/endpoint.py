@@ -1,13 +1,13 @@
 """A generator behind an OpenAI-compatible chat completions endpoint: a hosted model, a
-vLLM or llama.cpp server, or `ragft serve` itself, as the generator of an untrained arm.
+vLLM or llama.cpp server, or `ragft serve` itself, as the generator of an untrained pipeline.
 
-The arm builds the same chat messages it would show a local model and sends them as they
+The pipeline builds the same chat messages it would show a local model and sends them as they
 are; the endpoint applies its own chat template. Requests of a batch go out in parallel
 (`generation.batch_size` at a time) through the official `openai` client, which retries
 connection errors, 408/409/429 and 5xx answers with exponential backoff and gives up after
 `models.endpoint_timeout_s` seconds a try. Decoding asks for temperature 0.
 
-The endpoint owns its weights: ragft keys an endpoint arm's predictions by the URL and the
+The endpoint owns its weights: ragft keys an endpoint pipeline's predictions by the URL and the
 model name, and cannot see the weights behind them change.
 """
 
@@ -83,7 +83,7 @@ class EndpointGenerator:
         )
 
     def render(self, messages: list[dict[str, str]]) -> str:
-        """An endpoint arm's prompt: the chat messages themselves, as JSON (what is sent)."""
+        """An endpoint pipeline's prompt: the chat messages themselves, as JSON (what is sent)."""
         return json.dumps(messages, ensure_ascii=False)
 
     def plan(self, prompts: Sequence[str]) -> list[list[int]]:
@@ -138,7 +138,7 @@ class EndpointGenerator:
 
 
 def endpoint_identity(url: str, name: str) -> dict[str, Any]:
-    """What an endpoint arm's outputs are keyed by: the endpoint and the model it names."""
+    """What an endpoint pipeline's outputs are keyed by: the endpoint and the model it names."""
     return {"endpoint": url.rstrip("/"), "model": name}
 
 

@@ -11,6 +11,16 @@ class RagftError(Exception):
     """Base class for errors ragft reports to users without a traceback."""
 
 
+class RenamedWarning(FutureWarning):
+    """A setting, flag or name written the way an earlier release spelled it: it still works
+    in this release, and the message names the new spelling."""
+
+
+class NotMade(RagftError):
+    """Predictions a run may only read (`ragft compare --pipeline` names other pipelines) are
+    not finished in the run folder with the keys the config gives them now."""
+
+
 class InputError(RagftError):
     """Bad user input: a file, a line of a file, or a value."""
 

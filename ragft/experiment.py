@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ragft.config import Config, PricesConfig
-from ragft.pipeline import Pipeline, experiment_settings, pipelines_run
+from ragft.pipeline import Pipeline, Task, experiment_settings, pipelines_run
 from ragft.render.files import write_rendered
 from ragft.render.markdown import markdown
 from ragft.report.results import Report
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from ragft.generation import Generator
     from ragft.retrieval import Embedder
     from ragft.runner.run import Run
-    from ragft.tasks.qa import QATask
 
 
 def compare(
@@ -31,23 +30,26 @@ def compare(
     run_dir: str | Path | None = None,
     generator: Generator | None = None,
     embedder: Embedder | None = None,
+    only: Sequence[str] = (),
 ) -> Report:
-    """Run every pipeline of the config (the `experiment.variants` presets, then each
-    `[[pipelines]]` table) and return the report; report.json, report.md and report.html
-    are written to the run folder.
+    """Run every pipeline of the config (the `experiment.presets`, then each `[[pipelines]]`
+    table) and return the report; report.json, report.md and report.html are written to the
+    run folder.
 
     Whatever a previous run of the same settings finished (index, retrieval, adapters,
     predictions) is reused; an interrupted run continues where it stopped. A `generator`
-    or `embedder` passed in is used by the pipelines whose settings name it.
+    or `embedder` passed in is used by the pipelines whose settings name it. With `only`,
+    just the pipelines named there run; the report covers every other pipeline of the config
+    whose predictions the run folder holds under the keys the config gives them now.
     """
     from ragft.resources import Resources
     from ragft.runner.run import Run, run_dir_for, run_pipelines
-    from ragft.settings import resolve_arms
+    from ragft.settings import resolve_pipelines
 
-    arms = resolve_arms(config)
+    resolved = resolve_pipelines(config)
     folder = Path(run_dir) if run_dir is not None else run_dir_for(config)
     resources = Resources([generator] if generator else [], [embedder] if embedder else [])
-    report = run_pipelines(Run(folder, config, resources), arms)
+    report = run_pipelines(Run(folder, config, resources), resolved, only)
     write_rendered(report)
     if config.tracking.mlflow_uri:
         from ragft.io import write_json_atomic
@@ -68,7 +70,7 @@ class Experiment:
 
     def __init__(
         self,
-        task: QATask,
+        task: Task,
         pipelines: Sequence[Pipeline],
         run_dir: str | Path = "runs/experiment",
         *,
@@ -84,7 +86,7 @@ class Experiment:
         self.task = task
         self.pipelines = list(pipelines)
         self.folder = Path(run_dir)
-        self.config, self.arms = experiment_settings(
+        self.config, self.resolved = experiment_settings(
             task,
             self.pipelines,
             self.folder,
@@ -99,14 +101,14 @@ class Experiment:
         )
 
     def _run(self) -> Run:
-        return pipelines_run(self.task, self.pipelines, self.folder, self.config, self.arms)
+        return pipelines_run(self.task, self.pipelines, self.folder, self.config, self.resolved)
 
     def run(self) -> Report:
         """Run every pipeline (reusing whatever this run folder already holds) and report;
         report.json, report.md and report.html are written to the run folder."""
         from ragft.runner.run import run_pipelines
 
-        report = run_pipelines(self._run(), self.arms)
+        report = run_pipelines(self._run(), self.resolved)
         write_rendered(report)
         return report
 

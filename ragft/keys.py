@@ -12,11 +12,20 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ragft.config import FINETUNE_FEEDBACK_KEYS, FINETUNE_METHOD_KEYS, FINETUNE_RUN_ONLY, RAFT_KEYS, FinetuneConfig
+from ragft.config import (
+    FINETUNE_FEEDBACK_KEYS,
+    FINETUNE_METHOD_KEYS,
+    FINETUNE_RUN_ONLY,
+    RAFT_KEYS,
+    FinetuneConfig,
+    SynthConfig,
+)
 from ragft.io import sha256_json
+from ragft.synth import writing
+from ragft.synth.synthesize import RULES
 
 if TYPE_CHECKING:
-    from ragft.settings import Arm
+    from ragft.settings import PipelineSettings
 
 
 class KeyedTask(Protocol):
@@ -34,11 +43,11 @@ class KeyedTask(Protocol):
         """What decides the oracle context of each test example."""
         ...
 
-    def training_identity(self, pipeline: Arm) -> Any:
+    def training_identity(self, pipeline: PipelineSettings) -> Any:
         """What a pipeline's training records are made from, apart from the fine-tuning settings."""
         ...
 
-    def prompt_identity(self, pipeline: Arm) -> Any:
+    def prompt_identity(self, pipeline: PipelineSettings) -> Any:
         """The test examples and solved examples a pipeline's prompts are built from."""
         ...
 
@@ -80,37 +89,65 @@ def finetune_identity(ft: FinetuneConfig, raft: bool) -> dict[str, Any]:
     return {k: v for k, v in asdict(ft).items() if k not in skip}
 
 
+def synthesis_key(
+    chunks: str,
+    generator: dict[str, Any],
+    decoding: Any,
+    embedder: Any,
+    settings: SynthConfig,
+    seed: int,
+    checker: str | None = None,
+) -> str:
+    """What a synthesis's pairs depend on: the chunks (`chunks_identity`), the writing
+    generator's identity and decoding, the embedder (near duplicates), the settings, the seed (chunk
+    sample), the prompts, the version of the span and filter rules (`RULES`) and, where a
+    checker asks the round trip, the key of its adapter (`checker`)."""
+    prompts = [writing.SYSTEM, writing.EXAMPLES, writing.roundtrip_messages("{q}", "{p}")]
+    read = asdict(settings)
+    del read["generator"]  # the writer enters by its identity, `generator`
+    del read["checker"]  # the checker enters by its adapter's key
+    read["roundtrip"] = settings.asks_back  # unset as what it resolves to: keys made before it could be unset
+    if settings.method != "answer_first":
+        del read["question_word"]  # answer-first only
+    if settings.method == "rule":
+        del read["max_new_tokens"], read["dedupe_similarity"]  # no model writes; repeats word for word
+    parts: tuple[Any, ...] = chunks, generator, decoding, embedder, read, seed, prompts, RULES
+    if checker is not None and settings.asks_back:
+        parts += ({"checker": checker},)
+    return key("synth", *parts)
+
+
 def hits_key(task: KeyedTask, k: int) -> str:
     """The key of the top-k context retrieved for each test question."""
     return key("hits", task.retriever_identity(), k)
 
 
-def adapter_key(trained: Arm, task: KeyedTask, generator: dict[str, Any], start: str | None = None) -> str:
+def adapter_key(trained: PipelineSettings, task: KeyedTask, generator: dict[str, Any], start: str | None = None) -> str:
     """The key of a trained pipeline's adapter. `generator` is the base model's identity
     (`Resources.generator_identity`); `start`, the key of the adapter it goes on training
     (`finetune.init_from`)."""
     parts: list[Any] = [
         "adapter",
         generator,
-        finetune_identity(trained.config.finetune, trained.raft),
-        trained.config.experiment.seed,
+        finetune_identity(trained.finetune, trained.raft),
+        trained.seed,
         asdict(trained.template),
         task.training_identity(trained),
     ]
     return key(*parts, {"init_from": start}) if start is not None else key(*parts)
 
 
-def prompt_key(optimized: Arm, task: KeyedTask, generator: dict[str, Any]) -> str:
+def prompt_key(optimized: PipelineSettings, task: KeyedTask, generator: dict[str, Any]) -> str:
     """The key of an optimized pipeline's prompt: the questions it is optimized on (and the
     passages they are shown), its template, the generator and its decoding, the optimizer's
     settings, the seed and how answers are scored."""
-    c = optimized.config
+    c = optimized
     return key(
         "prompt",
         generator,
         asdict(c.generation),
         asdict(c.optimize),
-        c.experiment.seed,
+        c.seed,
         asdict(optimized.template),
         task.training_identity(optimized),
         task.scoring_identity(),
@@ -118,7 +155,7 @@ def prompt_key(optimized: Arm, task: KeyedTask, generator: dict[str, Any]) -> st
 
 
 def predictions_key(
-    pipeline: Arm,
+    pipeline: PipelineSettings,
     task: KeyedTask,
     generator: dict[str, Any],
     adapter: str | None,
@@ -131,7 +168,7 @@ def predictions_key(
     parts: list[Any] = [
         "predictions",
         generator,
-        asdict(p.config.generation),
+        asdict(p.generation),
         adapter,
         asdict(p.template),
         context,
@@ -143,7 +180,11 @@ def predictions_key(
 
 
 def stage_keys(
-    pipeline: Arm, task: KeyedTask, generator: dict[str, Any], trained: Arm | None = None, start: str | None = None
+    pipeline: PipelineSettings,
+    task: KeyedTask,
+    generator: dict[str, Any],
+    trained: PipelineSettings | None = None,
+    start: str | None = None,
 ) -> StageKeys:
     """The keys of one pipeline's stages. `trained` is the pipeline whose adapter this one
     uses, when it is another context view of it; `start`, the key of the adapter that one
@@ -152,7 +193,7 @@ def stage_keys(
     reads_context = p.context or trained.context
     index_identity = task.index_identity() if reads_context else None
     index = key("index", index_identity) if index_identity is not None else None
-    hits = hits_key(task, p.config.retrieval.k) if reads_context else None
+    hits = hits_key(task, p.retrieval.k) if reads_context else None
     adapter = adapter_key(trained, task, generator, start) if trained.trained else None
     prompt = prompt_key(p, task, generator) if p.optimized else None
     return StageKeys(index, hits, adapter, prompt, predictions_key(p, task, generator, adapter, hits, prompt))

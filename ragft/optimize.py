@@ -5,7 +5,7 @@ generator, template and metric, in process (no server, no network).
 ragft's generator is wrapped as a DSPy language model (an engine DSPy calls with each
 request), and an adapter formats DSPy's calls with the pipeline's own prompt template, so
 the prompt DSPy scores is the prompt the pipeline shows at test time. The generator
-decodes greedily here as in every arm; DSPy's cache is off, so calls, tokens and seconds
+decodes greedily here as in every pipeline; DSPy's cache is off, so calls, tokens and seconds
 are what the optimization cost.
 """
 

@@ -1,5 +1,6 @@
 """Parts that pipelines are built from in Python: an `Index` with the retrievers that search
-it, and a fine-tuning spec (`LoRA`, `FineTune`) with its records (`RAFT` or `SFT`).
+it, `SolvedExamples` for text-to-SQL, and a fine-tuning spec (`LoRA`, `FineTune`) with its
+records (`RAFT` or `SFT`).
 
 Each part is usable on its own (an index searches, a retriever retrieves) and carries the
 settings the runner's cache keys are made of.
@@ -135,6 +136,36 @@ class Retrieval:
         return make_retriever(r.method, self.index.chunks, dense, generator, query_side, weights).retrieve(
             list(questions), r.k
         )
+
+
+class SolvedExamples:
+    """Retrieval for text-to-SQL: each test question is shown the `k` training questions
+    closest to it (by `embedder`) with their SQL; with `hyde`, also those whose SQL is
+    closest to a query the generator drafts zero-shot, fused by reciprocal rank."""
+
+    def __init__(
+        self,
+        k: int = 3,
+        embedder: str | Embedder = "all-minilm-l6-v2",
+        *,
+        hyde: bool = False,
+        embedder_dtype: str = "float32",
+        device: str = "auto",
+    ):
+        from ragft.models import resolve_device
+        from ragft.retrieval import Embedder
+
+        self.settings = check_settings(RetrievalConfig, {"k": k, "hyde": hyde}, "retrieval", "SolvedExamples")
+        if isinstance(embedder, str):
+            embedder = Embedder(embedder, dtype=embedder_dtype, device=resolve_device(device))
+        self.embedder = embedder
+
+    @property
+    def k(self) -> int:
+        return self.settings.k
+
+    def __repr__(self) -> str:
+        return f"SolvedExamples(k={self.k}, {self.embedder.name}{', hyde' if self.settings.hyde else ''})"
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ def rerender(run_dir: str | Path, pair: tuple[str, str] | None = None) -> str:
     data = dict(report.data)
     saved = data.get("statistics_inputs")
     inputs = StatisticsInputs.from_dict(saved) if saved else _inputs_of_older_run(Path(run_dir), data)
-    costs = {n: {k: c for k, c in data["variants"][n]["costs"].items() if k not in MONEY} for n in predictions}
+    costs = {n: {k: c for k, c in data["pipelines"][n]["costs"].items() if k not in MONEY} for n in predictions}
     seeded = {
         name: [predictions[name], *(saved_predictions(run_dir, f"{name}@seed{s}") for s in seeds[1:])]
         for name, seeds in inputs.seeds.items()
@@ -58,7 +58,7 @@ def _inputs_of_older_run(run: Path, report: dict[str, Any]) -> StatisticsInputs:
         kept = {k: v for k, v in saved.get("experiment", {}).items() if k in ("bootstrap_samples", "seed", "pairs")}
         experiment, prices = ExperimentConfig(**kept), saved_section("prices", saved.get("prices", {}))
     entries = read_json(run / "pipelines.json") if (run / "pipelines.json").is_file() else {}
-    names = list(report["variants"])
+    names = list(report["pipelines"])
     entries = {n: entries.get(n, {}) for n in names}
     clusters = report.get("clustering", {})
     own = {n: saved_section("prices", e["prices"]) if "prices" in e else prices for n, e in entries.items()}
@@ -70,7 +70,7 @@ def _inputs_of_older_run(run: Path, report: dict[str, Any]) -> StatisticsInputs:
         groups=clusters.get("groups"),
         grouped_by=clusters.get("too_few", {}).get("by") or clusters.get("by", ""),
         seeds={name: entry["seeds"] for name, entry in report.get("seed_spread", {}).items()},
-        trained=[n for n in names if "training" in report["variants"][n]["costs"]],
+        trained=[n for n in names if "training" in report["pipelines"][n]["costs"]],
         prices={n: asdict(p) for n, p in own.items()},
         endpoints=[n for n, e in entries.items() if e.get("models", {}).get("endpoint")],
     )
@@ -79,7 +79,7 @@ def _inputs_of_older_run(run: Path, report: dict[str, Any]) -> StatisticsInputs:
 def side_by_side(run_dirs: list[str | Path]) -> str:
     """The two first metrics (F1 / EM for QA) of every pipeline in every run, as one Markdown table."""
     reports = [(Path(r), Report.load(r).data) for r in run_dirs]
-    names = list(dict.fromkeys(v for _, rep in reports for v in rep["variants"]))
+    names = list(dict.fromkeys(v for _, rep in reports for v in rep["pipelines"]))
     header = ["pipeline"] + [
         f"{rep['name']} ({path.name}) " + " / ".join(label(m) for m in metric_names(rep)[:2]) for path, rep in reports
     ]
@@ -87,7 +87,7 @@ def side_by_side(run_dirs: list[str | Path]) -> str:
     for v in names:
         cells = [v]
         for _, rep in reports:
-            m = rep["variants"].get(v, {}).get("metrics")
+            m = rep["pipelines"].get(v, {}).get("metrics")
             if m is None:
                 cells.append("-")
                 continue

@@ -39,7 +39,7 @@ def local_store(uri: str, config: Config) -> str:
 
 
 def log_to_mlflow(uri: str, experiment: str, run_dir: str | Path, config: Config, report: dict[str, Any]) -> str:
-    """Log params, per-variant metrics and the report files as one MLflow run; return its id.
+    """Log params, per-pipeline metrics and the report files as one MLflow run; return its id.
 
     For a local `sqlite:///path/mlflow.db` store, artifacts go to `path/artifacts/`.
     """
@@ -72,13 +72,13 @@ def log_to_mlflow(uri: str, experiment: str, run_dir: str | Path, config: Config
     run_id = run.info.run_id
     params = {_name(k): str(v)[:500] for k, v in _flatten(config.to_dict()).items() if k != "base_dir"}
     metrics = {}
-    for variant, v in report["variants"].items():
+    for pipeline, v in report["pipelines"].items():
         for metric, est in v["metrics"].items():
             for part in ("mean", "low", "high"):
-                metrics[_name(f"{variant}.{metric}.{part}")] = est[part]
+                metrics[_name(f"{pipeline}.{metric}.{part}")] = est[part]
         for key, value in _flatten(v["costs"]).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                metrics[_name(f"{variant}.{key}")] = float(value)
+                metrics[_name(f"{pipeline}.{key}")] = float(value)
     from mlflow.entities import Metric, Param
 
     client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])

@@ -75,10 +75,10 @@ class Generation:
 
 @dataclass(frozen=True)
 class Prediction:
-    """A variant's answer to one example, with everything needed to audit it."""
+    """A pipeline's answer to one example, with everything needed to audit it."""
 
     example_id: str
-    variant: str
+    pipeline: str
     prompt: str
     output: str
     answers: tuple[str, ...]
@@ -92,7 +92,8 @@ class Prediction:
 
 
 def prediction_from_row(row: dict[str, Any]) -> Prediction:
-    """A prediction as a predictions JSONL row holds it (its cache key dropped)."""
-    row = {k: v for k, v in row.items() if k != "fingerprint"}
+    """A prediction as a predictions JSONL row holds it (its cache key dropped; rows written
+    before the field was renamed name their pipeline `variant`)."""
+    row = {("pipeline" if k == "variant" else k): v for k, v in row.items() if k != "fingerprint"}
     row["answers"], row["retrieved"] = tuple(row["answers"]), tuple(row["retrieved"])
     return Prediction(**row)

@@ -42,7 +42,7 @@ def test_finetune_command_under_two_processes_leaves_an_adapter_compare_reuses(t
     from ragft.experiment import compare
 
     config = ROOT / "configs" / "handbook.toml"
-    settings = [*TINY, 'experiment.variants=["rag+ft"]', "experiment.context_views=false"]
+    settings = [*TINY, 'experiment.presets=["rag+ft"]', "experiment.context_views=false"]
     settings.append('models.dtype="float32"')  # the fixture generator's: its key is the adapter's
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
@@ -65,7 +65,7 @@ def test_finetune_command_under_two_processes_leaves_an_adapter_compare_reuses(t
     stamp = manifest.stat().st_mtime_ns
     report = compare(load_config(config, settings), tmp_path, generator=generator, embedder=embedder).data
     assert manifest.stat().st_mtime_ns == stamp  # the adapter was reused, not trained again
-    assert report["variants"]["rag+ft"]["costs"]["training"]["steps"] == 2
+    assert report["pipelines"]["rag+ft"]["costs"]["training"]["steps"] == 2
 
 
 @pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED"])

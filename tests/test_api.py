@@ -126,6 +126,6 @@ def test_a_pipeline_runs_with_its_generators_decoding_settings(generator):
     from ragft.config import Config
 
     custom = generator.with_decoding(batch_size=3, max_new_tokens=7, seed=0)
-    settings = ragft.Pipeline("p", custom).arm(Config()).config
+    settings = ragft.Pipeline("p", custom).resolve(Config())
     assert (settings.generation.batch_size, settings.generation.max_new_tokens) == (3, 7)
     assert settings.models.generator == "smollm2-135m-instruct" and settings.models.dtype == "float32"

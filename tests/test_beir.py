@@ -76,7 +76,7 @@ def test_scifact_bm25_matches_anserini(capsys, tmp_path):
     assert main(["eval-retrieval", str(data_dir() / "scifact"), "--method", "bm25", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["queries"] == 300 and report["documents"] == 5183 and not report["unknown_qrels"]
-    assert abs(report["variants"]["bm25"]["metrics"]["ndcg@10"]["mean"] - 0.679) <= 0.02
+    assert abs(report["pipelines"]["bm25"]["metrics"]["ndcg@10"]["mean"] - 0.679) <= 0.02
     assert "| bm25 | 0.6" in (tmp_path / "report.md").read_text()
 
 
@@ -86,7 +86,7 @@ def test_scifact_dense_matches_mteb_and_hybrid_beats_both(tmp_path):
     args = ["eval-retrieval", str(data_dir() / "scifact"), "--method", "dense", "bm25", "hybrid"]
     assert main([*args, "--index", str(tmp_path / "index"), "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
-    ndcg = {name: v["metrics"]["ndcg@10"]["mean"] for name, v in report["variants"].items()}
+    ndcg = {name: v["metrics"]["ndcg@10"]["mean"] for name, v in report["pipelines"].items()}
     assert abs(ndcg["dense"] - 0.6451) <= 0.01
     assert ndcg["hybrid"] >= 0.70 and ndcg["hybrid"] > max(ndcg["dense"], ndcg["bm25"])
     gain = next(c for c in report["comparisons"] if (c["from"], c["to"], c["metric"]) == ("dense", "hybrid", "ndcg@10"))

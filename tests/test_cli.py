@@ -77,18 +77,18 @@ def test_errors_are_one_line_naming_the_problem(tmp_path, capsys):
     assert "did you mean 'retrieval.k'" in capsys.readouterr().err
 
 
-def test_compare_runs_every_variant_end_to_end_and_resumes(tmp_path, capsys):
+def test_compare_runs_every_pipeline_end_to_end_and_resumes(tmp_path, capsys):
     run = tmp_path / "run"
-    variants = 'experiment.variants=["prompt","fewshot","rag","ft","rag+ft"]'
-    args = ["compare", str(ROOT / "configs" / "handbook.toml"), *TINY, variants, "--out", str(run)]
+    presets = 'experiment.presets=["prompt","fewshot","rag","ft","rag+ft"]'
+    args = ["compare", str(ROOT / "configs" / "handbook.toml"), *TINY, presets, "--out", str(run)]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "| rag+ft |" in out and "prompt -> fewshot" in out and out.index("## Verdict") < out.index("| rag+ft |")
 
     report = json.loads((run / "report.json").read_text())
-    assert list(report["variants"]) == ["prompt", "fewshot", "rag", "ft", "rag+ft"]
-    assert report["variants"]["rag+ft"]["costs"]["training"]["steps"] == 2
-    costs = report["variants"]["rag+ft"]["costs"]
+    assert list(report["pipelines"]) == ["prompt", "fewshot", "rag", "ft", "rag+ft"]
+    assert report["pipelines"]["rag+ft"]["costs"]["training"]["steps"] == 2
+    costs = report["pipelines"]["rag+ft"]["costs"]
     assert costs["peak_rss_bytes"] > 100 * 2**20 and costs["adapter_bytes"] > 0 and costs["queries_per_second"] > 0
     assert report["retrieval"]["index_bytes"] > 0
     assert [(c["from"], c["to"]) for c in report["comparisons"] if c["metric"] == "em"][:2] == [
@@ -113,7 +113,7 @@ def test_compare_runs_every_variant_end_to_end_and_resumes(tmp_path, capsys):
     assert main(args) == 0
     assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
 
-    # Interrupted mid-variant (a torn last line): a re-run fills in the rest and reuses the adapter.
+    # Interrupted mid-pipeline (a torn last line): a re-run fills in the rest and reuses the adapter.
     adapter_manifest = run / "adapters" / "rag_ft" / "manifest.json"
     stamp = adapter_manifest.stat().st_mtime_ns
     preds = run / "predictions" / "rag+ft.jsonl"

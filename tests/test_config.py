@@ -40,11 +40,29 @@ def test_unknown_override_names_closest_key():
         load_config(None, ["retreival.k=5"])
 
 
-def test_wrong_type_and_bad_variant_are_errors():
+def test_wrong_type_and_bad_preset_are_errors():
     with pytest.raises(ConfigError, match="finetune.rank must be int"):
         load_config(None, ['finetune.rank="four"'])
     with pytest.raises(ConfigError, match="did you mean 'rag\\+ft'"):
-        load_config(None, ['experiment.variants=["rag+tf"]'])
+        load_config(None, ['experiment.presets=["rag+tf"]'])
+
+
+def test_the_old_spelling_of_a_renamed_key_works_with_a_warning_naming_the_new_one(tmp_path, capsys):
+    from ragft.cli import main
+    from ragft.errors import RenamedWarning
+
+    path = write(tmp_path, '[experiment]\nname = "x"\nvariants = ["prompt", "rag"]\n')
+    with pytest.warns(RenamedWarning, match=f"{path}:3: experiment.variants is now spelled experiment.presets"):
+        assert load_config(path).experiment.presets == ["prompt", "rag"]
+    with pytest.warns(RenamedWarning, match="override 'experiment.variants=.*': experiment.variants is now spelled"):
+        assert load_config(None, ['experiment.variants=["ft"]']).experiment.presets == ["ft"]
+    both = write(tmp_path, '[experiment]\nvariants = ["rag"]\npresets = ["rag"]\n')
+    with pytest.raises(ConfigError, match="both experiment.variants and experiment.presets are set"):
+        load_config(both)
+    # the CLI's old flag: taken, with one line on stderr
+    assert main(["finetune", str(tmp_path / "missing.toml"), "--variant", "ft"]) == 2
+    err = capsys.readouterr().err
+    assert "ragft: warning: --variant is now spelled --pipeline" in err and "config file not found" in err
 
 
 def test_invalid_toml_names_file(tmp_path):

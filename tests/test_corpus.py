@@ -56,9 +56,9 @@ def test_chunks_map_back_to_their_documents():
 def test_token_chunks_fit_the_embedder_and_oversize_is_refused():
     from ragft.corpus.chunking import chunk_for_embedder
     from ragft.errors import ConfigError
-    from ragft.retrieval.embedder import load_tokenizer
+    from ragft.retrieval.embedder import embedder_tokenizer
 
-    tokenizer, limit = load_tokenizer("all-minilm-l6-v2")
+    tokenizer, limit = embedder_tokenizer("all-minilm-l6-v2")
     assert limit == 254
     docs = load_folder(HANDBOOK / "docs")
     long_doc = type(docs[0])("long", " ".join(d.text for d in docs), "joined")

@@ -32,14 +32,14 @@ def test_generator_embedder_and_run_follow_models_device(tmp_path):
     from ragft.experiment import compare
     from ragft.resources import Resources
 
-    config = load_config(ROOT / "configs" / "handbook.toml", [*TINY, 'experiment.variants=["rag+ft"]'])
+    config = load_config(ROOT / "configs" / "handbook.toml", [*TINY, 'experiment.presets=["rag+ft"]'])
     resources = Resources()
     assert next(resources.generator(config.models, config.generation).model.parameters()).device.type == "cuda"
     assert resources.embedder(config.models).model.device.type == "cuda"
     report = compare(config, tmp_path).data
     assert report["environment"]["cuda"]
     cpu = load_config(
-        ROOT / "configs" / "handbook.toml", [*TINY, 'experiment.variants=["rag+ft"]', 'models.device="cpu"']
+        ROOT / "configs" / "handbook.toml", [*TINY, 'experiment.presets=["rag+ft"]', 'models.device="cpu"']
     )
     from ragft.runner.run import plan
 

@@ -91,7 +91,7 @@ def test_python_example_runs(block: Block):
 def test_toml_example_loads(block: Block, tmp_path: Path):
     """Loads with `ragft.load_config` and resolves to pipelines (bases, names, `init_from`)."""
     import ragft
-    from ragft.settings import resolve_arms
+    from ragft.settings import resolve_pipelines
 
     base = MARKS.match(block.mark) if block.mark else None
     text = block.code
@@ -105,7 +105,7 @@ def test_toml_example_loads(block: Block, tmp_path: Path):
     path = tmp_path / "configs" / "example.toml"
     path.write_text(text, encoding="utf-8")
     config = ragft.load_config(path)
-    names = [arm.name for arm in resolve_arms(config)]
+    names = [arm.name for arm in resolve_pipelines(config)]
     assert names and all(p.name in names for p in config.pipelines)
 
 
@@ -131,7 +131,7 @@ def test_manual_builds_strict_with_api_and_config_reference(tmp_path: Path):
     for name in ("Pipeline", "Experiment", "Report", "Index", "Generator", "QATask"):
         assert f'id="ragft.{name}"' in api, name
     keys = (site / "reference" / "config" / "index.html").read_text(encoding="utf-8")
-    assert "experiment.variants" in keys and "finetune.checkpoint_every" in keys
+    assert "experiment.presets" in keys and "finetune.checkpoint_every" in keys
 
 
 def test_readme_is_a_short_front_page_whose_figures_the_manual_holds():

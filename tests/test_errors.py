@@ -14,7 +14,7 @@ from ragft.cli import main
 from ragft.errors import EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_SYSTEM
 
 QUICK = [
-    'experiment.variants=["prompt"]',
+    'experiment.presets=["prompt"]',
     "data.test_limit=2",
     "generation.max_new_tokens=4",
     "experiment.bootstrap_samples=100",
@@ -79,7 +79,7 @@ def test_an_unexpected_failure_is_named_briefly_and_debug_shows_the_traceback(tm
 
 
 def test_library_refusals_name_the_setting_and_the_pipeline(tmp_path, capsys, generator):
-    tuned = ["experiment.variants=[]", *QUICK[1:], "finetune.max_steps=1", "data.train_limit=4"]
+    tuned = ["experiment.presets=[]", *QUICK[1:], "finetune.max_steps=1", "data.train_limit=4"]
     extra = "\n[[pipelines]]\nname = 'tuned'\nbase = 'ft'\nfinetune = { target_modules = ['q_proj', 'qproj'] }\n"
     config = _handbook(tmp_path, extra=extra)
     assert main(["compare", config, *tuned, "--out", str(tmp_path / "run")]) == EXIT_INPUT

@@ -1,4 +1,4 @@
-"""Runner behaviour beyond the CLI: several training seeds, and re-running one changed variant."""
+"""Runner behaviour beyond the CLI: several training seeds, and re-running one changed pipeline."""
 
 import json
 
@@ -14,25 +14,25 @@ from ragft.runner.run import plan
 
 def test_several_seeds_train_each_and_report_the_spread(tmp_path, generator, embedder):
     config = load_config(
-        ROOT / "configs" / "handbook.toml", [*TINY, 'experiment.variants=["prompt","ft"]', "experiment.seeds=[0, 1]"]
+        ROOT / "configs" / "handbook.toml", [*TINY, 'experiment.presets=["prompt","ft"]', "experiment.seeds=[0, 1]"]
     )
     report = compare(config, tmp_path, generator=generator, embedder=embedder).data
     spread = report["seed_spread"]["ft"]
     assert spread["seeds"] == [0, 1] and len(spread["f1"]["per_seed"]) == 2
     assert spread["f1"]["min"] <= spread["f1"]["mean"] <= spread["f1"]["max"]
-    f1 = report["variants"]["ft"]["metrics"]["f1"]
+    f1 = report["pipelines"]["ft"]["metrics"]["f1"]
     assert f1["mean"] == pytest.approx(spread["f1"]["mean"]) and f1["seeds"] == 2  # over seeds, and so is its interval
     losses = [
         json.loads((tmp_path / "adapters" / name / "manifest.json").read_text())["losses"]
         for name in ("ft", "ft_seed1")
     ]
     assert losses[0] != losses[1]  # really another seed
-    assert "Fine-tuned arms across training seeds" in markdown(report)
+    assert "Fine-tuned pipelines across training seeds" in markdown(report)
     assert "prompt" not in report["seed_spread"]  # untrained arms are deterministic
 
 
-def test_changing_one_variant_setting_reruns_only_that_variant(tmp_path, generator, embedder):
-    settings = [*TINY, 'experiment.variants=["prompt","ft"]']
+def test_changing_one_pipeline_setting_reruns_only_that_pipeline(tmp_path, generator, embedder):
+    settings = [*TINY, 'experiment.presets=["prompt","ft"]']
     compare(load_config(ROOT / "configs" / "handbook.toml", settings), tmp_path, generator=generator, embedder=embedder)
     prompt_file, adapter = tmp_path / "predictions" / "prompt.jsonl", tmp_path / "adapters" / "ft" / "manifest.json"
     stamps = prompt_file.stat().st_mtime_ns, adapter.stat().st_mtime_ns
@@ -48,7 +48,7 @@ def test_changing_one_variant_setting_reruns_only_that_variant(tmp_path, generat
 
 
 def test_retrieval_settings_reach_the_rag_arm_and_rerun_only_it(tmp_path, generator, embedder):
-    settings = [*TINY, 'experiment.variants=["prompt","rag"]']
+    settings = [*TINY, 'experiment.presets=["prompt","rag"]']
     first = compare(
         load_config(ROOT / "configs" / "handbook.toml", settings), tmp_path, generator=generator, embedder=embedder
     ).data
@@ -63,7 +63,7 @@ def test_retrieval_settings_reach_the_rag_arm_and_rerun_only_it(tmp_path, genera
     rows = [json.loads(line) for line in (tmp_path / "predictions" / "rag.jsonl").read_text().splitlines()]
     before = [json.loads(line) for line in (tmp_path / "predictions" / "rag.stale.jsonl").read_text().splitlines()]
     assert [r["retrieved"] for r in rows] != [r["retrieved"] for r in before]  # BM25 changed some passages
-    assert second["variants"]["prompt"]["metrics"] == first["variants"]["prompt"]["metrics"]
+    assert second["pipelines"]["prompt"]["metrics"] == first["pipelines"]["prompt"]["metrics"]
 
 
 def test_fine_tuned_arms_are_scored_with_no_oracle_and_retrieved_context(tiny_run):
@@ -71,8 +71,8 @@ def test_fine_tuned_arms_are_scored_with_no_oracle_and_retrieved_context(tiny_ru
     views = report["context_views"]["models"]
     assert list(views) == ["base", "rag+ft"]
     assert all(list(by) == ["none", "oracle", "retrieved"] for by in views.values())
-    assert views["base"]["none"] == report["variants"]["prompt"]["metrics"]
-    assert views["rag+ft"]["retrieved"] == report["variants"]["rag+ft"]["metrics"]
+    assert views["base"]["none"] == report["pipelines"]["prompt"]["metrics"]
+    assert views["rag+ft"]["retrieved"] == report["pipelines"]["rag+ft"]["metrics"]
 
     def rows(name):
         return [json.loads(line) for line in (tiny_run / "predictions" / f"{name}.jsonl").read_text().splitlines()]
@@ -82,10 +82,10 @@ def test_fine_tuned_arms_are_scored_with_no_oracle_and_retrieved_context(tiny_ru
             assert len(row["retrieved"]) == 1
             assert any(a.lower() in row["prompt"].lower() for a in row["answers"])
     assert all(row["retrieved"] == [] and "Context:" not in row["prompt"] for row in rows("rag+ft@none"))
-    assert views["base"]["retrieved"] == report["variants"]["rag"]["metrics"]  # the same prompts: rag's answers
+    assert views["base"]["retrieved"] == report["pipelines"]["rag"]["metrics"]  # the same prompts: rag's answers
     assert [r["retrieved"] for r in rows("rag")] == [r["retrieved"] for r in rows("rag+ft")]
     assert "oracle context" in markdown(report)
-    # The views reuse the variant's adapter: one trained, none for the views.
+    # The views reuse the pipeline's adapter: one trained, none for the views.
     assert sorted(p.name for p in (tiny_run / "adapters").iterdir()) == ["rag_ft"]
 
 
@@ -107,7 +107,7 @@ def test_sweep_ranks_settings_by_validation_loss_and_reuses_adapters(tmp_path, c
 
 
 def test_forgetting_check_scores_base_and_tuned_models_on_general_questions(tmp_path, generator, embedder, monkeypatch):
-    settings = [*TINY, 'experiment.variants=["ft"]', 'experiment.general_examples="../corpora/general/qa.jsonl"']
+    settings = [*TINY, 'experiment.presets=["ft"]', 'experiment.general_examples="../corpora/general/qa.jsonl"']
     settings.append('models.dtype="float32"')  # the fixture's dtype: the re-run below loads nothing
     config = load_config(ROOT / "configs" / "handbook.toml", settings)
     report = compare(config, tmp_path, generator=generator, embedder=embedder).data
@@ -147,7 +147,7 @@ def _adapter_key(run):
 
 def test_edited_training_answers_retrain_the_adapter_and_another_test_slice_rekeys_it(tmp_path, generator, embedder):
     examples = _handbook_copy(tmp_path)
-    settings = [*TINY, 'experiment.variants=["rag+ft"]', "experiment.context_views=false"]
+    settings = [*TINY, 'experiment.presets=["rag+ft"]', "experiment.context_views=false"]
     settings.append(f"data.examples={json.dumps(str(examples))}")
     run = tmp_path / "run"
 
@@ -172,7 +172,7 @@ def test_edited_training_answers_retrain_the_adapter_and_another_test_slice_reke
 
 
 def test_index_and_embedder_settings_reach_the_retrieved_passages(tmp_path, generator, embedder):
-    settings = [*TINY, 'experiment.variants=["rag"]', 'retrieval.index="hnsw"']
+    settings = [*TINY, 'experiment.presets=["rag"]', 'retrieval.index="hnsw"']
     run = tmp_path / "run"
 
     def go(*extra):
@@ -193,7 +193,7 @@ def test_index_and_embedder_settings_reach_the_retrieved_passages(tmp_path, gene
 def test_dtype_auto_reuses_predictions_made_in_the_dtype_it_resolves_to(tmp_path, embedder, monkeypatch):
     from ragft.generation import Generator, pick_dtype
 
-    settings = [*TINY, 'experiment.variants=["prompt"]', "experiment.context_views=false"]
+    settings = [*TINY, 'experiment.presets=["prompt"]', "experiment.context_views=false"]
     run = tmp_path / "run"
     compare(load_config(ROOT / "configs" / "handbook.toml", settings), run, embedder=embedder)  # loads `auto`
     stamp = (run / "predictions" / "prompt.jsonl").stat().st_mtime_ns
@@ -206,3 +206,30 @@ def test_dtype_auto_reuses_predictions_made_in_the_dtype_it_resolves_to(tmp_path
     named = [*settings, f"models.dtype={json.dumps(resolved)}"]
     compare(load_config(ROOT / "configs" / "handbook.toml", named), run, embedder=embedder)
     assert (run / "predictions" / "prompt.jsonl").stat().st_mtime_ns == stamp
+
+
+def test_compare_runs_only_the_named_pipelines_and_reports_the_others_finished_there(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    from ragft.generation import Generator
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)  # prompt, rag and rag+ft finished, with the context views
+    monkeypatch.setattr(Generator, "load", lambda *a, **k: (_ for _ in ()).throw(AssertionError("a model loaded")))
+    settings = [*TINY, "experiment.context_views=true"]
+    files = sorted((run / "predictions").glob("*.jsonl"))
+    stamps = [f.stat().st_mtime_ns for f in files]
+    report = compare(load_config(ROOT / "configs" / "handbook.toml", settings), run, only=["prompt"]).data
+    assert list(report["pipelines"]) == ["prompt", "rag", "rag+ft"] and "left_out" not in report
+    assert list(report["context_views"]["models"]) == ["base", "rag+ft"]
+    assert [f.stat().st_mtime_ns for f in files] == stamps  # read, none made again
+
+    changed = load_config(ROOT / "configs" / "handbook.toml", [*settings, "retrieval.k=2"])  # rag's keys move
+    report = compare(changed, run, only=["prompt"]).data
+    assert list(report["pipelines"]) == ["prompt"] and report["left_out"] == ["rag", "rag+ft"]
+    assert "Not in this report: rag, rag+ft" in markdown(report)
+    assert [f.stat().st_mtime_ns for f in files] == stamps  # the others' finished files are left as they were
+    assert not list((run / "predictions").glob("*.stale.jsonl"))
+
+    with pytest.raises(Exception, match="no such pipeline in the config; did you mean 'rag'"):
+        compare(changed, run, only=["rga"])

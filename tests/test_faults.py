@@ -89,14 +89,14 @@ def _outcome(run: Path, report: dict) -> dict:
     outputs = {}
     for path in sorted((run / "predictions").glob("*.jsonl")):
         outputs[path.name] = {r["example_id"]: r["output"] for r in map(json.loads, path.read_text().splitlines())}
-    metrics = {name: v["metrics"] for name, v in report["variants"].items()}
+    metrics = {name: v["metrics"] for name, v in report["pipelines"].items()}
     return {"outputs": outputs, "metrics": metrics, "comparisons": report.get("comparisons")}
 
 
-def _sweep_disk_full(tmp_path, monkeypatch, generator, embedder, variants: str) -> tuple[int, int]:
+def _sweep_disk_full(tmp_path, monkeypatch, generator, embedder, presets: str) -> tuple[int, int]:
     """ENOSPC at every write site of one run, one site per attempt, resuming in between;
     returns (sites in an uninterrupted run, failures injected)."""
-    config = load_config(HANDBOOK, [*SMALL, f"experiment.variants={variants}"])
+    config = load_config(HANDBOOK, [*SMALL, f"experiment.presets={presets}"])
     straight_run = tmp_path / "straight"
     counter = DiskFull(straight_run, None)
     monkeypatch.setattr(ragft.io, "_before_write", counter)
@@ -153,7 +153,7 @@ def _start(run: Path) -> subprocess.Popen:
 
 
 KILL_SETTINGS = [
-    'experiment.variants=["prompt","rag","rag+ft"]',
+    'experiment.presets=["prompt","rag","rag+ft"]',
     "experiment.context_views=true",
     'experiment.general_examples=""',
     "experiment.bootstrap_samples=100",
@@ -216,7 +216,7 @@ def test_two_processes_converting_the_shared_model_cache_at_once_both_get_one_co
 
 
 def test_a_retrieval_cache_torn_by_a_kill_mid_write_is_read_back_and_repaired(tmp_path, generator):
-    config = load_config(HANDBOOK, [*SMALL, 'experiment.variants=["rag"]', "retrieval.method=bm25"])
+    config = load_config(HANDBOOK, [*SMALL, 'experiment.presets=["rag"]', "retrieval.method=bm25"])
     first = _outcome(tmp_path, compare(config, tmp_path, generator).data)
     hits = tmp_path / "retrieval" / "test_hits.jsonl"
     rows = hits.read_text().splitlines()

@@ -262,7 +262,7 @@ def test_feedback_arms_go_on_from_the_served_adapter_and_retrain_when_feedback_g
     config = _feedback_config(tmp_path)
     stamp = (run / "adapters" / "rag_ft" / "manifest.json").stat().st_mtime_ns
     report = compare(config, run, generator=generator, embedder=embedder).data
-    assert {"rag+ft+fb", "rag+ft+dpo"} <= set(report["variants"])
+    assert {"rag+ft+fb", "rag+ft+dpo"} <= set(report["pipelines"])
     assert (run / "adapters" / "rag_ft" / "manifest.json").stat().st_mtime_ns == stamp  # the served one, reused
     fb = json.loads((run / "adapters" / "rag_ft_fb" / "manifest.json").read_text())["training"]
     dpo = json.loads((run / "adapters" / "rag_ft_dpo" / "manifest.json").read_text())["training"]
@@ -301,9 +301,9 @@ def test_feedback_arms_go_on_from_the_served_adapter_and_retrain_when_feedback_g
 )
 def test_bad_starts_are_refused_naming_the_pipeline(tmp_path, arms, message):
     from ragft.errors import ConfigError
-    from ragft.settings import resolve_arms
+    from ragft.settings import resolve_pipelines
 
     body = f'\n[[pipelines]]\nname = "fb"\nbase = "rag+ft"\n{arms}\n'
     body += '\n[[pipelines]]\nname = "again"\nbase = "rag+ft"\nfinetune = { init_from = "fb" }\n'
     with pytest.raises(ConfigError, match=f"pipeline 'fb'.*{re.escape(message)}"):
-        resolve_arms(_feedback_config(tmp_path, body))
+        resolve_pipelines(_feedback_config(tmp_path, body))

@@ -68,3 +68,42 @@ def test_html_report_renders_in_chromium(tiny_run, tmp_path):
         image = Image.open(io.BytesIO(png)).convert("L")
         assert image.width > 200 and image.height > 100
         assert ImageStat.Stat(image).stddev[0] > 10  # drawn, not blank
+
+
+def test_a_run_folder_written_before_the_renames_is_reported_as_it_was(tiny_run, tmp_path):
+    """report.json with `variants` (each pipeline's settings under `pipeline`), prediction rows
+    naming their `variant`, a config.json with `experiment.variants` and no saved statistics
+    inputs: `ragft report` recomputes the same numbers, `ragft serve` loads its pipelines."""
+    import json
+
+    from ragft.report.results import Report
+    from ragft.runner.folder import run_config, run_pipeline
+
+    old = tmp_path / "run"
+    shutil.copytree(tiny_run, old)
+    report = json.loads((old / "report.json").read_text())
+    report.pop("statistics_inputs")
+    report["variants"] = {
+        n: {("pipeline" if k == "settings" else k): v for k, v in e.items()} for n, e in report.pop("pipelines").items()
+    }
+    (old / "report.json").write_text(json.dumps(report))
+    for path in (old / "predictions").rglob("*.jsonl"):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        rows = [{("variant" if k == "pipeline" else k): v for k, v in row.items()} for row in rows]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = json.loads((old / "config.json").read_text())
+    config["experiment"]["variants"] = config["experiment"].pop("presets")
+    (old / "config.json").write_text(json.dumps(config))
+
+    loaded = Report.load(old)
+    assert list(loaded.pipelines) == ["prompt", "rag", "rag+ft"]
+    assert loaded.pipelines["rag"].settings["retrieval"] == "dense"
+    assert loaded.predictions["rag+ft"][0].pipeline == "rag+ft"
+    assert main(["report", str(old)]) == 0
+    again = json.loads((old / "report.json").read_text())
+    now = json.loads((tiny_run / "report.json").read_text())
+    for name in now["pipelines"]:
+        assert again["pipelines"][name]["metrics"] == now["pipelines"][name]["metrics"]
+    assert again["comparisons"] == now["comparisons"] and again["verdict"] == now["verdict"]
+    assert run_config(old).experiment.presets == ["prompt", "rag", "rag+ft"]
+    assert run_pipeline(old, run_config(old), "rag+ft").trained

@@ -19,7 +19,7 @@ from ragft.generation import pick_dtype
 from ragft.runner.run import plan
 
 LADDER = ["prompt", "fewshot", "rag", "dspy", "rag+dspy", "ft", "rag+ft"]
-QA_BASE = [f"experiment.variants={json.dumps(LADDER)}", "chunking.chunk_size=200"]
+QA_BASE = [f"experiment.presets={json.dumps(LADDER)}", "chunking.chunk_size=200"]
 QA_BASE += ["chunking.chunk_overlap=20"]  # small enough to count in tokens too
 
 
@@ -135,7 +135,7 @@ SQL_EXPECTED: dict[str, set[str]] = {
 }
 
 STRUCTURAL = {
-    "experiment.variants": "which pipelines run; test_removing_a_pipeline_keeps_the_others",
+    "experiment.presets": "which pipelines run; test_removing_a_pipeline_keeps_the_others",
     "data.kind": "which task runs; the SQL walk below covers the SQL task's keys",
     "models.endpoint": "which generator answers (trained arms refuse one); test_endpoint_arm_keys",
     "finetune.init_from": "names another pipeline; test_feedback's feedback arms check its keys",
@@ -284,7 +284,7 @@ def test_sql_keys_rebuild_exactly_what_reads_them(tmp_path):
 def test_removing_a_pipeline_keeps_the_others(tmp_path):
     config_file = ROOT / "configs" / "handbook.toml"
     full = plan(load_config(config_file, QA_BASE), tmp_path)
-    fewer = plan(load_config(config_file, [*QA_BASE, 'experiment.variants=["rag","rag+ft"]']), tmp_path)
+    fewer = plan(load_config(config_file, [*QA_BASE, 'experiment.presets=["rag","rag+ft"]']), tmp_path)
     assert fewer == {name: full[name] for name in ("rag", "rag+ft")}
 
 
@@ -292,7 +292,7 @@ def test_endpoint_arm_keys(tmp_path):
     """An untrained ladder behind an endpoint: keyed by the URL and model name, not by weights
     here; its settings that only shape the requests rebuild nothing."""
     config_file = ROOT / "configs" / "handbook.toml"
-    base = [*QA_BASE, 'experiment.variants=["prompt","fewshot","rag","dspy","rag+dspy"]']
+    base = [*QA_BASE, 'experiment.presets=["prompt","fewshot","rag","dspy","rag+dspy"]']
     endpoint = [*base, 'models.endpoint="http://127.0.0.1:9/v1"']
     local, remote = plan(load_config(config_file, base), tmp_path), plan(load_config(config_file, endpoint), tmp_path)
     generated = {f"predictions:{p}" for p in local} | {"prompt:dspy", "prompt:rag+dspy"}
@@ -325,3 +325,25 @@ def test_every_adapter_and_prediction_key_differs_between_pipelines(tmp_path, pi
     keys = plan(load_config(ROOT / "configs" / "handbook.toml", QA_BASE), tmp_path)
     assert len({k["predictions"] for k in keys.values()}) == len(keys)
     assert keys[pipeline]["adapter"] not in {k["adapter"] for n, k in keys.items() if n != pipeline}
+
+
+KEPT = json.loads((ROOT / "tests" / "data" / "stage_keys.json").read_text())
+"""Every stage key of the bundled configs as ragft computed them before the layers, the
+settings records and the one-word renames (commit aa9bd7e, models.dtype=float32 on the
+CPU): run folders made then are reused whole."""
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "handbook",
+        "handbook-synth",
+        "tidewatch-sql",
+        pytest.param("squad", marks=pytest.mark.data),
+        pytest.param("squad-synth", marks=pytest.mark.data),
+        pytest.param("spider", marks=pytest.mark.data),
+    ],
+)
+def test_stage_keys_are_those_earlier_run_folders_were_made_with(name, tmp_path):
+    config = load_config(ROOT / "configs" / f"{name}.toml", ["models.dtype=float32", "models.device=cpu"])
+    assert plan(config, tmp_path) == KEPT[name]

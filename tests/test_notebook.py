@@ -29,15 +29,13 @@ def test_compare_notebook_runs_and_plots(tmp_path, monkeypatch):
 
 
 def test_text_to_sql_notebook_runs_and_plots(tmp_path, monkeypatch):
-    overrides = [
-        *TINY,
-        'experiment.variants=["prompt","rag+ft"]',
-        "generation.max_new_tokens=48",
-        f"experiment.output_dir={json.dumps(str(tmp_path))}",
-    ]
-    outputs = _execute("02_text_to_sql.ipynb", overrides, monkeypatch)
+    small = {"run_dir": str(tmp_path / "run"), "test_limit": 6, "train_limit": 16, "max_steps": 2}
+    small.update(max_new_tokens=48, pipelines=["prompt", "rag+ft"])
+    monkeypatch.setenv("RAGFT_NOTEBOOK_SMALL", json.dumps(small))
+    outputs = _execute("02_text_to_sql.ipynb", [], monkeypatch)
     assert any("refused" in o.get("text", "") for o in outputs)
-    assert (tmp_path / "tidewatch-sql" / "report.json").is_file()
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert list(report["pipelines"]) == ["prompt", "rag+ft"] and report["metric_names"] == ["ex", "valid"]
 
 
 def test_pipelines_notebook_builds_four_pipelines_and_plots(tmp_path, monkeypatch):
@@ -46,7 +44,7 @@ def test_pipelines_notebook_builds_four_pipelines_and_plots(tmp_path, monkeypatc
     monkeypatch.setenv("RAGFT_NOTEBOOK_SMALL", json.dumps(small))
     outputs = _execute("03_pipelines.ipynb", [], monkeypatch)
     report = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert list(report["variants"]) == ["prompt", "rag-dense", "rag-hybrid", "rag+ft"]
-    assert report["variants"]["rag-hybrid"]["pipeline"]["template"] == "terse-notes"
+    assert list(report["pipelines"]) == ["prompt", "rag-dense", "rag-hybrid", "rag+ft"]
+    assert report["pipelines"]["rag-hybrid"]["settings"]["template"] == "terse-notes"
     assert any("rag-hybrid - rag-dense: F1" in o.get("text", "") for o in outputs)
     assert list(report["context_views"]["models"]) == ["base", "rag+ft"]

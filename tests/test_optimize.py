@@ -14,11 +14,11 @@ from ragft.metrics import qa_scores as score
 from ragft.optimize import most_calls
 from ragft.resources import Resources
 from ragft.runner.run import Run
-from ragft.settings import resolve_arms
+from ragft.settings import resolve_pipelines
 
 SMALL = [
     *TINY,
-    'experiment.variants=["prompt","rag+dspy"]',
+    'experiment.presets=["prompt","rag+dspy"]',
     "optimize.demos=2",
     "optimize.candidates=0",  # zero-shot, labels only and plain bootstrapping
     "optimize.train_questions=6",
@@ -36,11 +36,11 @@ def optimized_run(tmp_path_factory, generator, embedder):
 def test_the_validation_score_dspy_kept_is_what_the_chosen_prompt_scores(optimized_run, generator, embedder):
     run, config, report = optimized_run
     saved = json.loads((run / "prompts" / "rag_dspy" / "prompt.json").read_text())
-    cost = report["variants"]["rag+dspy"]["costs"]["optimization"]
+    cost = report["pipelines"]["rag+dspy"]["costs"]["optimization"]
     assert cost["calls"] >= 4 * cost["candidates"] and cost["prompt_tokens"] > cost["calls"] * 100
     assert cost["calls"] <= most_calls(config.optimize, 6, 4)  # the progress bar's total
     assert len(saved["demos"]) <= 2 and cost["demos"] == len(saved["demos"])
-    arm = next(a for a in resolve_arms(config) if a.name == "rag+dspy")
+    arm = next(a for a in resolve_pipelines(config) if a.name == "rag+dspy")
     task = Run(run, config, Resources([generator], [embedder])).task(arm)
     _, validation = task.optimizer_questions(arm)
     shots = [(d["question"], d["answer"], d["passages"]) for d in saved["demos"]]
@@ -62,10 +62,10 @@ def test_test_prompts_show_the_chosen_demonstrations_and_a_rerun_optimizes_nothi
     stamp = (run / "prompts" / "rag_dspy" / "prompt.json").stat().st_mtime_ns
     again = compare(config, run, generator=generator, embedder=embedder).data
     assert (run / "prompts" / "rag_dspy" / "prompt.json").stat().st_mtime_ns == stamp
-    assert again["variants"]["rag+dspy"]["metrics"] == report["variants"]["rag+dspy"]["metrics"]
+    assert again["pipelines"]["rag+dspy"]["metrics"] == report["pipelines"]["rag+dspy"]["metrics"]
 
 
 def test_prompt_optimization_is_refused_on_a_sql_task_before_anything_loads():
-    config = load_config(ROOT / "configs" / "tidewatch-sql.toml", ['experiment.variants=["prompt","dspy"]'])
+    config = load_config(ROOT / "configs" / "tidewatch-sql.toml", ['experiment.presets=["prompt","dspy"]'])
     with pytest.raises(ConfigError, match="dspy: prompt optimization with DSPy runs on qa tasks, not sql"):
-        resolve_arms(config)
+        resolve_pipelines(config)

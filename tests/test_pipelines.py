@@ -13,7 +13,7 @@ from ragft.config import load_config
 from ragft.errors import ConfigError
 from ragft.experiment import compare
 from ragft.render.markdown import markdown
-from ragft.settings import resolve_arms
+from ragft.settings import resolve_pipelines
 
 HEAD = f"""
 [experiment]
@@ -45,12 +45,12 @@ base = "rag"
 retrieval = { method = "hybrid" }
 """
     config = _config(tmp_path, body, [o for o in TINY if not o.startswith("experiment.general")])
-    assert config.experiment.variants == []  # a file with pipelines runs only those
+    assert config.experiment.presets == []  # a file with pipelines runs only those
     report = compare(config, tmp_path / "run", generator=generator, embedder=embedder).data
-    assert list(report["variants"]) == ["rag-dense", "rag-hybrid"]
+    assert list(report["pipelines"]) == ["rag-dense", "rag-hybrid"]
     pair = [c for c in report["comparisons"] if (c["from"], c["to"]) == ("rag-dense", "rag-hybrid")]
     assert {c["metric"] for c in pair} == {"f1", "em", "acc"}
-    assert report["variants"]["rag-hybrid"]["pipeline"]["retrieval"] == "hybrid"
+    assert report["pipelines"]["rag-hybrid"]["settings"]["retrieval"] == "hybrid"
 
     def retrieved(name):
         lines = (tmp_path / "run" / "predictions" / f"{name}.jsonl").read_text().splitlines()
@@ -70,15 +70,17 @@ finetune = { rank = 4, records = "sft" }
 generation = { max_new_tokens = 8 }
 prices = { million_input_tokens = 2.5 }
 """
-    pipelines = resolve_arms(_config(tmp_path, body, ['experiment.variants=["prompt","rag"]', "prices.cpu_hour=0.1"]))
+    pipelines = resolve_pipelines(
+        _config(tmp_path, body, ['experiment.presets=["prompt","rag"]', "prices.cpu_hour=0.1"])
+    )
     assert [p.name for p in pipelines] == ["prompt", "rag", "terse"]
     terse = pipelines[2]
     assert terse.template.name == "terse" and terse.template.system == "Reply in three words at most."
     assert terse.trained and terse.context and not terse.raft
-    assert terse.config.finetune.rank == 4 and terse.config.finetune.alpha == 32  # the rest is the experiment's
-    assert terse.config.generation.max_new_tokens == 8 and pipelines[0].config.generation.max_new_tokens == 32
-    assert (terse.config.prices.million_input_tokens, terse.config.prices.cpu_hour) == (2.5, 0.1)
-    assert pipelines[0].config.prices.million_input_tokens == 0.0
+    assert terse.finetune.rank == 4 and terse.finetune.alpha == 32  # the rest is the experiment's
+    assert terse.generation.max_new_tokens == 8 and pipelines[0].generation.max_new_tokens == 32
+    assert (terse.prices.million_input_tokens, terse.prices.cpu_hour) == (2.5, 0.1)
+    assert pipelines[0].prices.million_input_tokens == 0.0
 
 
 @pytest.mark.parametrize(
@@ -124,21 +126,21 @@ prices = { million_input_tokens = 2.5 }
 )
 def test_bad_pipelines_are_named_in_the_error(tmp_path, body, message):
     with pytest.raises(ConfigError, match=message):
-        resolve_arms(_config(tmp_path, body))
+        resolve_pipelines(_config(tmp_path, body))
 
 
 def test_the_error_gives_the_line_of_the_pipelines_table(tmp_path):
     body = '[[pipelines]]\nname = "ok"\nbase = "rag"\n\n'
     body += '[[pipelines]]\nname = "bad"\nbase = "rag"\nretrieval = { k = "3" }\n'
     with pytest.raises(ConfigError) as error:
-        resolve_arms(_config(tmp_path, body))
+        resolve_pipelines(_config(tmp_path, body))
     headers = [n for n, line in enumerate((HEAD + body).splitlines(), start=1) if line == "[[pipelines]]"]
     header = headers[1]
     assert error.value.line == header and "pipeline 'bad': retrieval.k must be int" in str(error.value)
 
 
 def test_handbook_config_keeps_its_three_arms():
-    pipelines = resolve_arms(load_config(ROOT / "configs" / "handbook.toml"))
+    pipelines = resolve_pipelines(load_config(ROOT / "configs" / "handbook.toml"))
     assert [(p.name, p.context, p.trained, p.raft) for p in pipelines] == [
         ("prompt", False, False, False),
         ("rag", True, False, False),
@@ -164,8 +166,8 @@ models = {{ generator = "{folder}" }}
 """
     config = _config(tmp_path, body, [*TINY, "experiment.context_views=true", "generation.max_new_tokens=4"])
     report = compare(config, tmp_path / "run", generator=generator, embedder=embedder).data
-    assert list(report["variants"]) == ["prompt", "tiny-ft"]
-    assert report["variants"]["tiny-ft"]["pipeline"]["generator"] == str(folder)
+    assert list(report["pipelines"]) == ["prompt", "tiny-ft"]
+    assert report["pipelines"]["tiny-ft"]["settings"]["generator"] == str(folder)
     manifest = json.loads((tmp_path / "run" / "adapters" / "tiny-ft" / "manifest.json").read_text())
     assert manifest["base_model"] == str(folder.resolve())  # trained on its own base model
     assert list(report["context_views"]["models"]) == ["base (tiny-generator)", "tiny-ft"]

@@ -190,9 +190,9 @@ def test_random_toml_configs_load_or_name_the_key(settings_, pipelines, garbage)
         if isinstance(config, RagftError):
             assert str(path) in str(config)
             return
-        from ragft.settings import resolve_arms
+        from ragft.settings import resolve_pipelines
 
-        _allowed(lambda: resolve_arms(config))
+        _allowed(lambda: resolve_pipelines(config))
         for pipeline in config.pipelines:
             _allowed(lambda p=pipeline: pipeline_settings(config, p))
 
@@ -210,7 +210,7 @@ def test_random_toml_configs_load_or_name_the_key(settings_, pipelines, garbage)
 def test_random_overrides_load_or_name_the_override(overrides):
     result = _allowed(lambda: load_config(None, overrides))
     if isinstance(result, RagftError):
-        assert "override" in str(result) or "experiment.variants" in str(result)
+        assert "override" in str(result) or "experiment.presets" in str(result)
 
 
 # --- the SQL sandbox: statements from a grammar, and the hostile table ----------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 from conftest import ROOT
 
 SETTINGS = [
-    'experiment.variants=["rag+ft"]',
+    'experiment.presets=["rag+ft"]',
     "data.test_limit=8",  # two batches: killed after the first
     "data.train_limit=16",
     "finetune.max_steps=2",  # killed after the first
@@ -51,9 +51,9 @@ def _kill_when(proc: subprocess.Popen, ready, timeout: float = 600) -> None:
 
 def _outputs(run: Path) -> dict[str, dict[str, str]]:
     out = {}
-    for variant in ("rag+ft",):
-        rows = [json.loads(line) for line in (run / "predictions" / f"{variant}.jsonl").read_text().splitlines()]
-        out[variant] = {r["example_id"]: r["output"] for r in rows}
+    for name in ("rag+ft",):
+        rows = [json.loads(line) for line in (run / "predictions" / f"{name}.jsonl").read_text().splitlines()]
+        out[name] = {r["example_id"]: r["output"] for r in rows}
     return out
 
 

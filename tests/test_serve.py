@@ -351,7 +351,7 @@ def test_an_endpoint_arm_through_ragft_serve_answers_as_the_local_arm(tiny_run, 
     from ragft.config import load_config
     from ragft.endpoint import EndpointGenerator
     from ragft.errors import EndpointError
-    from ragft.settings import resolve_arms
+    from ragft.settings import resolve_pipelines
 
     handbook = ROOT / "corpora" / "handbook"
     task = ragft.QATask.from_jsonl(handbook / "qa.jsonl", handbook / "docs", test_limit=6, train_limit=4)
@@ -384,7 +384,7 @@ def test_an_endpoint_arm_through_ragft_serve_answers_as_the_local_arm(tiny_run, 
         if rendered is None:  # `ragft report` prices the saved run again, each pipeline at its own prices
             rerender(tmp_path / "run")
             rendered = json.loads((tmp_path / "run" / "report.json").read_text())
-        costs = {n: rendered["variants"][n]["costs"] for n in ("local", "endpoint")}
+        costs = {n: rendered["pipelines"][n]["costs"] for n in ("local", "endpoint")}
         expected = 1000 * (2 * tokens[0] + 8 * tokens[1]) / 1e6  # $2 and $8 per million, per 1,000 queries
         assert costs["endpoint"]["dollars_per_1000_queries"] == pytest.approx(expected)
         assert costs["local"]["dollars_per_1000_queries"] == pytest.approx(costs["local"]["seconds_per_query_mean"])
@@ -396,4 +396,4 @@ def test_an_endpoint_arm_through_ragft_serve_answers_as_the_local_arm(tiny_run, 
         down.generate_batch([down.render([{"role": "user", "content": "hi"}])])
     config = load_config(ROOT / "configs" / "handbook.toml", ["models.endpoint=http://127.0.0.1:9/v1"])
     with pytest.raises(ConfigError, match="'rag\\+ft'.*cannot be fine-tuned"):
-        resolve_arms(config)
+        resolve_pipelines(config)

@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 from conftest import data_dir
 
-from ragft.errors import InputError
+from ragft.errors import ConfigError, InputError
 from ragft.sql.data import load_spider, load_sqlite_task, sample_rows, schema_from_tables_entry
 from ragft.sql.sandbox import Sandbox
 from ragft.sql.score import execution_match
@@ -75,7 +75,7 @@ def test_sql_ladder_runs_end_to_end_on_the_bundled_demo(tmp_path, generator, emb
     from ragft.experiment import compare
     from ragft.render.markdown import markdown
 
-    settings = [*TINY, 'experiment.variants=["rag"]', "generation.max_new_tokens=48"]  # rag+ft: the SQL notebook
+    settings = [*TINY, 'experiment.presets=["rag"]', "generation.max_new_tokens=48"]  # rag+ft: the SQL notebook
     config = load_config(ROOT / "configs" / "tidewatch-sql.toml", settings)
     report = compare(config, tmp_path, generator=generator, embedder=embedder).data
     assert report["metric_names"] == ["ex", "valid"]
@@ -87,4 +87,27 @@ def test_sql_ladder_runs_end_to_end_on_the_bundled_demo(tmp_path, generator, emb
     assert "EX (95% CI)" in text and "valid SQL (95% CI)" in text
     assert (tmp_path / "report.html").is_file()
     again = compare(config, tmp_path, generator=generator, embedder=embedder).data  # all cached
-    assert again["variants"]["rag"]["metrics"] == report["variants"]["rag"]["metrics"]
+    assert again["pipelines"]["rag"]["metrics"] == report["pipelines"]["rag"]["metrics"]
+    _python_sql_pipeline_reads_what_toml_made(tmp_path, generator, embedder, rows)
+
+
+def _python_sql_pipeline_reads_what_toml_made(run, generator, embedder, rows):
+    """The same `rag` pipeline built in Python over `ragft.SQLTask` has the TOML run's keys:
+    it reads that run's predictions back (same prompts, same path) and makes none."""
+    from conftest import ROOT
+
+    import ragft
+
+    folder = ROOT / "corpora" / "tidewatch-sql"
+    task = ragft.SQLTask.from_sqlite(folder / "tidewatch.sqlite", folder / "pairs.jsonl", test_limit=6, train_limit=16)
+    gen = generator.with_decoding(batch_size=8, max_new_tokens=48, seed=0)
+    examples = ragft.SolvedExamples(k=3, embedder=embedder)
+    stamp = (run / "predictions" / "rag.jsonl").stat().st_mtime_ns
+    made = ragft.Pipeline("rag", gen, retriever=examples).predict(task, run)
+    assert {p.example_id: p.output for p in made} == {r["example_id"]: r["output"] for r in rows}
+    assert (run / "predictions" / "rag.jsonl").stat().st_mtime_ns == stamp
+    with pytest.raises(ConfigError, match="shown solved examples, not passages"):
+        index = ragft.Index.build(ragft.load_corpus(ROOT / "corpora" / "handbook" / "docs"), embedder)
+        ragft.Pipeline("rag", gen, retriever=index.dense(k=3)).predict(task, run)
+    with pytest.raises(Exception, match="templates apply to qa tasks"):
+        ragft.Pipeline("p", gen, template="qa").predict(task, run)

@@ -20,7 +20,7 @@ from ragft.errors import InputError
 from ragft.io import read_jsonl
 from ragft.synth import filters
 from ragft.synth.spans import answer_spans
-from ragft.synth.synthesize import NoPairs, _journaled, held_out_documents, stats_path, synthesize
+from ragft.synth.synthesize import NoPairs, _journaled, held_out_documents, pairs_from_chunks, stats_path
 from ragft.tasks.qa import load_examples
 from ragft.types import Document, Example
 
@@ -113,7 +113,7 @@ def gen(generator):
 
 @pytest.fixture(scope="module")
 def clean(gen, embedder, chunks):
-    return synthesize(chunks, gen, embedder, SETTINGS, test_questions=["What is the cost?"], block=BLOCK)
+    return pairs_from_chunks(chunks, gen, embedder, SETTINGS, test_questions=["What is the cost?"], block=BLOCK)
 
 
 def test_synthesis_keeps_supported_pairs_with_their_provenance(clean, chunks):
@@ -143,10 +143,10 @@ def test_killed_synthesis_continues_from_its_journal(gen, embedder, chunks, clea
     monkeypatch.setattr(gen, "generate_batch", dies_in_the_second_block)
     run = dict(journal=journal, key="k", test_questions=["What is the cost?"], block=BLOCK)
     with pytest.raises(KeyboardInterrupt):
-        synthesize(chunks, gen, embedder, SETTINGS, **run)
+        pairs_from_chunks(chunks, gen, embedder, SETTINGS, **run)
     assert len(journal.read_text().splitlines()) == BLOCK  # the first block, whole
     monkeypatch.setattr(gen, "generate_batch", lambda p, m=None: (calls.append(len(p)), real(p, m))[1])
-    resumed = synthesize(chunks, gen, embedder, SETTINGS, **run)
+    resumed = pairs_from_chunks(chunks, gen, embedder, SETTINGS, **run)
     assert resumed.rows == clean.rows and resumed.stats["dropped"] == clean.stats["dropped"]
     assert sum(calls) == clean.stats["candidates"] - BLOCK  # only the second block's questions were written
     assert _journaled(journal, "other settings") == {}  # a journal written under another key is not reused
@@ -159,7 +159,7 @@ ROUNDTRIP = dataclasses.replace(SETTINGS, roundtrip=True)  # the same pairs as `
 def _outcome(*args, **kwargs):
     """A synthesis's record and pairs, also when none survives."""
     try:
-        done = synthesize(*args, **kwargs)
+        done = pairs_from_chunks(*args, **kwargs)
         return done.stats, done.rows
     except NoPairs as e:  # the 135M model answers few of its own questions back
         return e.stats, []
@@ -223,7 +223,7 @@ def test_a_checker_asks_the_round_trips_once_every_pair_is_written(
     monkeypatch.setattr(reader, "generate_batch", dies_after_a_block)
     run.update(checker=open_reader, block=2)
     with pytest.raises(KeyboardInterrupt):
-        synthesize(chunks, gen, embedder, ROUNDTRIP, **run)
+        pairs_from_chunks(chunks, gen, embedder, ROUNDTRIP, **run)
     monkeypatch.setattr(reader, "generate_batch", lambda p, m=None: (calls.append(len(p)), real(p, m))[1])
     stats, rows = _outcome(chunks, gen, embedder, ROUNDTRIP, **run)
     assert sum(calls) == asked - 2 and (rows, stats["dropped"]) == (asked_back[1], asked_back[0]["dropped"])
@@ -239,7 +239,7 @@ def test_a_checker_asks_the_round_trips_once_every_pair_is_written(
 def test_a_corpus_no_pair_survives_stops_with_the_counts_per_filter(gen, embedder, chunks):
     strict = SynthConfig(per_chunk=1, max_question_words=1, max_new_tokens=16)
     with pytest.raises(InputError) as caught:
-        synthesize(chunks[:2], gen, embedder, strict)
+        pairs_from_chunks(chunks[:2], gen, embedder, strict)
     message = str(caught.value)
     assert "no training pair survived" in message and "long_question 2" in message
     assert "synth.method = 'answer_first'" in message and "chunking.chunk_size" in message
@@ -289,7 +289,7 @@ def test_training_pairs_from_a_test_document_are_refused(tmp_path):
     row = {"id": "p1", "question": "How much are dues?", "answers": ["120 crowns"], "split": "train"}
     rows = [{**row, "doc_id": "expenses"}, {**row, "id": "p2", "doc_id": "dues"}]
     leaky.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    settings = [f"data.corpus={docs}", f"data.examples={examples}", 'experiment.variants=["rag+ft"]']
+    settings = [f"data.corpus={docs}", f"data.examples={examples}", 'experiment.presets=["rag+ft"]']
     config = load_config(None, [*settings, f"finetune.train_data={leaky}"])
     with pytest.raises(InputError) as caught:
         plan(config, tmp_path / "run")
@@ -399,13 +399,13 @@ def test_a_pipeline_checks_another_ones_synthetic_pairs_with_its_adapter(tmp_pat
 )
 def test_bad_checkers_are_refused_naming_the_pipeline(tmp_path, arms, message):
     from ragft.errors import ConfigError
-    from ragft.settings import resolve_arms
+    from ragft.settings import resolve_pipelines
 
     config = _checked_config(tmp_path, f'{arms}\nfinetune.train_data = "synth"')
     with pytest.raises(ConfigError, match=f"pipeline 'fb'.*{re.escape(message)}"):
-        resolve_arms(config)
+        resolve_pipelines(config)
     with pytest.raises(ConfigError, match="synth.checker applies to a pipeline trained on pairs it writes"):
-        resolve_arms(_checked_config(tmp_path, 'synth.checker = "rag+ft"'))
+        resolve_pipelines(_checked_config(tmp_path, 'synth.checker = "rag+ft"'))
 
 
 def _checked_config(folder, fb: str):
@@ -431,12 +431,12 @@ def test_a_checked_synthesis_is_keyed_by_its_checkers_adapter(tmp_path):
 def test_other_training_data_is_refused_where_it_cannot_apply(generator):
     import ragft
     from ragft.errors import ConfigError
-    from ragft.settings import resolve_arms
+    from ragft.settings import resolve_pipelines
 
-    overrides = ['experiment.variants=["rag+ft"]', "finetune.train_data=synth"]
+    overrides = ['experiment.presets=["rag+ft"]', "finetune.train_data=synth"]
     sql = load_config(ROOT / "configs" / "tidewatch-sql.toml", overrides)
     with pytest.raises(ConfigError, match="finetune.train_data .* applies to qa tasks"):
-        resolve_arms(sql)
+        resolve_pipelines(sql)
     with pytest.raises(ConfigError, match="train_data='synth'"):
         ragft.Pipeline("ft", generator, finetune=ragft.LoRA(), synth=ragft.Synth(per_chunk=2))
     with pytest.raises(ConfigError, match="synth.method: unknown value 'cloze'"):
@@ -456,7 +456,7 @@ def test_question_words_fit_the_answer_and_start_the_question(gen, embedder, chu
     assert [question_word(k, a) for k, a in [("date", "1994"), ("quantity", "90 days")]] == ["When", "How"]
     assert [question_word("name", a) for a in ("Anselm Fjeld", "the Skerrow Savings Bank")] == ["Who", "What"]
     settings = SynthConfig(method="answer_first", per_chunk=4, max_new_tokens=24, roundtrip=False, question_word=True)
-    synthesis = synthesize(chunks[:1], gen, embedder, settings, block=BLOCK)
+    synthesis = pairs_from_chunks(chunks[:1], gen, embedder, settings, block=BLOCK)
     for row in synthesis.rows:
         kind, answer = row["provenance"]["answer_kind"], row["answers"][0]
         assert row["question"].startswith(question_word(kind, answer) + " "), row
@@ -489,7 +489,7 @@ def test_the_rule_method_writes_no_question_with_a_model(gen, embedder, chunks, 
     monkeypatch.setattr(gen, "generate_batch", no_model)
     twice = [chunks[0], dataclasses.replace(chunks[0], id="copy", doc_id="copy")]  # every question repeated
     settings = SynthConfig(method="rule", per_chunk=6)  # the round trip unset: off for rule
-    synthesis = synthesize(twice, gen, embedder, settings, block=BLOCK)
+    synthesis = pairs_from_chunks(twice, gen, embedder, settings, block=BLOCK)
     stats, rows = synthesis.stats, synthesis.rows
     assert rows and all(r["doc_id"] == chunks[0].doc_id for r in rows), "a repeat kept"
     assert stats["dropped"]["duplicate"] >= len(rows) and stats["generator"] == "-"
@@ -503,13 +503,13 @@ def test_the_rule_method_writes_no_question_with_a_model(gen, embedder, chunks, 
 
 
 def test_an_unset_round_trip_is_off_for_rule_questions_and_keyed_as_what_it_resolves_to():
-    from ragft.synth.synthesize import fingerprint
+    from ragft.keys import synthesis_key
 
     assert SynthConfig(method="answer_first").asks_back and not SynthConfig().asks_back
     assert SynthConfig(roundtrip=True).asks_back and not SynthConfig(method="passage", roundtrip=False).asks_back
 
     def key(**settings):
-        return fingerprint("chunks", {"name": "g"}, [8, 48], ["e", "float32"], SynthConfig(**settings), 0)
+        return synthesis_key("chunks", {"name": "g"}, [8, 48], ["e", "float32"], SynthConfig(**settings), 0)
 
     written = dict(method="answer_first")
     assert key(**written) == key(**written, roundtrip=True) != key(**written, roundtrip=False)  # earlier keys hold

@@ -18,7 +18,7 @@ def test_compare_logs_the_run_to_mlflow(tmp_path, generator, embedder):
         ROOT / "configs" / "handbook.toml",
         [
             *TINY,
-            'experiment.variants=["prompt","rag"]',
+            'experiment.presets=["prompt","rag"]',
             f"tracking.mlflow_uri={json.dumps(uri)}",
             'tracking.mlflow_experiment="tests"',
         ],
@@ -28,7 +28,7 @@ def test_compare_logs_the_run_to_mlflow(tmp_path, generator, embedder):
     client = mlflow.MlflowClient(tracking_uri=uri)
     run = client.get_run(report["mlflow_run_id"])
     assert run.info.status == "FINISHED"
-    assert run.data.metrics["rag.f1.mean"] == pytest.approx(report["variants"]["rag"]["metrics"]["f1"]["mean"])
+    assert run.data.metrics["rag.f1.mean"] == pytest.approx(report["pipelines"]["rag"]["metrics"]["f1"]["mean"])
     assert run.data.params["data.test_limit"] == "6"
     assert run.data.tags["ragft.generator"] == "smollm2-135m-instruct"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

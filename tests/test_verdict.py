@@ -130,7 +130,7 @@ def test_an_endpoint_pipeline_is_priced_by_its_tokens_and_a_fine_tuned_one_repay
     )
     # api: 1000 x (1000 x $1 + 3 x $2) / 1e6 = $1.006 per 1,000 queries; rag+ft: 0.1 s at $1 per 1,000 s
     # = $0.1 per 1,000; $0.36 of training repaid after 0.36 / (0.001006 - 0.0001) = 397.4 queries.
-    assert report["variants"]["api"]["costs"]["dollars_per_1000_queries"] == pytest.approx(1.006)
+    assert report["pipelines"]["api"]["costs"]["dollars_per_1000_queries"] == pytest.approx(1.006)
     (even,) = report["verdict"]["break_even"]
     assert (even["pipeline"], even["replaces"]) == ("rag+ft", "api")
     assert even["queries"] == pytest.approx(0.36 / (0.001006 - 0.0001))
@@ -199,8 +199,8 @@ def test_ragft_report_resamples_in_the_runs_order_and_gives_its_numbers(tmp_path
     after = json.loads((tmp_path / "report.json").read_text())
     assert after["example_order"] == order
     assert after["comparisons"] == before["comparisons"] and after["verdict"] == before["verdict"]
-    assert {n: v["metrics"] for n, v in after["variants"].items()} == {
-        n: v["metrics"] for n, v in before["variants"].items()
+    assert {n: v["metrics"] for n, v in after["pipelines"].items()} == {
+        n: v["metrics"] for n, v in before["pipelines"].items()
     }
 
 

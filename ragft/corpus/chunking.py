@@ -59,9 +59,9 @@ def chunk_for_embedder(
         raise ConfigError(f"chunking.unit must be one of {', '.join(UNITS)}, got {unit!r}")
     if unit == "characters":
         return chunk_documents(docs, chunk_size, chunk_overlap)
-    from ragft.retrieval.embedder import load_tokenizer
+    from ragft.retrieval.embedder import embedder_tokenizer
 
-    tokenizer, limit = load_tokenizer(embedder)
+    tokenizer, limit = embedder_tokenizer(embedder)
     if chunk_size > limit:
         raise ConfigError(
             f"chunking.chunk_size {chunk_size} tokens is past the embedder's limit of {limit} text tokens; "

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ragft.errors import ArtifactError
-from ragft.finetune.detach import is_prompt_learning, stash_base_weights
+from ragft.finetune.detach import detach_adapter, is_prompt_learning, stash_base_weights
 from ragft.io import atomic_dir, library_versions, read_manifest, write_manifest
+
+if TYPE_CHECKING:
+    from ragft.generation import Generator
 
 KIND = "lora-adapter"
 
@@ -35,6 +40,17 @@ def save_adapter(peft_model: Any, folder: str | Path, base_model: str, extra: di
 
 def adapter_manifest(folder: str | Path) -> dict[str, Any]:
     return read_manifest(folder, KIND)
+
+
+@contextmanager
+def attached(generator: Generator, folder: str | Path, base_model: str) -> Iterator[Generator]:
+    """`generator` with the saved adapter in `folder` on inside the block; its base model is
+    back after the block, whatever happens inside."""
+    generator.model = load_adapter(generator.model, folder, base_model)
+    try:
+        yield generator
+    finally:
+        generator.model = detach_adapter(generator.model)
 
 
 def load_adapter(model: Any, folder: str | Path, base_model: str) -> Any:

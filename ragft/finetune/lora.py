@@ -342,7 +342,7 @@ def train_lora(
                     p.copy_(best[n].to(p.device))
         result.seconds = time.perf_counter() - start
         if cfg.method == "full":
-            model = model.to(loaded_dtype).requires_grad_(False)  # scored in the same dtype as every arm
+            model = model.to(loaded_dtype).requires_grad_(False)  # scored in the same dtype as every pipeline
         if cfg.gradient_checkpointing:
             model.activation_checkpointing_disable()
         model.eval()

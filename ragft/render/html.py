@@ -1,5 +1,5 @@
 """The self-contained HTML report: tables, embedded PNG plots, and the examples on which
-two variants disagree, with prompt, retrieved passages and both outputs."""
+two pipelines disagree, with prompt, retrieved passages and both outputs."""
 
 from __future__ import annotations
 
@@ -56,15 +56,15 @@ def _example(pa: Prediction, pb: Prediction, passages: dict[str, str], metric: s
     parts = [f'<div class="example {kind}"><b>{escape(pa.example_id)}</b> &middot; gold: {gold}<ul>']
     for p in (pa, pb):
         score = f"{label(metric)} {100 * p.scores[metric]:.0f}"
-        parts.append(f"<li><b>{escape(p.variant)}</b> ({score}): {escape(p.output)}</li>")
+        parts.append(f"<li><b>{escape(p.pipeline)}</b> ({score}): {escape(p.output)}</li>")
     parts.append("</ul>")
     for p in (pa, pb):
         if p.retrieved:
             shown = "".join(
                 f"<p><i>{escape(cid)}</i><br>{escape(passages.get(cid, '(not in index)'))}</p>" for cid in p.retrieved
             )
-            parts.append(f"<details><summary>{escape(p.variant)}: retrieved passages</summary>{shown}</details>")
-        parts.append(f"<details><summary>{escape(p.variant)}: prompt</summary><pre>{escape(p.prompt)}</pre></details>")
+            parts.append(f"<details><summary>{escape(p.pipeline)}: retrieved passages</summary>{shown}</details>")
+        parts.append(f"<details><summary>{escape(p.pipeline)}: prompt</summary><pre>{escape(p.prompt)}</pre></details>")
     parts.append("</div>")
     return "".join(parts)
 
@@ -77,17 +77,17 @@ def render_html(
     max_examples: int = 50,
 ) -> str:
     """One HTML page with everything embedded (no external files or scripts)."""
-    names = list(report["variants"])
+    names = list(report["pipelines"])
     body = [f"<h1>{escape(title(report))}</h1>"]
     for heading, lines in verdict_parts(report):
         items = "".join(f"<li>{escape(line)}</li>" for line in lines)
         body.append(f'<section class="verdict"><h2>{escape(heading)}</h2><ul>{items}</ul></section>')
     if report.get("verdict"):
-        body.append(_img(plots.frontier(report), "quality against cost, with the Pareto frontier"))
+        body.append(_img(plots.frontier_plot(report), "quality against cost, with the Pareto frontier"))
     body += [_table(*t) for t in tables(report)]
     body.append(f"<p>{escape(retrieval_line(report))}</p>")
     body.append('<h2>Plots</h2><div class="plots">')
-    body.append(_img(plots.quality(report), "quality per variant"))
+    body.append(_img(plots.quality(report), "quality per pipeline"))
     body.append(
         _img(plots.quality_vs(report, "seconds_per_query_p50", "seconds per query (p50)"), "quality against latency")
     )

@@ -10,7 +10,7 @@ from ragft.metrics import label, metric_names
 from ragft.report.verdict import TIMING_NOISE, dollars, one_off, one_off_seconds
 
 
-def _p(p: float) -> str:
+def _p_cell(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
@@ -39,9 +39,9 @@ def tables(report: dict[str, Any]) -> list[Table]:
     """The report's tables: quality and costs, paired differences, ladder steps."""
     names = metric_names(report)
     primary = label(names[0])
-    priced = any("dollars_per_1000_queries" in v["costs"] for v in report["variants"].values())
+    priced = any("dollars_per_1000_queries" in v["costs"] for v in report["pipelines"].values())
     quality = []
-    for name, v in report["variants"].items():
+    for name, v in report["pipelines"].items():
         c = v["costs"]
         train = one_off_seconds(c) or None
         once = one_off(c, priced=True)
@@ -72,10 +72,10 @@ def tables(report: dict[str, Any]) -> list[Table]:
             d["to"],
             label(d["metric"]),
             _diff(d),
-            _p(d["p_value"]),
-            _p(d["p_holm"]) if "p_holm" in d else "-",
+            _p_cell(d["p_value"]),
+            _p_cell(d["p_holm"]) if "p_holm" in d else "-",
             f"{100 * d['detectable']:.1f}" if "detectable" in d else "-",
-            *([_p(d["mcnemar_p"]) if "mcnemar_p" in d else "-"] if mcnemar else []),
+            *([_p_cell(d["mcnemar_p"]) if "mcnemar_p" in d else "-"] if mcnemar else []),
         ]
         for d in report["comparisons"]
     ]
@@ -83,7 +83,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
         [
             f"{st['from']} -> {st['to']}",
             f"{st['points']:+.1f} ({st['points_low']:+.1f} to {st['points_high']:+.1f})",
-            _p(st["p_holm"]) if "p_holm" in st else "-",
+            _p_cell(st["p_holm"]) if "p_holm" in st else "-",
             f"{st['added_seconds_per_query']:+.3f}",
             f"{st['added_prompt_tokens_per_query']:+.0f}",
             f"{st['added_training_seconds']:+.0f}",
@@ -106,8 +106,8 @@ def tables(report: dict[str, Any]) -> list[Table]:
     if spread:
         seeds_table = [
             (
-                f"Fine-tuned arms across training seeds ({primary})",
-                ["variant", "seeds", f"{primary} per seed", "mean ± sd", "range"],
+                f"Fine-tuned pipelines across training seeds ({primary})",
+                ["pipeline", "seeds", f"{primary} per seed", "mean ± sd", "range"],
                 spread,
             )
         ]
@@ -126,10 +126,10 @@ def tables(report: dict[str, Any]) -> list[Table]:
             f"; their {few['clusters']} {few['by']} cluster(s) are too few to resample, so where questions "
             "of one cluster succeed or fail together these intervals are too narrow"
         )
-    billed = [n for n, v in report["variants"].items() if "dollars_per_million_input_tokens" in v["costs"]]
+    billed = [n for n, v in report["pipelines"].items() if "dollars_per_million_input_tokens" in v["costs"]]
     rates = ""
     if priced:
-        hourly = [n for n, v in report["variants"].items() if "dollars_per_hour" in v["costs"]]
+        hourly = [n for n, v in report["pipelines"].items() if "dollars_per_hour" in v["costs"]]
         parts = ["machine time at its hourly price"] if hourly else []
         if billed:
             billing = "tokens at the endpoint's price per million (the machine waiting is free)"
@@ -144,7 +144,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
             + rates
             + ")",
             [
-                "variant",
+                "pipeline",
                 *(f"{label(m)} (95% CI)" for m in names),
                 "prompt tok/q",
                 "output tok/q",
@@ -203,7 +203,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
 def _optimization_table(report: dict[str, Any]) -> list[Table]:
     """What DSPy's prompt optimization chose and cost, per optimized pipeline."""
     rows = []
-    for name, v in report["variants"].items():
+    for name, v in report["pipelines"].items():
         o = v["costs"].get("optimization")
         if o is None:
             continue
@@ -233,7 +233,7 @@ def _optimization_table(report: dict[str, Any]) -> list[Table]:
 def _training_table(report: dict[str, Any]) -> list[Table]:
     """How long each fine-tuned pipeline trained: records, optimiser steps, tokens, loss, seconds."""
     rows = []
-    for name, v in report["variants"].items():
+    for name, v in report["pipelines"].items():
         t = v["costs"].get("training", {})
         if "steps" not in t:
             continue
@@ -264,7 +264,7 @@ def _synthesis_table(report: dict[str, Any]) -> list[Table]:
     from ragft.synth.filters import DROPS
 
     rows = []
-    for name, v in report["variants"].items():
+    for name, v in report["pipelines"].items():
         s = v["costs"].get("synthesis")
         if s is None:
             continue
@@ -303,7 +303,7 @@ def _width_table(report: dict[str, Any]) -> list[Table]:
         return []
     primary = metric_names(report)[0]
     rows = []
-    for name, v in report["variants"].items():
+    for name, v in report["pipelines"].items():
         c, q = v["metrics"][primary], v.get("per_question")
         if q is None:
             continue
@@ -332,7 +332,7 @@ def _break_even_table(report: dict[str, Any]) -> list[Table]:
             if e["unit"] == "dollars"
             else f"{e['saved_per_query']:.3f} s",
             f"{e['saved_prompt_tokens_per_query']:+.0f}",
-            f"{e['points']:+.1f} (Holm p {_p(e['p_holm'])})",
+            f"{e['points']:+.1f} (Holm p {_p_cell(e['p_holm'])})",
         ]
         for e in evens
     ]
@@ -370,7 +370,9 @@ def _forgetting_table(report: dict[str, Any]) -> list[Table]:
     for model, m in f["models"].items():
         change = f["changes"].get(model)
         delta = "-" if change is None else _diff(change["f1"])
-        rows.append([model, _ci(m["f1"]), _ci(m["em"]), delta, "-" if change is None else _p(change["f1"]["p_value"])])
+        rows.append(
+            [model, _ci(m["f1"]), _ci(m["em"]), delta, "-" if change is None else _p_cell(change["f1"]["p_value"])]
+        )
     caption = f"Forgetting check: {f['n']} general questions outside the task, no context (95% CI)"
     return [(caption, ["model", "F1", "EM", "F1 change vs base", "p"], rows)]
 
@@ -380,13 +382,13 @@ def _diff(d: dict[str, float]) -> str:
 
 
 def _error_table(report: dict[str, Any]) -> list[Table]:
-    """Failures grouped by kind per variant, for tasks whose predictions can fail (SQL)."""
+    """Failures grouped by kind per pipeline, for tasks whose predictions can fail (SQL)."""
     errors: dict[str, dict[str, int]] = report.get("errors", {})
     kinds = sorted({k for counts in errors.values() for k in counts})
     if not kinds:
         return []
     rows = [[v, *(str(counts.get(k, 0)) for k in kinds)] for v, counts in errors.items()]
-    return [("Failed predictions by kind (test examples)", ["variant", *kinds], rows)]
+    return [("Failed predictions by kind (test examples)", ["pipeline", *kinds], rows)]
 
 
 def retrieval_line(report: dict[str, Any]) -> str:
@@ -416,8 +418,14 @@ def verdict_parts(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
     if not v:
         return []
     parts = [("Verdict", v["lines"])]
-    if v["flags"]:
-        parts.append(("Warnings", v["flags"]))
+    flags = list(v["flags"])
+    if report.get("left_out"):
+        flags.append(
+            f"Not in this report: {', '.join(report['left_out'])} (this run made only the pipelines named "
+            "with --pipeline, and the run folder holds no finished predictions of these under their current settings)."
+        )
+    if flags:
+        parts.append(("Warnings", flags))
     if v["steps"]:
         parts.append(("What each step buys and costs", v["steps"]))
     return parts
@@ -450,14 +458,14 @@ def retrieval_markdown(report: dict[str, Any]) -> str:
     def ci(x: dict[str, float], sign: str = "") -> str:
         return f"{x['mean']:{sign}.4f} ({x['low']:{sign}.4f} to {x['high']:{sign}.4f})"
 
-    names = list(next(iter(report["variants"].values()))["metrics"])
+    names = list(next(iter(report["pipelines"].values()))["metrics"])
     quality = [
-        [variant, *(ci(v["metrics"][m]) for m in names), f"{1e3 * v['costs']['seconds_per_query']:.1f}"]
-        for variant, v in report["variants"].items()
+        [pipeline, *(ci(v["metrics"][m]) for m in names), f"{1e3 * v['costs']['seconds_per_query']:.1f}"]
+        for pipeline, v in report["pipelines"].items()
     ]
     diffs = [[d["from"], d["to"], d["metric"], ci(d, "+"), f"{d['p_value']:.3f}"] for d in report["comparisons"]]
     text = f"# {report['name']}: retrieval over {report['documents']} documents, {report['queries']} queries\n\n"
-    text += markdown_table("Quality (95% bootstrap CI) and speed", ["variant", *names, "ms/query"], quality)
+    text += markdown_table("Quality (95% bootstrap CI) and speed", ["retriever", *names, "ms/query"], quality)
     if diffs:
         text += markdown_table("Paired differences (to - from)", ["from", "to", "metric", "mean (95% CI)", "p"], diffs)
     if report["unknown_qrels"]:
@@ -478,7 +486,7 @@ def sweep_markdown(result: dict[str, Any]) -> str:
         for r in result["rows"]
     ]
     caption = (
-        f"Sweep of {result['variant']}, best first (validation loss on {result['validation_fraction']:.0%} "
+        f"Sweep of {result['pipeline']}, best first (validation loss on {result['validation_fraction']:.0%} "
         "of the training records; test examples are never looked at)"
     )
     return markdown_table(caption, ["settings", "validation loss", "best step", "steps", "train s"], rows)

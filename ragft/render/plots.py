@@ -28,23 +28,23 @@ def _png(fig: Any) -> bytes:
 
 
 def _primary(report: dict[str, Any]) -> tuple[list[str], list[float], list[list[float]]]:
-    names = list(report["variants"])
+    names = list(report["pipelines"])
     primary = metric_names(report)[0]
-    scores = [report["variants"][n]["metrics"][primary] for n in names]
+    scores = [report["pipelines"][n]["metrics"][primary] for n in names]
     means = [100 * m["mean"] for m in scores]
     err = [[100 * (m["mean"] - m["low"]) for m in scores], [100 * (m["high"] - m["mean"]) for m in scores]]
     return names, means, err
 
 
 def quality(report: dict[str, Any]) -> bytes:
-    """Each metric per variant (F1 and EM for QA) with 95% bootstrap intervals."""
-    names = list(report["variants"])
+    """Each metric per pipeline (F1 and EM for QA) with 95% bootstrap intervals."""
+    names = list(report["pipelines"])
     fig, ax = _figure()
     metrics = metric_names(report)
     width = 0.76 / len(metrics)
     for j, metric in enumerate(metrics):
         offset = (j - (len(metrics) - 1) / 2) * width
-        m = [report["variants"][n]["metrics"][metric] for n in names]
+        m = [report["pipelines"][n]["metrics"][metric] for n in names]
         ax.bar(
             [i + offset for i in range(len(names))],
             [100 * x["mean"] for x in m],
@@ -55,7 +55,7 @@ def quality(report: dict[str, Any]) -> bytes:
         )
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("score on the test split (%)")
-    ax.set_title("Quality per variant (95% bootstrap intervals)")
+    ax.set_title("Quality per pipeline (95% bootstrap intervals)")
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)
@@ -64,7 +64,7 @@ def quality(report: dict[str, Any]) -> bytes:
 def quality_vs(report: dict[str, Any], cost: str, label: str) -> bytes:
     """The primary metric with intervals against one per-query cost (e.g. latency, prompt tokens)."""
     names, means, err = _primary(report)
-    x = [report["variants"][n]["costs"][cost] for n in names]
+    x = [report["pipelines"][n]["costs"][cost] for n in names]
     fig, ax = _figure()
     ax.errorbar(x, means, yerr=err, fmt="o", capsize=4)
     for xi, yi, name in zip(x, means, names):
@@ -76,13 +76,13 @@ def quality_vs(report: dict[str, Any], cost: str, label: str) -> bytes:
     return _png(fig)
 
 
-def frontier(report: dict[str, Any]) -> bytes:
+def frontier_plot(report: dict[str, Any]) -> bytes:
     """The primary metric against cost per query (dollars where priced, else machine seconds),
     with the Pareto frontier of the verdict drawn through its pipelines."""
     names, means, err = _primary(report)
     v = report["verdict"]
     priced = v["cost_unit"].startswith("dollars")
-    costs = [report["variants"][n]["costs"] for n in names]
+    costs = [report["pipelines"][n]["costs"] for n in names]
     x = [c["dollars_per_1000_queries"] if priced else c["seconds_per_query_mean"] for c in costs]
     fig, ax = _figure()
     on = set(v["frontier"])

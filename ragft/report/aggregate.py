@@ -125,11 +125,11 @@ def aggregate(
     def scores(name: str, m: str) -> list[list[float]]:
         return [[p.scores[m] for p in preds] for preds in runs[name]]
 
-    variants: dict[str, Any] = {}
+    pipelines: dict[str, Any] = {}
     for name, preds in predictions.items():
         seconds = [p.seconds for p in preds]
         primary = scores(name, metrics[0])
-        variants[name] = {
+        pipelines[name] = {
             "n": len(preds),
             "metrics": {m: asdict(bootstrap(scores(name, m), samples, seed, labels)) for m in metrics},
             "per_question": asdict(bootstrap(primary, samples, seed)),
@@ -143,7 +143,7 @@ def aggregate(
                 **costs.get(name, {}),
             },
         }
-        variants[name]["costs"].update(money(variants[name]["costs"], (prices or {}).get(name), name in endpoints))
+        pipelines[name]["costs"].update(money(pipelines[name]["costs"], (prices or {}).get(name), name in endpoints))
     every = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
     tested = list(pairs) or every
     family = {frozenset(p): p for p in every}
@@ -157,12 +157,12 @@ def aggregate(
         for pair, row in rows.items():
             row[m]["p_holm"] = by_pair[frozenset(pair)]
     comparisons = [rows[pair][m] for pair in tested for m in metrics]
-    steps = [_step(a, b, variants, rows[(a, b)], metrics) for a, b in zip(names, names[1:])]
+    steps = [_step(a, b, pipelines, rows[(a, b)], metrics) for a, b in zip(names, names[1:])]
     kept = {"groups": {i: groups[i] for i in order if i in groups}} if groups else {}  # for `ragft report`
     report: dict[str, Any] = {
         "clustering": {**{k: v for k, v in cluster.items() if k != "labels"}, **kept},
         "example_order": order,  # the bootstrap's draws depend on it: `ragft report` resamples in this order
-        "variants": variants,
+        "pipelines": pipelines,
         "comparisons": comparisons,
         "pairs_in_family": len(every),
         "steps": steps,
@@ -173,7 +173,7 @@ def aggregate(
     if warnings:
         report["warnings"] = warnings
     all_primary = [rows[pair][metrics[0]] for pair in every]
-    report["verdict"] = verdict(variants, all_primary, steps, metrics, report.get("baseline"), warnings)
+    report["verdict"] = verdict(pipelines, all_primary, steps, metrics, report.get("baseline"), warnings)
     if every and len(every) / samples >= ALPHA:  # bootstrap p-values stop at 1 / samples
         report["verdict"]["flags"].append(
             f"With {len(every)} pairs of pipelines and {samples} bootstrap resamples no Holm-adjusted p-value "
@@ -199,10 +199,10 @@ def _compare_pair(
 
 
 def _step(
-    a: str, b: str, variants: dict[str, Any], rows: dict[str, dict[str, Any]], metrics: Sequence[str]
+    a: str, b: str, pipelines: dict[str, Any], rows: dict[str, dict[str, Any]], metrics: Sequence[str]
 ) -> dict[str, Any]:
     """What moving up one rung buys (points of each metric) and costs (seconds, tokens, training)."""
-    ca, cb = variants[a]["costs"], variants[b]["costs"]
+    ca, cb = pipelines[a]["costs"], pipelines[b]["costs"]
     gain = rows[metrics[0]]
     d_seconds = cb["seconds_per_query_mean"] - ca["seconds_per_query_mean"]
     d_tokens = cb["prompt_tokens_per_query"] - ca["prompt_tokens_per_query"]
@@ -227,11 +227,11 @@ def _step(
 
 
 def seed_spread(runs: dict[str, dict[int, list[Prediction]]], metrics: Sequence[str] = METRICS) -> dict[str, Any]:
-    """Per variant: the mean score of each training seed, and their mean and spread."""
+    """Per pipeline: the mean score of each training seed, and their mean and spread."""
     import numpy as np
 
     out = {}
-    for variant, by_seed in runs.items():
+    for pipeline, by_seed in runs.items():
         entry: dict[str, Any] = {"seeds": list(by_seed)}
         for m in metrics:
             values = [float(np.mean([p.scores[m] for p in preds])) for preds in by_seed.values()]
@@ -242,7 +242,7 @@ def seed_spread(runs: dict[str, dict[int, list[Prediction]]], metrics: Sequence[
                 "min": min(values),
                 "max": max(values),
             }
-        out[variant] = entry
+        out[pipeline] = entry
     return out
 
 
@@ -254,7 +254,7 @@ def view_table(
     oracle: str,
     labels: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Scores with intervals of each model (base, each fine-tuned variant) under each context;
+    """Scores with intervals of each model (base, each fine-tuned pipeline) under each context;
     `oracle` says in words what the oracle context is; `labels` are the examples' clusters."""
     return {
         "oracle": oracle,

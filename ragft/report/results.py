@@ -97,15 +97,16 @@ class Report:
         predictions: dict[str, list[Prediction]] | None = None,
         passages: dict[str, str] | None = None,
     ) -> Report:
+        data = _current(data)
         pipelines = {
             name: PipelineResult(
                 name,
                 v["n"],
                 {m: Estimate(**e) for m, e in v["metrics"].items()},
                 v["costs"],
-                v.get("pipeline", {}),
+                v.get("settings", {}),
             )
-            for name, v in data["variants"].items()
+            for name, v in data["pipelines"].items()
         }
         comparisons = [
             Comparison(
@@ -189,6 +190,18 @@ class Report:
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
+
+
+def _current(data: dict[str, Any]) -> dict[str, Any]:
+    """report.json as this release writes it: a report written before the renames holds its
+    pipelines under `variants`, each pipeline's settings under `pipeline`."""
+    if "variants" not in data:
+        return data
+    renamed = {
+        name: {("settings" if k == "pipeline" else k): v for k, v in entry.items()}
+        for name, entry in data["variants"].items()
+    }
+    return {("pipelines" if k == "variants" else k): (renamed if k == "variants" else v) for k, v in data.items()}
 
 
 def saved_predictions(run_dir: str | Path, label: str) -> list[Prediction]:

@@ -112,7 +112,7 @@ def _row(rows: Sequence[dict[str, Any]], a: str, b: str) -> tuple[dict[str, Any]
     raise KeyError((a, b))
 
 
-def _p(p: float) -> str:
+def _p_value(p: float) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
@@ -125,7 +125,7 @@ def dollars(d: float | None, sign: bool = False) -> str:
 
 
 def verdict(
-    variants: dict[str, Any],
+    pipelines: dict[str, Any],
     pairwise: Sequence[dict[str, Any]],
     steps: Sequence[dict[str, Any]],
     metrics: Sequence[str],
@@ -136,10 +136,10 @@ def verdict(
     its Holm-adjusted p-value (`p_holm`); costs are in dollars when every pipeline is priced,
     else in machine seconds."""
     primary = metrics[0]
-    names = list(variants)
-    priced = all("dollars_per_1000_queries" in v["costs"] for v in variants.values())
-    quality = {n: variants[n]["metrics"][primary]["mean"] for n in names}
-    costs = {n: variants[n]["costs"] for n in names}
+    names = list(pipelines)
+    priced = all("dollars_per_1000_queries" in v["costs"] for v in pipelines.values())
+    quality = {n: pipelines[n]["metrics"][primary]["mean"] for n in names}
+    costs = {n: pipelines[n]["costs"] for n in names}
     per_query = {n: _per_query(costs[n], priced) for n in names}
     best = max(names, key=lambda n: quality[n])
     close = [best] + [n for n in names if n != best and _row(pairwise, best, n)[0]["p_holm"] >= ALPHA]
@@ -221,14 +221,14 @@ def verdict(
         "cost_unit": unit,
         "lines": lines,
         "flags": flags,
-        "steps": [_step_sentence(s, variants, metrics, priced) for s in steps],
+        "steps": [_step_sentence(s, pipelines, metrics, priced) for s in steps],
         "break_even": evens,
     }
 
 
 def _short_training(costs: dict[str, dict[str, Any]]) -> list[str]:
     """A flag naming the fine-tuned pipelines trained under `SHORT_TRAINING` of the steps of the
-    longest-trained one (supervised training from the base model only: a feedback arm
+    longest-trained one (supervised training from the base model only: a feedback pipeline
     continues from its start's adapter)."""
     trained = {n: c["training"] for n, c in costs.items() if "steps" in c.get("training", {})}
     steps = {n: t["steps"] for n, t in trained.items() if "init_from" not in t and t.get("objective", "sft") == "sft"}
@@ -245,13 +245,13 @@ def _short_training(costs: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
-def _step_sentence(step: dict[str, Any], variants: dict[str, Any], metrics: Sequence[str], priced: bool) -> str:
+def _step_sentence(step: dict[str, Any], pipelines: dict[str, Any], metrics: Sequence[str], priced: bool) -> str:
     """One sentence: what a step up the ladder buys (and whether content or form) and costs."""
     primary, by = metrics[0], step["by_metric"]
     g = by[primary]
     up = g["p_holm"] < ALPHA and g["points"] > 0
     down = g["p_holm"] < ALPHA and g["points"] < 0
-    gain = f"{g['points']:+.1f} {label(primary)} ({g['low']:+.1f} to {g['high']:+.1f}, Holm {_p(g['p_holm'])})"
+    gain = f"{g['points']:+.1f} {label(primary)} ({g['low']:+.1f} to {g['high']:+.1f}, Holm {_p_value(g['p_holm'])})"
     if up:
         buys = f"buys {gain}"
     elif down:
@@ -261,7 +261,7 @@ def _step_sentence(step: dict[str, Any], variants: dict[str, Any], metrics: Sequ
     if "acc" in by and (up or down or by["acc"]["p_holm"] < ALPHA):
         a = by["acc"]
         moved = a["p_holm"] < ALPHA
-        lenient = f"lenient match {a['points']:+.1f} (Holm {_p(a['p_holm'])})"
+        lenient = f"lenient match {a['points']:+.1f} (Holm {_p_value(a['p_holm'])})"
         if up and moved and a["points"] > 0:
             buys += f": more right answers, {lenient}"
         elif up:
@@ -273,7 +273,7 @@ def _step_sentence(step: dict[str, Any], variants: dict[str, Any], metrics: Sequ
             buys += f", though the right answer appears more often ({lenient}) in a form {label(primary)} misses"
         elif moved:
             buys += f"; {lenient}"
-    cb, ca = variants[step["to"]]["costs"], variants[step["from"]]["costs"]
+    cb, ca = pipelines[step["to"]]["costs"], pipelines[step["from"]]["costs"]
     seconds, tokens = step["added_seconds_per_query"], step["added_prompt_tokens_per_query"]
     cost = f"{seconds:+.3f} s/query, {tokens:+.0f} prompt tokens/query"
     if priced:

@@ -74,7 +74,7 @@ class Embedder:
 
 
 @cache
-def load_tokenizer(name: str) -> tuple[Any, int]:
+def embedder_tokenizer(name: str) -> tuple[Any, int]:
     """An embedder's tokenizer and its text-token limit, without loading the encoder."""
     from pathlib import Path
 

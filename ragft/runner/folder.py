@@ -12,7 +12,7 @@ from ragft.errors import InputError
 from ragft.io import read_json
 from ragft.optimize import prompt_dir
 from ragft.prompts import PromptTemplate
-from ragft.settings import Arm
+from ragft.settings import PipelineSettings
 
 
 def run_config(run_dir: str | Path) -> Config:
@@ -23,7 +23,7 @@ def run_config(run_dir: str | Path) -> Config:
     return saved_config(read_json(path))
 
 
-def run_pipeline(run_dir: str | Path, config: Config, name: str) -> Arm:
+def run_pipeline(run_dir: str | Path, config: Config, name: str) -> PipelineSettings:
     """One pipeline of a run as it ran (its pipelines.json entry): template, what it shows,
     whether it trains, and its own settings over the experiment's."""
     path = Path(run_dir) / "pipelines.json"
@@ -39,4 +39,4 @@ def run_pipeline(run_dir: str | Path, config: Config, name: str) -> Arm:
     settings = dataclasses.replace(config, pipelines=[], **sections)
     optimized = entry.get("optimized", prompt_dir(Path(run_dir), name).is_dir())  # runs before it was recorded
     template = PromptTemplate(**entry["template"])
-    return Arm(name, template, entry["context"], entry["shots"], entry["trained"], settings, optimized=optimized)
+    return PipelineSettings.of(name, template, entry["context"], entry["shots"], entry["trained"], settings, optimized)

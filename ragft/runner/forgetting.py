@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ragft.io import sha256_file
 from ragft.metrics import QA_SCORING, qa_scores
-from ragft.settings import Arm
+from ragft.settings import PipelineSettings
 from ragft.stats import bootstrap, paired_difference
 from ragft.tasks.qa import build_prompt, load_examples
 
@@ -31,7 +31,7 @@ class GeneralSet:
         self.test_ids = [e.id for e in self.examples]
         self.sha256 = sha256_file(path)
 
-    def prompt_identity(self, pipeline: Arm) -> Any:
+    def prompt_identity(self, pipeline: PipelineSettings) -> Any:
         return {"general": self.sha256}
 
     def oracle_identity(self) -> Any:
@@ -40,13 +40,13 @@ class GeneralSet:
     def scoring_identity(self) -> Any:
         return {"score": QA_SCORING}
 
-    def prompts(self, pipeline: Arm, generator: Generator) -> list[str]:
+    def prompts(self, pipeline: PipelineSettings, generator: Generator) -> list[str]:
         return [build_prompt(generator, pipeline, e, [], []) for e in self.examples]
 
     def answers(self, i: int) -> tuple[str, ...]:
         return self.examples[i].answers
 
-    def retrieved(self, pipeline: Arm, i: int) -> tuple[str, ...]:
+    def retrieved(self, pipeline: PipelineSettings, i: int) -> tuple[str, ...]:
         return ()
 
     def score(self, i: int, output: str) -> tuple[dict[str, float], str]:

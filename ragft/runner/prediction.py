@@ -13,7 +13,7 @@ from ragft.types import Prediction, prediction_from_row
 
 if TYPE_CHECKING:
     from ragft.generation import Generator
-    from ragft.settings import Arm
+    from ragft.settings import PipelineSettings
 
 
 class PredictableTask(Protocol):
@@ -21,11 +21,11 @@ class PredictableTask(Protocol):
 
     test_ids: list[str]
 
-    def prompts(self, pipeline: Arm, generator: Generator) -> list[str]: ...
+    def prompts(self, pipeline: PipelineSettings, generator: Generator) -> list[str]: ...
 
     def answers(self, i: int) -> tuple[str, ...]: ...
 
-    def retrieved(self, pipeline: Arm, i: int) -> tuple[str, ...]: ...
+    def retrieved(self, pipeline: PipelineSettings, i: int) -> tuple[str, ...]: ...
 
     def score(self, i: int, output: str) -> tuple[dict[str, float], str]: ...
 
@@ -33,7 +33,7 @@ class PredictableTask(Protocol):
 def predict(
     path: Path,
     label: str,
-    pipeline: Arm,
+    pipeline: PipelineSettings,
     generator: Generator,
     task: PredictableTask,
     done: dict[str, Prediction],
@@ -74,14 +74,15 @@ def predict(
     bar.close()
 
 
-def load_predictions(path: Path, key: str) -> dict[str, Prediction]:
+def load_predictions(path: Path, key: str, set_aside: bool = True) -> dict[str, Prediction]:
     """Predictions already made with the same key; a file made with another is set aside
-    (`.stale.jsonl`). A line cut short by a kill mid-write is dropped (its batch is
-    generated again; the next append cuts it off)."""
+    (`.stale.jsonl`) unless `set_aside` is off (a run that only reads it). A line cut short
+    by a kill mid-write is dropped (its batch is generated again; the next append cuts it off)."""
     if not path.exists():
         return {}
     rows = [row for _, row in read_jsonl(path, torn_tail_ok=True)]
     if any(row.get("fingerprint") != key for row in rows):
-        path.replace(path.with_suffix(".stale.jsonl"))
+        if set_aside:
+            path.replace(path.with_suffix(".stale.jsonl"))
         return {}
     return {row["example_id"]: prediction_from_row(row) for row in rows}

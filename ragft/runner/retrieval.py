@@ -1,8 +1,8 @@
 """Retriever evaluation on judged queries: nDCG@10, MRR@10, recall@k with bootstrap CIs.
 
-Several retrieval variants (dense, bm25, hybrid, each optionally with HyDE, multi-query
+Several retrieval pipelines (dense, bm25, hybrid, each optionally with HyDE, multi-query
 expansion or reranking) are scored on the same queries and written in the comparison
-report's layout: `variants` with metrics and costs, paired `comparisons`, `environment`.
+report's layout: `pipelines` with metrics and costs, paired `comparisons`, `environment`.
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ def evaluate_retriever(
 ) -> dict[str, Any]:
     """One retriever's metrics with bootstrap intervals, and its speed."""
     values, seconds = per_query_scores(retriever, queries, qrels, recall_ks)
-    return _variant(values, seconds, samples, seed)
+    return _scored(values, seconds, samples, seed)
 
 
-def _variant(values: dict[str, list[float]], seconds: float, samples: int, seed: int) -> dict[str, Any]:
+def _scored(values: dict[str, list[float]], seconds: float, samples: int, seed: int) -> dict[str, Any]:
     n = len(next(iter(values.values())))
     return {
         "n": n,
@@ -76,7 +76,7 @@ def run_beir_eval(
     seed: int = 0,
     embedder_dtype: str = "float32",
 ) -> dict[str, Any]:
-    """Score retrieval variants on a BEIR folder; whole documents are the retrieval units."""
+    """Score retrieval pipelines on a BEIR folder; whole documents are the retrieval units."""
     from ragft.runner.environment import environment
     from ragft.tasks.beir import load_beir
     from ragft.types import Chunk
@@ -95,14 +95,14 @@ def run_beir_eval(
         from ragft.generation import Generator
 
         generator = Generator.load(generator_name, batch_size=8)
-    variants: dict[str, Any] = {}
+    pipelines: dict[str, Any] = {}
     per_query: dict[str, dict[str, list[float]]] = {}
     for method in methods:
         name = method + qs.suffix()
         retriever = make_retriever(method, chunks, dense, generator, qs)
         per_query[name], seconds = per_query_scores(retriever, queries, data.qrels, (10, 100))
-        variants[name] = _variant(per_query[name], seconds, samples, seed)
-    names = list(variants)
+        pipelines[name] = _scored(per_query[name], seconds, samples, seed)
+    names = list(pipelines)
     comparisons = [
         {"from": a, "to": b, "metric": metric, **asdict(paired_difference(x, per_query[b][metric], samples, seed))}
         for i, a in enumerate(names)
@@ -118,7 +118,7 @@ def run_beir_eval(
         "documents": len(chunks),
         "queries": len(queries),
         "unknown_qrels": data.unknown,
-        "variants": variants,
+        "pipelines": pipelines,
         "comparisons": comparisons,
         "environment": environment(),
     }

@@ -14,14 +14,15 @@ report.html is the renderers' job (`ragft.render`), called by the interfaces.
 from __future__ import annotations
 
 import contextlib
+import difflib
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragft.config import Config, check_pairs
-from ragft.errors import ConfigError, naming
+from ragft.errors import ConfigError, InputError, NotMade, naming
 from ragft.io import read_json, sha256_json, write_json_atomic
 from ragft.keys import StageKeys, predictions_key, stage_keys
 from ragft.locks import run_lock
@@ -34,7 +35,17 @@ from ragft.runner.environment import environment
 from ragft.runner.forgetting import GeneralSet, forgetting_block
 from ragft.runner.prediction import PredictableTask, load_predictions, predict
 from ragft.runner.training import adapted, adapter_dir, has_adapter
-from ragft.settings import CONTEXTS, Arm, arm_settings, base_models, base_name, ladder, resolve_arms, settings_summary
+from ragft.settings import (
+    CONTEXTS,
+    PipelineSettings,
+    TrainedAdapter,
+    base_models,
+    base_name,
+    ladder,
+    resolve_pipelines,
+    settings_record,
+    settings_summary,
+)
 from ragft.tasks.base import TaskRun
 from ragft.tasks.qa import QATask
 from ragft.types import Prediction
@@ -42,7 +53,7 @@ from ragft.types import Prediction
 if TYPE_CHECKING:
     from ragft.generation import Generator
     from ragft.optimize import OptimizedPrompt
-    from ragft.tasks.sql import SqlData
+    from ragft.tasks.sql import SQLTask
 
 
 def run_dir_for(config: Config) -> Path:
@@ -58,8 +69,8 @@ class Run:
         folder: Path,
         config: Config,
         resources: Resources,
-        data: QATask | SqlData | None = None,
-        pipelines: Sequence[Arm] | None = None,
+        data: QATask | SQLTask | None = None,
+        pipelines: Sequence[PipelineSettings] | None = None,
     ):
         self.folder = folder
         self.config = config
@@ -67,30 +78,32 @@ class Run:
         self._data = data
         self._tasks: dict[str, TaskRun] = {}
         self._by_key: dict[str, tuple[list[Prediction], dict[str, Any]]] = {}
-        self._arms = {a.name: a for a in pipelines} if pipelines is not None else None
+        self._pipelines = {a.name: a for a in pipelines} if pipelines is not None else None
+        self.made: set[str] | None = None
+        """The pipelines (and base models) whose predictions this run may make; the others'
+        are only read where finished (None: every pipeline's may be made)."""
 
-    def arm(self, name: str) -> Arm:
+    def pipeline(self, name: str) -> PipelineSettings:
         """A pipeline of this experiment by name (an adapter may start from another's): one
         of `pipelines` where they were given, else the config's."""
-        if self._arms is None:
-            self._arms = {a.name: a for a in resolve_arms(self.config)}
-        return self._arms[name]
+        if self._pipelines is None:
+            self._pipelines = {a.name: a for a in resolve_pipelines(self.config)}
+        return self._pipelines[name]
 
-    def task(self, pipeline: Arm) -> TaskRun:
+    def task(self, pipeline: PipelineSettings) -> TaskRun:
         """The task prepared with this pipeline's settings; pipelines whose settings agree share one."""
-        c = pipeline.config
+        c = pipeline
         setup = sha256_json([asdict(c.models), asdict(c.chunking), asdict(c.retrieval), asdict(c.sql)])
         if setup not in self._tasks:
             models = self.models(pipeline)
-            if c.data.kind == "sql":
+            if self.config.data.kind == "sql":
                 from ragft.tasks.sql import SqlRun
 
                 self._tasks[setup] = SqlRun(self.folder, self.data, c.retrieval, c.sql, models)
             else:
                 from ragft.tasks.qa_run import QaRun
 
-                # self: the other pipelines' adapters, for a synthesis one of them checks (synth.checker)
-                self._tasks[setup] = QaRun(self.folder, self.data, c.chunking, c.retrieval, models, self)
+                self._tasks[setup] = QaRun(self.folder, self.data, c.chunking, c.retrieval, models)
         return self._tasks[setup]
 
     @property
@@ -98,70 +111,76 @@ class Run:
         """The task's documents and examples, loaded once for every pipeline."""
         return self.read_inputs()
 
-    def read_inputs(self) -> QATask | SqlData:
+    def read_inputs(self) -> QATask | SQLTask:
         """Read and check the task's input files (every line of them): done before any model loads."""
         if self._data is None:
-            self._data = sql_data(self.config) if self.config.data.kind == "sql" else qa_task(self.config)
+            self._data = sql_task(self.config) if self.config.data.kind == "sql" else qa_task(self.config)
         return self._data
 
-    def models(self, pipeline: Arm) -> Models:
+    def models(self, pipeline: PipelineSettings) -> Models:
         """The models a pipeline's settings name."""
-        c = pipeline.config
-        return Models(self.resources, c.models, c.generation, c.experiment.seed)
+        return Models(self.resources, pipeline.models, pipeline.generation, pipeline.seed)
 
-    def keys(self, pipeline: Arm, trained: Arm | None = None) -> StageKeys:
+    def keys(self, pipeline: PipelineSettings, trained: PipelineSettings | None = None) -> StageKeys:
         """Every stage key of a pipeline (or of another context view of `trained`)."""
-        owner = trained or pipeline
+        owner = self.with_checker(trained or pipeline)
+        pipeline, trained = (pipeline, owner) if trained is not None else (owner, None)
         return stage_keys(pipeline, self.task(owner), self.generator_identity(owner), trained, self.start_key(owner))
 
-    def start(self, pipeline: Arm) -> Arm | None:
-        """The pipeline whose adapter this one goes on training (`finetune.init_from`), if any."""
-        name = pipeline.config.finetune.init_from if pipeline.trained else ""
-        return self.arm(name) if name else None
+    def with_checker(self, pipeline: PipelineSettings) -> PipelineSettings:
+        """The pipeline with the adapter of the pipeline that checks its synthetic pairs
+        (`synth.checker`), which its synthesis is keyed by and asks the round trips with."""
+        name = pipeline.synth.checker
+        if not name or pipeline.checker is not None:
+            return pipeline
+        key = self.adapter_key(self.pipeline(name))
+        return replace(pipeline, checker=TrainedAdapter(name, key, adapter_dir(self.folder, name)))
 
-    def start_key(self, pipeline: Arm) -> str | None:
+    def start(self, pipeline: PipelineSettings) -> PipelineSettings | None:
+        """The pipeline whose adapter this one goes on training (`finetune.init_from`), if any."""
+        name = pipeline.finetune.init_from if pipeline.trained else ""
+        return self.pipeline(name) if name else None
+
+    def start_key(self, pipeline: PipelineSettings) -> str | None:
         start = self.start(pipeline)
         return self.keys(start).adapter if start is not None else None
 
-    def adapter_key(self, pipeline: Arm) -> str:
+    def adapter_key(self, pipeline: PipelineSettings) -> str:
         """The key of a trained pipeline's adapter."""
         key = self.keys(pipeline).adapter
         assert key is not None, f"{pipeline.name} trains no adapter"
         return key
 
     @contextlib.contextmanager
-    def adapted(self, pipeline: Arm, generator: Generator) -> Iterator[dict[str, Any]]:
+    def adapted(
+        self, pipeline: PipelineSettings, generator: Generator, folder: Path | None = None
+    ) -> Iterator[dict[str, Any]]:
         """`generator` with the pipeline's adapter on inside the block (trained first where
-        needed: after the adapter it starts from, which is trained or found first)."""
+        needed: after the adapter it starts from and the adapter that checks its synthetic
+        pairs, which are trained or found first). The adapter lives in the run folder's
+        `adapters/<pipeline>`, or in `folder` (a sweep's settings)."""
+        pipeline = self.with_checker(pipeline)
         start = self.start(pipeline)
-        folder, key = adapter_dir(self.folder, pipeline.name), self.adapter_key(pipeline)
-        if start is not None and not has_adapter(folder, key):  # it is trained from the start's adapter
-            with naming(f"pipeline {start.name!r} ({pipeline.name!r} starts from it)"):
-                with self.adapted(start, generator):
-                    pass  # trained (or found trained) and taken off again
+        folder, key = folder or adapter_dir(self.folder, pipeline.name), self.adapter_key(pipeline)
+        if not has_adapter(folder, key):
+            needed = [(start, "starts from it")] if start is not None else []
+            if pipeline.checker is not None:
+                needed.append((self.pipeline(pipeline.checker.pipeline), "synth.checker"))
+            for other, why in needed:
+                with naming(f"pipeline {other.name!r} ({pipeline.name!r} {why})"):
+                    with self.adapted(other, generator):
+                        pass  # trained (or found trained) and taken off again
         begin = adapter_dir(self.folder, start.name) if start is not None else None
         with adapted(folder, pipeline, generator, self.task(pipeline), key, begin) as training:
             yield training
 
-    def pipeline_adapter_key(self, name: str) -> str:
-        """The adapter key of the trained pipeline named `name`."""
-        return self.adapter_key(self.arm(name))
+    def generator_identity(self, pipeline: PipelineSettings) -> dict[str, Any]:
+        return self.resources.generator_identity(pipeline.models)
 
-    @contextlib.contextmanager
-    def pipeline_adapted(self, name: str, generator: Generator) -> Iterator[Generator]:
-        """`generator` with the named pipeline's adapter on inside the block (trained first where needed)."""
-        with contextlib.ExitStack() as stack:
-            with naming(f"pipeline {name!r} (synth.checker)"):  # its training, not what the block does
-                stack.enter_context(self.adapted(self.arm(name), generator))
-            yield generator
-
-    def generator_identity(self, pipeline: Arm) -> dict[str, Any]:
-        return self.resources.generator_identity(pipeline.config.models)
-
-    def generator(self, pipeline: Arm) -> Generator:
+    def generator(self, pipeline: PipelineSettings) -> Generator:
         return self.models(pipeline).generator()
 
-    def optimized_prompt(self, pipeline: Arm, generator: Generator, key: str) -> OptimizedPrompt:
+    def optimized_prompt(self, pipeline: PipelineSettings, generator: Generator, key: str) -> OptimizedPrompt:
         """An optimized pipeline's prompt: read back when made with this key, else optimized now."""
         from ragft.optimize import optimized_prompt, prompt_dir
         from ragft.tasks.qa_run import QaRun
@@ -175,12 +194,12 @@ class Run:
             pipeline.template,
             lambda: task.optimizer_questions(pipeline),
             task.primary_score,
-            pipeline.config.optimize,
+            pipeline.optimize,
             pipeline.context,
             key,
         )
 
-    def fit(self, pipeline: Arm) -> dict[str, Any]:
+    def fit(self, pipeline: PipelineSettings) -> dict[str, Any]:
         """Train (or find trained) a pipeline's adapter, or optimize its prompt, holding the run
         folder; return what the training or the optimization recorded."""
         with run_lock(self.folder):
@@ -193,9 +212,9 @@ class Run:
 
     def predictions(
         self,
-        pipeline: Arm,
+        pipeline: PipelineSettings,
         label: str | None = None,
-        trained: Arm | None = None,
+        trained: PipelineSettings | None = None,
         questions: GeneralSet | None = None,
     ) -> tuple[list[Prediction], dict[str, Any]]:
         """Predictions and costs of a pipeline: read back when finished, else made now.
@@ -218,7 +237,8 @@ class Run:
         asked: PredictableTask = questions or task
         path = self.folder / "predictions" / f"{label}.jsonl"
         costs_path = path.with_suffix(".costs.json")
-        done = load_predictions(path, key)
+        makes = self.made is None or owner.name.split("@")[0] in self.made
+        done = load_predictions(path, key, set_aside=makes)
         if all(i in done for i in asked.test_ids):
             saved = read_json(costs_path) if costs_path.is_file() else {}
             if saved.get("fingerprint") == key or questions is not None:  # no costs are reported for those
@@ -226,6 +246,8 @@ class Run:
                 self._by_key[key] = result
                 return result
 
+        if not makes:
+            raise NotMade(f"{label}: no finished predictions in {self.folder} with the config's keys")
         costs: dict[str, Any] = {"resumed_predictions": len(done)} if done else {}
         generator = self.generator(owner)
         with PeakMemory() as memory:
@@ -234,7 +256,7 @@ class Run:
                 with self.adapted(owner, generator) as training:
                     costs["training"] = training
                     costs["adapter_bytes"] = sum(f.stat().st_size for f in folder.iterdir())
-                    data = task.training_data(owner)
+                    data = task.training_data(self.with_checker(owner))
                     if data is not None:
                         costs["synthesis"] = data
                     predict(path, label, pipeline, generator, asked, done, key)
@@ -255,13 +277,24 @@ class Run:
         return result
 
 
-def run_pipelines(run: Run, pipelines: list[Arm]) -> Report:
+def run_pipelines(run: Run, pipelines: list[PipelineSettings], only: Sequence[str] = ()) -> Report:
     """Run the pipelines on the run's task and return the report (its data files written to
     the run folder; the renderers draw report.md and report.html from what this returns).
 
-    Every input file is read and checked before any model loads; the run folder is held
-    against other processes while the run writes to it."""
+    With `only`, just the pipelines named there are run; each other pipeline is reported
+    where the run folder holds its finished predictions under the keys it has now, and left
+    out (and named in the report) where not. Every input file is read and checked before any
+    model loads; the run folder is held against other processes while the run writes to it."""
     config = run.config
+    if only:
+        names = [p.name for p in pipelines]
+        for name in only:
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f" (it has {', '.join(names)})"
+                raise ConfigError(f"--pipeline {name!r}: no such pipeline in the config{hint}", config.source or None)
+        named = [p for p in pipelines if p.name in only]
+        run.made = set(only) | set(base_models(named, config.models.generator))
     pairs = check_pairs(config.experiment.pairs, [p.name for p in pipelines], config.source or None)
     run.read_inputs()
     general = None
@@ -271,24 +304,38 @@ def run_pipelines(run: Run, pipelines: list[Arm]) -> Report:
         return _run_held(run, pipelines, pairs, general)
 
 
-def _run_held(run: Run, pipelines: list[Arm], pairs: list[tuple[str, str]], general: GeneralSet | None) -> Report:
+def _run_held(
+    run: Run, pipelines: list[PipelineSettings], pairs: list[tuple[str, str]], general: GeneralSet | None
+) -> Report:
     config, folder = run.config, run.folder
     e = config.experiment
     trained = [p for p in pipelines if p.trained]
     env = environment()
     write_json_atomic(folder / "config.json", config.to_dict())
     write_json_atomic(folder / "environment.json", env)
-    write_json_atomic(folder / "pipelines.json", {p.name: arm_settings(p) for p in pipelines})
+    write_json_atomic(folder / "pipelines.json", {p.name: settings_record(p) for p in pipelines})
 
     costs: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[Prediction]] = {}
     seeds = [e.seed, *(s for s in dict.fromkeys(e.seeds) if s != e.seed)]
     seeded: dict[str, list[list[Prediction]]] = {}
+    left_out = []
     for p in pipelines:
         with naming(f"pipeline {p.name!r}"):
-            predictions[p.name], costs[p.name] = run.predictions(p)
-            if p.trained and len(seeds) > 1:
-                seeded[p.name] = [predictions[p.name], *(run.predictions(p.with_seed(s))[0] for s in seeds[1:])]
+            try:
+                made = run.predictions(p)
+                runs = [run.predictions(p.with_seed(s))[0] for s in seeds[1:]] if p.trained else []
+            except NotMade:
+                left_out.append(p.name)
+                continue
+            predictions[p.name], costs[p.name] = made
+            if runs:
+                seeded[p.name] = [made[0], *runs]
+    if left_out:
+        pipelines = [p for p in pipelines if p.name not in left_out]
+        trained = [p for p in pipelines if p.trained]
+        write_json_atomic(folder / "pipelines.json", {p.name: settings_record(p) for p in pipelines})
+    pairs = [(a, b) for a, b in pairs if a in predictions and b in predictions]
 
     first = next((p for p in pipelines if p.context), pipelines[0])
     task = run.task(first)
@@ -302,8 +349,8 @@ def _run_held(run: Run, pipelines: list[Arm], pairs: list[tuple[str, str]], gene
         grouped_by=grouped_by,
         seeds={name: seeds for name in seeded},
         trained=[p.name for p in trained],
-        prices={p.name: asdict(p.config.prices) for p in pipelines},
-        endpoints=[p.name for p in pipelines if p.config.models.endpoint],
+        prices={p.name: asdict(p.prices) for p in pipelines},
+        endpoints=[p.name for p in pipelines if p.models.endpoint],
     )
     baseline = constant_answer(task.train_answers(), task.test_ids, task.score)
     report = {
@@ -318,7 +365,7 @@ def _run_held(run: Run, pipelines: list[Arm], pairs: list[tuple[str, str]], gene
         "environment": env,
     }
     for p in pipelines:
-        report["variants"][p.name]["pipeline"] = settings_summary(p)
+        report["pipelines"][p.name]["settings"] = settings_summary(p)
     if e.context_views and trained:
         views = context_views(run, pipelines)
         labels = clustering(task.test_ids, groups, grouped_by)["labels"]
@@ -333,11 +380,13 @@ def _run_held(run: Run, pipelines: list[Arm], pairs: list[tuple[str, str]], gene
     passages: dict[str, str] = {}
     for task in {id(t): t for t in map(run.task, pipelines)}.values():  # pipelines may share a task
         passages.update(task.passages())
+    if left_out:
+        report["left_out"] = left_out
     write_json_atomic(folder / "report.json", report)
     return Report.from_dict(report, folder, predictions, passages)
 
 
-def context_views(run: Run, pipelines: list[Arm]) -> dict[str, dict[str, list[Prediction]]]:
+def context_views(run: Run, pipelines: list[PipelineSettings]) -> dict[str, dict[str, list[Prediction]]]:
     """The base model and every fine-tuned pipeline, each shown no context, the oracle
     context and retrieved context: whether retrieval helps or hurts a tuned model.
 
@@ -347,15 +396,18 @@ def context_views(run: Run, pipelines: list[Arm]) -> dict[str, dict[str, list[Pr
     models = {**base_models(pipelines, run.config.models.generator), **{p.name: p for p in pipelines if p.trained}}
     views: dict[str, dict[str, list[Prediction]]] = {}
     for name, model in models.items():
-        views[name] = {}
         trained = model if model.trained else None
-        for context in CONTEXTS:
-            with naming(f"context view {name}@{context}"):
-                views[name][context], _ = run.predictions(model.with_context(context), f"{name}@{context}", trained)
+        try:
+            for context in CONTEXTS:
+                with naming(f"context view {name}@{context}"):
+                    view = model.with_context(context)
+                    views.setdefault(name, {})[context], _ = run.predictions(view, f"{name}@{context}", trained)
+        except NotMade:  # a pipeline this run only reads, whose views were not made
+            views.pop(name, None)
     return views
 
 
-def forgetting(run: Run, trained: list[Arm], general: GeneralSet) -> dict[str, Any]:
+def forgetting(run: Run, trained: list[PipelineSettings], general: GeneralSet) -> dict[str, Any]:
     """The forgetting check: each base model and each fine-tuned pipeline answer the general
     questions without context (cached like any pipeline's predictions, under
     `predictions/general/`), and each tuned model is compared with its base."""
@@ -366,8 +418,11 @@ def forgetting(run: Run, trained: list[Arm], general: GeneralSet) -> dict[str, A
     for name, model in [*bases.items(), *((p.name, p) for p in trained)]:
         view = model.with_context("none")
         owner = model if model.trained else None
-        answers[name], _ = run.predictions(view, f"general/{name}", owner, questions=general)
-        if model.trained:
+        try:
+            answers[name], _ = run.predictions(view, f"general/{name}", owner, questions=general)
+        except NotMade:  # a pipeline this run only reads, whose answers were not made
+            continue
+        if model.trained and base_name(model, generator) in answers:
             base_of[name] = base_name(model, generator)
     e = run.config.experiment
     return forgetting_block(general, answers, base_of, e.bootstrap_samples, e.seed)
@@ -378,10 +433,10 @@ def plan(config: Config, run_dir: str | Path | None = None, resources: Resources
     what a run of this config would build or reuse."""
     folder = Path(run_dir) if run_dir is not None else run_dir_for(config)
     run = Run(folder, config, resources or Resources())
-    return {p.name: run.keys(p).as_dict() for p in resolve_arms(config)}
+    return {p.name: run.keys(p).as_dict() for p in resolve_pipelines(config)}
 
 
-def finetune(config: Config, variant: str, run_dir: str | Path | None = None) -> dict[str, Any]:
+def finetune(config: Config, name: str, run_dir: str | Path | None = None) -> dict[str, Any]:
     """Train (or find already trained) one trained pipeline's adapter in the run folder,
     where `compare` then reuses it; return what the training recorded.
 
@@ -392,7 +447,7 @@ def finetune(config: Config, variant: str, run_dir: str | Path | None = None) ->
     import torch
     from accelerate import PartialState
 
-    pipeline = trained_pipeline(config, variant)
+    pipeline = trained_pipeline(config, name)
     folder = Path(run_dir) if run_dir is not None else run_dir_for(config)
     state = PartialState(cpu=not torch.cuda.is_available())
     run = Run(folder, config, Resources())
@@ -400,7 +455,7 @@ def finetune(config: Config, variant: str, run_dir: str | Path | None = None) ->
         return _finetune_held(state, run, pipeline)
 
 
-def _finetune_held(state: Any, run: Run, pipeline: Arm) -> dict[str, Any]:
+def _finetune_held(state: Any, run: Run, pipeline: PipelineSettings) -> dict[str, Any]:
     folder, config = run.folder, run.config
     with state.main_process_first():
         task = run.task(pipeline)
@@ -413,9 +468,9 @@ def _finetune_held(state: Any, run: Run, pipeline: Arm) -> dict[str, Any]:
     return training
 
 
-def trained_pipeline(config: Config, name: str) -> Arm:
+def trained_pipeline(config: Config, name: str) -> PipelineSettings:
     """The config's pipeline of that name, which must train an adapter."""
-    pipelines = {p.name: p for p in resolve_arms(config)}
+    pipelines = {p.name: p for p in resolve_pipelines(config)}
     if name in pipelines and pipelines[name].trained:
         return pipelines[name]
     if name in ("ft", "rag+ft"):
@@ -434,14 +489,18 @@ def qa_task(config: Config) -> QATask:
     return QATask.from_jsonl(examples, corpus, d.test_limit, d.train_limit)
 
 
-def sql_data(config: Config) -> SqlData:
-    """The text-to-SQL task `config.data` and `config.sql` describe."""
-    from ragft.tasks.sql import load_sql_data
+def sql_task(config: Config) -> SQLTask:
+    """The text-to-SQL task `config.data` and `config.sql` describe: a Spider folder, or a
+    JSONL of pairs over the SQLite file `sql.database`."""
+    from ragft.tasks.sql import SQLTask
 
-    d, database = config.data, config.sql.database
-    path = config.path(database) if database else None
+    d, database, seed = config.data, config.sql.database, config.experiment.seed
     examples = _required_path(config, "examples")
-    return load_sql_data(examples, path, d.train_limit, d.test_limit, config.experiment.seed)
+    if examples.is_dir():
+        return SQLTask.from_spider(examples, d.test_limit, d.train_limit, seed)
+    if not database:
+        raise InputError("sql.database must name the SQLite file the examples ask about", examples)
+    return SQLTask.from_sqlite(config.path(database), examples, d.test_limit, d.train_limit, seed)
 
 
 _DATA_HELP = {

@@ -1,4 +1,4 @@
-"""Hyperparameter sweep for a fine-tuned arm: a grid (or a seeded random sample of it) over
+"""Hyperparameter sweep for a fine-tuned pipeline: a grid (or a seeded random sample of it) over
 `finetune.*` settings, each trained once and judged by validation loss, never by test.
 
 Every setting's adapter is cached in the run folder under `sweep/`, so an interrupted or
@@ -15,10 +15,8 @@ from typing import Any
 from ragft.config import load_config
 from ragft.errors import ConfigError
 from ragft.io import sha256_json, write_json_atomic
-from ragft.keys import adapter_key
 from ragft.locks import run_lock
 from ragft.resources import Resources
-from ragft.runner.training import adapted
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
@@ -58,12 +56,12 @@ def sweep(
     config_path: str | Path,
     overrides: list[str],
     grid: dict[str, list[str]],
-    variant: str = "rag+ft",
+    name: str = "rag+ft",
     sample: int = 0,
     run_dir: str | Path | None = None,
     resources: Resources | None = None,
 ) -> dict[str, Any]:
-    """Train `variant` once per setting and rank the settings by best validation loss.
+    """Train pipeline `name` once per setting and rank the settings by best validation loss.
 
     Without `finetune.validation_fraction`, a tenth of the training records is held out.
     Writes sweep.json into the run folder and returns the sweep (with the run `folder`).
@@ -71,7 +69,7 @@ def sweep(
     from ragft.runner.run import Run, run_dir_for, trained_pipeline
 
     base = load_config(config_path, overrides)
-    trained_pipeline(base, variant)  # a trained pipeline of this config, or an error naming them
+    trained_pipeline(base, name)  # a trained pipeline of this config, or an error naming them
     if base.finetune.validation_fraction <= 0:
         overrides = [*overrides, "finetune.validation_fraction=0.1"]
         base = load_config(config_path, overrides)
@@ -80,22 +78,20 @@ def sweep(
         run = Run(folder, base, resources or Resources())
         rows = []
         for combo in settings_to_try(grid, sample, base.experiment.seed):
-            pipeline = trained_pipeline(load_config(config_path, [*overrides, *combo]), variant)
-            if pipeline.config.finetune.init_from or pipeline.config.finetune.objective != "sft":
+            pipeline = trained_pipeline(load_config(config_path, [*overrides, *combo]), name)
+            if pipeline.finetune.init_from or pipeline.finetune.objective != "sft":
                 raise ConfigError(
-                    f"ragft sweep tunes fresh adapters on the next-token loss; {variant!r} goes on from another "
+                    f"ragft sweep tunes fresh adapters on the next-token loss; {name!r} goes on from another "
                     "pipeline's adapter or trains on preferences (tune its settings with `ragft compare`)"
                 )
-            task = run.task(pipeline)
-            key = adapter_key(pipeline, task, run.generator_identity(pipeline))
             adapter = folder / "sweep" / sha256_json(combo)[:12]
-            with adapted(adapter, pipeline, run.generator(pipeline), task, key) as training:
+            with run.adapted(pipeline, run.generator(pipeline), adapter) as training:
                 pass  # trained (or found trained) and taken off again
             best = min(loss for _, loss in training["validation"])
             rows.append({"settings": combo, "validation_loss": best, "adapter": str(adapter), **_summary(training)})
         rows.sort(key=lambda r: r["validation_loss"])
         fraction = base.finetune.validation_fraction
-        result = {"variant": variant, "grid": grid, "validation_fraction": fraction, "rows": rows}
+        result = {"pipeline": name, "grid": grid, "validation_fraction": fraction, "rows": rows}
         write_json_atomic(folder / "sweep.json", result)
     return {**result, "folder": folder}
 

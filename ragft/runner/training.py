@@ -17,7 +17,7 @@ from ragft.models import model_id
 
 if TYPE_CHECKING:
     from ragft.generation import Generator
-    from ragft.settings import Arm
+    from ragft.settings import PipelineSettings
     from ragft.tasks.base import TaskRun
 
 
@@ -28,7 +28,7 @@ def adapter_dir(run: Path, label: str) -> Path:
 
 @contextmanager
 def adapted(
-    folder: Path, pipeline: Arm, generator: Generator, task: TaskRun, key: str, start: Path | None = None
+    folder: Path, pipeline: PipelineSettings, generator: Generator, task: TaskRun, key: str, start: Path | None = None
 ) -> Iterator[dict[str, Any]]:
     """`generator` with the pipeline's adapter on (trained first where needed, from the
     adapter in `start` if given) inside the block; yields what the training recorded. The
@@ -52,11 +52,11 @@ def has_adapter(folder: Path, key: str) -> bool:
 
 
 def train_or_load_adapter(
-    folder: Path, pipeline: Arm, generator: Generator, task: TaskRun, key: str, start: Path | None = None
+    folder: Path, pipeline: PipelineSettings, generator: Generator, task: TaskRun, key: str, start: Path | None = None
 ) -> tuple[Any, dict[str, Any]]:
     """Load the pipeline's adapter if one was trained with this key, else train it (resuming
     from its checkpoint after an interruption; going on from the adapter in `start`)."""
-    c = pipeline.config
+    c = pipeline
     base_id = model_id(c.models.generator)
     try:
         manifest = adapter_manifest(folder)
@@ -74,7 +74,7 @@ def train_or_load_adapter(
             records,
             c.finetune,
             generator.tokenizer.pad_token_id,
-            c.experiment.seed,
+            c.seed,
             checkpoint=checkpoint,
             fingerprint=key,
             start=start,
@@ -84,9 +84,7 @@ def train_or_load_adapter(
         from ragft.finetune.preference import train_preference
 
         rows = task.preference_rows(pipeline)
-        peft_model, result = train_preference(
-            generator.model, generator.tokenizer, rows, c.finetune, c.experiment.seed, start
-        )
+        peft_model, result = train_preference(generator.model, generator.tokenizer, rows, c.finetune, c.seed, start)
         n = len(rows)
     training = {
         "records": n,

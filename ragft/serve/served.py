@@ -18,7 +18,7 @@ from ragft.errors import ArtifactError, InputError
 from ragft.feedback.store import Passage
 from ragft.io import read_json
 from ragft.runner.folder import run_config, run_pipeline
-from ragft.settings import Arm
+from ragft.settings import PipelineSettings
 from ragft.tasks.qa import build_prompt
 from ragft.types import Example
 
@@ -69,18 +69,18 @@ class ServedPipeline:
 
     def __init__(
         self,
-        arm: Arm,
+        pipeline: PipelineSettings,
         generator: Generator,
         retriever: Retriever | None,
         shots: Sequence[Example],
         base_model: Any,
     ):
-        self.arm = arm
-        self.name = arm.name
+        self.pipeline = pipeline
+        self.name = pipeline.name
         self.generator = generator
         self.retriever = retriever
         self.shots = list(shots)
-        self.k = arm.config.retrieval.k
+        self.k = pipeline.retrieval.k
         self._base_model = base_model
 
     @property
@@ -89,7 +89,7 @@ class ServedPipeline:
 
     @property
     def max_new_tokens(self) -> int:
-        return self.arm.config.generation.max_new_tokens
+        return self.pipeline.generation.max_new_tokens
 
     @classmethod
     def load(
@@ -108,23 +108,23 @@ class ServedPipeline:
         config = run_config(folder)
         if config.data.kind != "qa":
             raise InputError(f"ragft serve answers questions; this run's task is {config.data.kind!r}", folder)
-        arm = run_pipeline(folder, config, name)
+        pipeline = run_pipeline(folder, config, name)
         pipelines = [run_pipeline(folder, config, n) for n in read_json(folder / "pipelines.json")]
         resources = Resources([generator] if generator else [], [embedder] if embedder else [])
         run = Run(folder, config, resources, pipelines=pipelines)
-        task = run.task(arm)
-        keys = run.keys(arm)
-        gen = run.generator(arm)
+        task = run.task(pipeline)
+        keys = run.keys(pipeline)
+        gen = run.generator(pipeline)
         base = gen.model
-        if arm.trained:
+        if pipeline.trained:
             assert keys.adapter is not None
-            gen.model = _adapter(folder, arm, gen, keys.adapter)
-        if arm.optimized:
+            gen.model = _adapter(folder, pipeline, gen, keys.adapter)
+        if pipeline.optimized:
             assert keys.prompt is not None
-            arm = arm.with_demos(_optimized_demos(folder, arm, keys.prompt))
-        retriever = task.retriever if arm.context else None  # type: ignore[attr-defined]
-        shots = task.train[: arm.shots]  # type: ignore[attr-defined]
-        return cls(arm, gen, retriever, shots, base)
+            pipeline = pipeline.with_demos(_optimized_demos(folder, pipeline, keys.prompt))
+        retriever = task.retrieval.retriever if pipeline.context else None  # type: ignore[attr-defined]
+        shots = task.train[: pipeline.shots]  # type: ignore[attr-defined]
+        return cls(pipeline, gen, retriever, shots, base)
 
     def close(self) -> None:
         """Take the adapter off (the generator's model is as it was given)."""
@@ -160,37 +160,37 @@ class ServedPipeline:
         if request.model != self.name:  # the chat model: the messages as sent
             return self.generator.render([{"role": role, "content": text} for role, text in request.messages])
         example = Example("served", question, (), "test")
-        return build_prompt(self.generator, self.arm, example, [p.text for p in passages], self.shots)
+        return build_prompt(self.generator, self.pipeline, example, [p.text for p in passages], self.shots)
 
 
-def _adapter(folder: Path, arm: Arm, generator: Generator, key: str) -> Any:
+def _adapter(folder: Path, pipeline: PipelineSettings, generator: Generator, key: str) -> Any:
     from ragft.finetune.adapter import load_adapter
     from ragft.models import model_id
     from ragft.runner.training import adapter_dir, has_adapter
 
-    path = adapter_dir(folder, arm.name)
+    path = adapter_dir(folder, pipeline.name)
     if not has_adapter(path, key):
         there = (path / "manifest.json").is_file()
         state = "an adapter trained on other inputs than the run's now" if there else "no trained adapter"
         raise ArtifactError(
-            f"pipeline {arm.name!r}: {path} holds {state} (data files or settings changed since?); "
+            f"pipeline {pipeline.name!r}: {path} holds {state} (data files or settings changed since?); "
             "`ragft compare` of the run's config trains it, then serve again"
         )
-    return load_adapter(generator.model, path, model_id(arm.config.models.generator))
+    return load_adapter(generator.model, path, model_id(pipeline.models.generator))
 
 
-def _optimized_demos(folder: Path, arm: Arm, key: str) -> Any:
+def _optimized_demos(folder: Path, pipeline: PipelineSettings, key: str) -> Any:
     from ragft.io import read_manifest
     from ragft.optimize import OptimizedPrompt, prompt_dir
 
-    path = prompt_dir(folder, arm.name)
+    path = prompt_dir(folder, pipeline.name)
     try:
         fingerprint = read_manifest(path, "optimized-prompt").get("fingerprint")
     except ArtifactError:
         fingerprint = None
     if fingerprint != key:
         raise ArtifactError(
-            f"pipeline {arm.name!r}: {path} holds no prompt optimized for the run's current inputs; "
+            f"pipeline {pipeline.name!r}: {path} holds no prompt optimized for the run's current inputs; "
             "`ragft compare` of the run's config optimizes it (then serve again)"
         )
     return OptimizedPrompt.from_dict(read_json(path / "prompt.json")).demos

@@ -29,7 +29,10 @@ class SqlExample:
 
 
 @dataclass(frozen=True)
-class SqlTask:
+class SqlData:
+    """A text-to-SQL data set as its files hold it: the pairs of every split, the schemas and
+    the database files (`ragft.SQLTask` holds a task's train and test pairs from it)."""
+
     examples: list[SqlExample]
     schemas: dict[str, str]
     """Database id to its CREATE TABLE text."""
@@ -100,7 +103,7 @@ def sample_rows(path: str | Path, rows: int = 3) -> str:
     return "\n".join(out)
 
 
-def load_spider(folder: str | Path, splits: tuple[str, ...] = ("train", "dev")) -> SqlTask:
+def load_spider(folder: str | Path, splits: tuple[str, ...] = ("train", "dev")) -> SqlData:
     """Spider layout: `<split>.json`, `tables.json`, `database/<db_id>/<db_id>.sqlite`."""
     folder = Path(folder)
     tables_path = folder / "tables.json"
@@ -121,10 +124,10 @@ def load_spider(folder: str | Path, splits: tuple[str, ...] = ("train", "dev")) 
                 raise InputError(f"example {n}: database {row['db_id']!r} is not in tables.json", path)
             examples.append(SqlExample(f"{split}-{n}", row["question"], row["query"], row["db_id"], split))
     databases = {p.parent.name: p for p in sorted((folder / "database").glob("*/*.sqlite")) if p.stem == p.parent.name}
-    return SqlTask(examples, schemas, databases)
+    return SqlData(examples, schemas, databases)
 
 
-def load_sqlite_task(database: str | Path, pairs: str | Path) -> SqlTask:
+def load_sqlite_task(database: str | Path, pairs: str | Path) -> SqlData:
     """One SQLite file and a JSONL of {id?, question, query, split, group?} rows (split: train/test)."""
     database, pairs = Path(database), Path(pairs)
     if not database.is_file():
@@ -141,4 +144,4 @@ def load_sqlite_task(database: str | Path, pairs: str | Path) -> SqlTask:
         examples.append(
             SqlExample(str(row.get("id", number)), row["question"], row["query"], db_id, row["split"], group)
         )
-    return SqlTask(examples, {db_id: schema_from_sqlite(database)}, {db_id: database})
+    return SqlData(examples, {db_id: schema_from_sqlite(database)}, {db_id: database})

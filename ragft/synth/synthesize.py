@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -101,34 +101,6 @@ def chunks_identity(chunks: Sequence[Chunk]) -> str:
     return sha256_json([(c.id, c.text) for c in chunks])
 
 
-def fingerprint(
-    chunks: str,
-    generator: dict[str, Any],
-    decoding: Any,
-    embedder: Any,
-    settings: SynthConfig,
-    seed: int,
-    checker: str | None = None,
-) -> str:
-    """What a synthesis's pairs depend on: the chunks (`chunks_identity`), the writing
-    generator's identity and decoding, the embedder (near duplicates), the settings, the seed (chunk
-    sample), the prompts, the version of the span and filter rules (`RULES`) and, where a
-    checker asks the round trip, the key of its adapter (`checker`)."""
-    prompts = [writing.SYSTEM, writing.EXAMPLES, writing.roundtrip_messages("{q}", "{p}")]
-    read = asdict(settings)
-    del read["generator"]  # the writer enters by its identity, `generator`
-    del read["checker"]  # the checker enters by its adapter's key
-    read["roundtrip"] = settings.asks_back  # unset as what it resolves to: keys made before it could be unset
-    if settings.method != "answer_first":
-        del read["question_word"]  # answer-first only
-    if settings.method == "rule":
-        del read["max_new_tokens"], read["dedupe_similarity"]  # no model writes; repeats word for word
-    parts: tuple[Any, ...] = chunks, generator, decoding, embedder, read, seed, prompts, RULES
-    if checker is not None and settings.asks_back:
-        parts += ({"checker": checker},)
-    return sha256_json(["synth", *parts])
-
-
 def candidates(chunks: Sequence[Chunk], settings: SynthConfig, seed: int = 0) -> list[Candidate]:
     """Up to `per_chunk` candidates a chunk (of a seeded sample of `max_chunks` chunks).
 
@@ -157,7 +129,7 @@ def candidates(chunks: Sequence[Chunk], settings: SynthConfig, seed: int = 0) ->
     return out
 
 
-def synthesize(
+def pairs_from_chunks(
     chunks: Sequence[Chunk],
     generator: Generator | None,
     embedder: Embedder,
@@ -244,11 +216,11 @@ def write_pairs(
     checker: Callable[[], AbstractContextManager[Generator]] | None = None,
     checker_name: str = "",
 ) -> Synthesis:
-    """`synthesize` into the examples file `out` and its record, journaling finished blocks
+    """`pairs_from_chunks` into the examples file `out` and its record, journaling finished blocks
     under `key` in `<out>.journal` (a killed run continues from it; removed once `out` is written)."""
     journal = out.with_name(out.name + ".journal")
     out.parent.mkdir(parents=True, exist_ok=True)
-    synthesis = synthesize(
+    synthesis = pairs_from_chunks(
         chunks,
         generator,
         embedder,
@@ -346,7 +318,7 @@ def _write_block(
     if settings.method == "rule":
         rows = [_written_row(c, writing.rule_question(c.sentence, c.answer, c.kind)) for c in block]
     else:
-        assert generator is not None  # `synthesize` checked
+        assert generator is not None  # `pairs_from_chunks` checked
         rows = _written(block, generator, settings)
     for c, row in zip(block, rows):
         if not row["drop"]:

@@ -14,7 +14,7 @@ from ragft.keys import KeyedTask
 if TYPE_CHECKING:
     from ragft.finetune.data import SFTRecord
     from ragft.generation import Generator
-    from ragft.settings import Arm
+    from ragft.settings import PipelineSettings
 
 
 class TaskRun(KeyedTask, Protocol):
@@ -24,7 +24,7 @@ class TaskRun(KeyedTask, Protocol):
     oracle: str
     """What a pipeline with oracle context is shown, in words for the report."""
 
-    def prompts(self, pipeline: Arm, generator: Generator) -> list[str]:
+    def prompts(self, pipeline: PipelineSettings, generator: Generator) -> list[str]:
         """The rendered prompt of every test example for this pipeline."""
         ...
 
@@ -39,7 +39,7 @@ class TaskRun(KeyedTask, Protocol):
         """Each training example's answer, (normalised, as written): the constant-answer baseline's source."""
         ...
 
-    def retrieved(self, pipeline: Arm, i: int) -> tuple[str, ...]:
+    def retrieved(self, pipeline: PipelineSettings, i: int) -> tuple[str, ...]:
         """Ids of what retrieval put into test example i's prompt (empty without context)."""
         ...
 
@@ -47,18 +47,18 @@ class TaskRun(KeyedTask, Protocol):
         """(a score per metric, the kind of failure or '') for test example i's output."""
         ...
 
-    def train_records(self, pipeline: Arm, generator: Generator) -> list[SFTRecord]: ...
+    def train_records(self, pipeline: PipelineSettings, generator: Generator) -> list[SFTRecord]: ...
 
-    def preference_rows(self, pipeline: Arm) -> list[dict[str, Any]]:
+    def preference_rows(self, pipeline: PipelineSettings) -> list[dict[str, Any]]:
         """DPO (prompt, chosen, rejected) or KTO (prompt, completion, label) rows from feedback,
         for a pipeline whose `finetune.objective` is dpo or kto."""
         ...
 
-    def training_data(self, pipeline: Arm) -> dict[str, Any] | None:
+    def training_data(self, pipeline: PipelineSettings) -> dict[str, Any] | None:
         """What made a trained pipeline's synthetic training pairs (None: none were synthesized)."""
         ...
 
-    def prepare(self, pipeline: Arm) -> None:
+    def prepare(self, pipeline: PipelineSettings) -> None:
         """Build and save what the pipeline's training reads from the run folder (the index),
         so that the processes of a distributed training only read it."""
         ...

@@ -15,7 +15,7 @@ from ragft.types import Document, Example
 
 if TYPE_CHECKING:
     from ragft.generation import Generator
-    from ragft.settings import Arm
+    from ragft.settings import PipelineSettings
 
 SPLITS = ("train", "dev", "test")
 
@@ -117,7 +117,11 @@ def load_squad_examples(path: str | Path) -> list[Example]:
 
 
 def build_prompt(
-    generator: Generator, pipeline: Arm, example: Example, passages: Sequence[str], shots: Sequence[Example]
+    generator: Generator,
+    pipeline: PipelineSettings,
+    example: Example,
+    passages: Sequence[str],
+    shots: Sequence[Example],
 ) -> str:
     """The prompt text a pipeline shows the model for one example: its fixed solved examples,
     or an optimized pipeline's demonstrations (each with its own passages)."""

@@ -20,8 +20,8 @@ from ragft.finetune.data import SFTRecord, make_record
 from ragft.io import read_json, sha256_file, write_json_atomic
 from ragft.keys import hits_key
 from ragft.models import model_id
-from ragft.settings import Arm
-from ragft.sql.data import SqlExample, SqlTask, load_spider, load_sqlite_task, sample_rows
+from ragft.settings import PipelineSettings
+from ragft.sql.data import SqlData, SqlExample, load_spider, load_sqlite_task, sample_rows
 from ragft.sql.sandbox import Sandbox
 from ragft.sql.score import execution_match, extract_sql
 
@@ -56,40 +56,70 @@ def normal_sql(sql: str) -> str:
 
 
 @dataclass(frozen=True)
-class SqlData:
-    """A text-to-SQL task's data: databases and schemas, and the train and test pairs."""
+class SQLTask:
+    """Text-to-SQL over SQLite databases: the train and test pairs (a question, its gold SQL
+    and its database), the schemas the prompts show and the database files generated queries
+    run on in the read-only sandbox; scored by execution accuracy.
 
-    task: SqlTask
-    train: list[SqlExample]
-    test: list[SqlExample]
-    fingerprint: list[str]
+        task = ragft.SQLTask.from_sqlite("tidewatch.sqlite", "pairs.jsonl")
+        task = ragft.SQLTask.from_spider("spider/")
+    """
+
+    train: tuple[SqlExample, ...]
+    test: tuple[SqlExample, ...]
+    schemas: dict[str, str]
+    """Database id to its CREATE TABLE text."""
+    databases: dict[str, Path]
+    """Database id to its SQLite file, for the databases that are present."""
+    fingerprint: tuple[str, ...]
     """Content hashes of the files the pairs and databases came from."""
+    source: str = ""
+    """Where the pairs came from, for errors and the report."""
 
+    @classmethod
+    def from_sqlite(
+        cls, database: str | Path, pairs: str | Path, test_limit: int = 0, train_limit: int = 0, seed: int = 0
+    ) -> SQLTask:
+        """One SQLite file and a JSONL of {id?, question, query, split, group?} rows (split:
+        train or test); `test_limit` test pairs and `train_limit` training pairs (0: all)."""
+        database, pairs = Path(database), Path(pairs)
+        data = load_sqlite_task(database, pairs)
+        fingerprint = (sha256_file(pairs), sha256_file(database))
+        return cls._split(data, "test", fingerprint, pairs, test_limit, train_limit, seed)
 
-def load_sql_data(
-    examples: Path, database: Path | None, train_limit: int = 0, test_limit: int = 0, seed: int = 0
-) -> SqlData:
-    """A Spider folder (train.json to train on, dev.json to test), or a JSONL of pairs over
-    one SQLite `database`; the training pairs shuffled by `seed` and cut to `train_limit`,
-    `test_limit` test pairs spread evenly over databases (0: all)."""
-    if examples.is_dir():
-        task, test_split = load_spider(examples, ("train", "dev")), "dev"
-        fingerprint = [sha256_file(examples / f) for f in ("train.json", "dev.json", "tables.json")]
-    else:
-        if database is None:
-            raise InputError("sql.database must name the SQLite file the examples ask about", examples)
-        task, test_split = load_sqlite_task(database, examples), "test"
-        fingerprint = [sha256_file(examples), sha256_file(database)]
-    train = task.split("train")
-    random.Random(seed).shuffle(train)
-    train = train[:train_limit] if train_limit > 0 else train
-    test = stratified(task.split(test_split), test_limit, seed)
-    if not test:
-        raise InputError(f"no {test_split} examples", examples)
-    missing = sorted({e.db_id for e in test} - task.databases.keys())
-    if missing:
-        raise InputError(f"test databases missing: {', '.join(missing)}", examples)
-    return SqlData(task, train, test, fingerprint)
+    @classmethod
+    def from_spider(cls, folder: str | Path, test_limit: int = 0, train_limit: int = 0, seed: int = 0) -> SQLTask:
+        """A Spider folder: train.json to train on, dev.json to test on, tables.json and
+        database/<db_id>/<db_id>.sqlite; `test_limit` test pairs spread evenly over the
+        databases and `train_limit` training pairs (0: all)."""
+        folder = Path(folder)
+        data = load_spider(folder, ("train", "dev"))
+        fingerprint = tuple(sha256_file(folder / f) for f in ("train.json", "dev.json", "tables.json"))
+        return cls._split(data, "dev", fingerprint, folder, test_limit, train_limit, seed)
+
+    @classmethod
+    def _split(
+        cls,
+        data: SqlData,
+        test_split: str,
+        fingerprint: tuple[str, ...],
+        source: Path,
+        test_limit: int,
+        train_limit: int,
+        seed: int,
+    ) -> SQLTask:
+        """The training pairs shuffled by `seed` and cut to `train_limit`; `test_limit` test
+        pairs spread evenly over databases (0: all)."""
+        train = data.split("train")
+        random.Random(seed).shuffle(train)
+        train = train[:train_limit] if train_limit > 0 else train
+        test = stratified(data.split(test_split), test_limit, seed)
+        if not test:
+            raise InputError(f"no {test_split} examples", source)
+        missing = sorted({e.db_id for e in test} - data.databases.keys())
+        if missing:
+            raise InputError(f"test databases missing: {', '.join(missing)}", source)
+        return cls(tuple(train), tuple(test), data.schemas, data.databases, fingerprint, str(source))
 
 
 class SqlRun:
@@ -98,17 +128,17 @@ class SqlRun:
     metrics = ("ex", "valid")
     oracle = "the training examples whose SQL is closest to the gold query"
 
-    def __init__(self, run: Path, data: SqlData, retrieval: RetrievalConfig, sql: SqlConfig, models: Models):
+    def __init__(self, run: Path, data: SQLTask, retrieval: RetrievalConfig, sql: SqlConfig, models: Models):
         self.run = run
         self.retrieval_settings = retrieval
         self.sql = sql
         self.models = models
-        self.task = data.task
-        self.train = data.train
-        self.test = data.test
+        self.task = data
+        self.train = list(data.train)
+        self.test = list(data.test)
         self.test_ids = [e.id for e in self.test]
         self.data_identity = [
-            data.fingerprint,
+            list(data.fingerprint),
             [e.id for e in self.test],
             [e.id for e in self.train],
             sql.sample_rows,
@@ -133,13 +163,13 @@ class SqlRun:
     def oracle_identity(self) -> Any:
         return {"data": self.data_identity, "k": self.retrieval_settings.k, **self._embedding()}
 
-    def training_identity(self, pipeline: Arm) -> Any:
+    def training_identity(self, pipeline: PipelineSettings) -> Any:
         out: dict[str, Any] = {"data": self.data_identity, "system": SYSTEM, "context": pipeline.context}
         if pipeline.context:  # each training question is shown its k nearest other training pairs
             out.update(k=self.retrieval_settings.k, **self._embedding())
         return out
 
-    def prompt_identity(self, pipeline: Arm) -> Any:
+    def prompt_identity(self, pipeline: PipelineSettings) -> Any:
         return {"data": self.data_identity, "system": SYSTEM, "shots": pipeline.shots}
 
     def scoring_identity(self) -> Any:
@@ -162,15 +192,15 @@ class SqlRun:
         user += f"Question: {e.question}\nSQL:"
         return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
-    def shots(self, pipeline: Arm, i: int) -> list[SqlExample]:
+    def shots(self, pipeline: PipelineSettings, i: int) -> list[SqlExample]:
         if pipeline.context:
             return [self._train_by_id[t] for t in self.context_ids(pipeline)[i]]
         return self.train[: pipeline.shots]
 
-    def context_ids(self, pipeline: Arm) -> list[list[str]]:
+    def context_ids(self, pipeline: PipelineSettings) -> list[list[str]]:
         return self.oracle_ids if pipeline.oracle else self.retrieved_ids
 
-    def prompts(self, pipeline: Arm, generator: Generator) -> list[str]:
+    def prompts(self, pipeline: PipelineSettings, generator: Generator) -> list[str]:
         return [generator.render(self.messages(e, self.shots(pipeline, i))) for i, e in enumerate(self.test)]
 
     # Retrieval of solved examples.
@@ -254,7 +284,7 @@ class SqlRun:
     def train_answers(self) -> list[tuple[str, str]]:
         return [(normal_sql(e.query).lower(), e.query) for e in self.train]
 
-    def retrieved(self, pipeline: Arm, i: int) -> tuple[str, ...]:
+    def retrieved(self, pipeline: PipelineSettings, i: int) -> tuple[str, ...]:
         return tuple(self.context_ids(pipeline)[i]) if pipeline.context else ()
 
     def sandbox(self, db_id: str) -> Sandbox:
@@ -269,22 +299,20 @@ class SqlRun:
         error = result.error_kind or ("" if right else "wrong_result")
         return {"ex": float(right), "valid": float(result.ok)}, error
 
-    def train_records(self, pipeline: Arm, generator: Generator) -> list[SFTRecord]:
+    def train_records(self, pipeline: PipelineSettings, generator: Generator) -> list[SFTRecord]:
         neighbours = self._train_neighbours() if pipeline.context else [[] for _ in self.train]
         eos = generator.tokenizer.eos_token_id
         records = []
         for e, shots in zip(self.train, neighbours):
             prompt = generator.render(self.messages(e, shots))
             answer = generator.encode(normal_sql(e.query))
-            records.append(
-                make_record(e.id, generator.encode(prompt), answer, eos, pipeline.config.finetune.max_length)
-            )
+            records.append(make_record(e.id, generator.encode(prompt), answer, eos, pipeline.finetune.max_length))
         return records
 
-    def training_data(self, pipeline: Arm) -> dict[str, Any] | None:
+    def training_data(self, pipeline: PipelineSettings) -> dict[str, Any] | None:
         return None  # text-to-SQL trains on its train split only
 
-    def prepare(self, pipeline: Arm) -> None:
+    def prepare(self, pipeline: PipelineSettings) -> None:
         """Nothing: training neighbours are computed in memory, nothing is read from the run folder."""
 
     def summary(self, retrieves: bool = True) -> dict[str, Any]:

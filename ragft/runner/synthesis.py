@@ -17,7 +17,8 @@ from ragft.config import Config, SynthConfig
 from ragft.corpus.chunking import chunk_for_embedder
 from ragft.corpus.loaders import Corpus, JsonlFields, load_corpus
 from ragft.errors import ConfigError, InputError
-from ragft.synth.synthesize import Synthesis, chunks_identity, fingerprint, held_out_documents, write_pairs
+from ragft.keys import synthesis_key
+from ragft.synth.synthesize import Synthesis, chunks_identity, held_out_documents, write_pairs
 from ragft.types import Document, Example
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def synthesize(
     decoding = [c.generation.batch_size, c.generation.max_new_tokens]
     embedding = [embedder.name, embedder.dtype]
     writer = generator.identity() if generator is not None else {}
-    key = fingerprint(chunks_identity(chunks), writer, decoding, embedding, c.synth, c.experiment.seed)
+    key = synthesis_key(chunks_identity(chunks), writer, decoding, embedding, c.synth, c.experiment.seed)
     test_questions = [e.question for e in test]
     return write_pairs(
         out,
