@@ -199,13 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from ragft.errors import RenamedWarning
 
-    warnings.simplefilter("always", RenamedWarning)
-    shown = warnings.showwarning
-    warnings.showwarning = _show_warning(shown)
-    try:
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", RenamedWarning)
+        warnings.showwarning = _show_warning(warnings.showwarning)
         return _main(argv)
-    finally:
-        warnings.showwarning = shown
 
 
 def _show_warning(fallback: Any) -> Any:

@@ -338,29 +338,19 @@ class SynthConfig:
         return self.method != "rule" or (self.asks_back and not self.checker)
 
 
-FINETUNE_RUN_ONLY = ("checkpoint_every", "gradient_checkpointing")
-FINETUNE_FEEDBACK_KEYS = ("objective", "beta")
-"""finetune keys of preference training: in an adapter's key only when the objective is not
-sft, so adapters trained before them keep their keys (`init_from` enters by the starting
-adapter's own key)."""
-
-
-def reads_feedback(train_data: str) -> bool:
-    """`finetune.train_data` names feedback: this run's store, or a feedback.sqlite file."""
-    return train_data == "feedback" or train_data.endswith(".sqlite")
-
-
-"""finetune keys that change how training runs, not the weights it ends with: left out of
-the adapter's cache key, so changing them reuses a trained adapter."""
 FINETUNE_METHOD_KEYS = {
     "lora": ("rank", "alpha", "dropout", "target_modules"),
     "ia3": (),
     "prompt_tuning": ("virtual_tokens",),
     "full": (),
 }
-"""finetune keys each method reads; another method's keys are not part of its adapter's key."""
-RAFT_KEYS = ("distractors", "p_no_gold", "quote")
-"""finetune keys only RAFT records read."""
+"""finetune keys each method reads (another method's are not part of its adapter's key, and a
+pipeline goes on training another's adapter only where these agree)."""
+
+
+def reads_feedback(train_data: str) -> bool:
+    """`finetune.train_data` names feedback: this run's store, or a feedback.sqlite file."""
+    return train_data == "feedback" or train_data.endswith(".sqlite")
 
 
 @dataclass

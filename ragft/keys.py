@@ -12,14 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ragft.config import (
-    FINETUNE_FEEDBACK_KEYS,
-    FINETUNE_METHOD_KEYS,
-    FINETUNE_RUN_ONLY,
-    RAFT_KEYS,
-    FinetuneConfig,
-    SynthConfig,
-)
+from ragft.config import FINETUNE_METHOD_KEYS, FinetuneConfig, SynthConfig
 from ragft.io import sha256_json
 from ragft.synth import writing
 from ragft.synth.synthesize import RULES
@@ -54,6 +47,17 @@ class KeyedTask(Protocol):
     def scoring_identity(self) -> Any:
         """What decides an output's scores."""
         ...
+
+
+FINETUNE_RUN_ONLY = ("checkpoint_every", "gradient_checkpointing")
+"""finetune keys that change how training runs, not the weights it ends with: left out of
+the adapter's cache key, so changing them reuses a trained adapter."""
+FINETUNE_FEEDBACK_KEYS = ("objective", "beta")
+"""finetune keys of preference training: in an adapter's key only when the objective is not
+sft, so adapters trained before them keep their keys (`init_from` enters by the starting
+adapter's own key)."""
+RAFT_KEYS = ("distractors", "p_no_gold", "quote")
+"""finetune keys only RAFT records read."""
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,9 @@ class Pipeline:
 
     def __repr__(self) -> str:
         parts = [repr(self.name), self.generator.name, self.template.name]
-        if self.retriever is not None:
+        if isinstance(self.retriever, SolvedExamples):
+            parts.append(f"solved examples k={self.retriever.k}")
+        elif self.retriever is not None:
             parts.append(f"{self.retriever.settings.method} k={self.retriever.k}")
         if self.finetune is not None:
             parts.append(self.finetune.method)

@@ -41,7 +41,10 @@ def rerender(run_dir: str | Path, pair: tuple[str, str] | None = None) -> str:
         for name, seeds in inputs.seeds.items()
     }
     data.pop("warnings", None)
+    settings = {name: entry["settings"] for name, entry in data["pipelines"].items() if "settings" in entry}
     data.update(statistics(predictions, costs, inputs, seeded, data.get("baseline")))
+    for name, own in settings.items():  # what sets each pipeline apart, as the run recorded it
+        data["pipelines"][name]["settings"] = own
     data["statistics_inputs"] = asdict(inputs)
     write_json_atomic(Path(run_dir) / "report.json", data)
     again = Report.from_dict(data, run_dir, predictions, report.passages)

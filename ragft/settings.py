@@ -414,7 +414,7 @@ def custom_template(spec: str | dict[str, str], pipeline: str) -> PromptTemplate
 
 
 def settings_record(pipeline: PipelineSettings) -> dict[str, object]:
-    """Everything an pipeline runs with, for the run folder's pipelines.json."""
+    """Everything a pipeline runs with, for the run folder's pipelines.json."""
     c = pipeline
     return {
         "template": dataclasses.asdict(pipeline.template),

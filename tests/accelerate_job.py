@@ -7,7 +7,7 @@ import random
 import sys
 from pathlib import Path
 
-from conftest import tiny_llama
+from helpers import tiny_llama
 
 from ragft.config import FinetuneConfig
 from ragft.finetune.data import make_record

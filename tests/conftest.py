@@ -4,12 +4,10 @@ Llama for training mechanics."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
+from helpers import ROOT, TINY, data_dir, tiny_llama
 
-ROOT = Path(__file__).resolve().parents[1]
-HANDBOOK = ROOT / "corpora" / "handbook"
 os.environ.setdefault("RAGFT_CACHE", str(ROOT / ".ragft-cache"))
 os.environ.setdefault("RAGFT_PROGRESS", "0")
 
@@ -25,12 +23,6 @@ try:  # property-based tests: a few hundred repeatable cases, or 2,000 fresh one
     settings.load_profile(os.environ.get("RAGFT_HYPOTHESIS", "default"))
 except ImportError:  # installed with the dev extra
     pass
-
-
-def data_dir() -> Path | None:
-    """../shared/data beside the project, or $RAGFT_DATA."""
-    path = Path(os.environ.get("RAGFT_DATA") or ROOT.parent / "shared" / "data")
-    return path if path.is_dir() else None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -66,8 +58,6 @@ def generator():
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, generator, embedder):
     """A finished handbook run (prompt, rag, rag+ft) on a few examples, two training steps."""
-    from test_cli import TINY
-
     from ragft.config import load_config
     from ragft.experiment import compare
 
@@ -80,27 +70,6 @@ def tiny_run(tmp_path_factory, generator, embedder):
 @pytest.fixture(scope="session")
 def tokenizer(generator):
     return generator.tokenizer
-
-
-def tiny_llama(vocab_size: int, pad_token_id: int, eos_token_id: int):
-    """A randomly initialised 2-layer Llama (seeded), for training mechanics."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=512,
-        initializer_range=0.2,  # logits large enough for LoRA alone to move the loss
-        pad_token_id=pad_token_id,
-        eos_token_id=eos_token_id,
-    )
-    return LlamaForCausalLM(config).eval()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 JOB = ROOT / "tests" / "accelerate_job.py"
 
@@ -36,7 +36,7 @@ def test_two_process_training_matches_one_process(tmp_path):
 
 @pytest.mark.slow  # two processes each load the 135M generator and the embedder: minutes on 2 cores
 def test_finetune_command_under_two_processes_leaves_an_adapter_compare_reuses(tmp_path, generator, embedder):
-    from test_cli import TINY
+    from helpers import TINY
 
     from ragft.config import load_config
     from ragft.experiment import compare
@@ -53,7 +53,7 @@ def test_finetune_command_under_two_processes_leaves_an_adapter_compare_reuses(t
         "finetune",
         str(config),
         *settings,
-        "--variant",
+        "--pipeline",
         "rag+ft",
         "--out",
         str(tmp_path),

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import HANDBOOK
+from helpers import HANDBOOK
 
 import ragft
 from ragft.errors import ConfigError, InputError

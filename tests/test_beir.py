@@ -4,7 +4,7 @@ import gzip
 import json
 
 import pytest
-from conftest import data_dir
+from helpers import data_dir
 
 from ragft.cli import main
 from ragft.errors import InputError

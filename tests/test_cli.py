@@ -5,20 +5,9 @@ import shutil
 import subprocess
 import sys
 
-from conftest import HANDBOOK, ROOT
+from helpers import HANDBOOK, ROOT, TINY
 
 from ragft.cli import main
-
-TINY = [
-    "data.test_limit=6",
-    "data.train_limit=16",
-    "finetune.max_steps=2",
-    "finetune.batch_size=4",
-    "generation.max_new_tokens=12",
-    "experiment.bootstrap_samples=200",
-    'experiment.general_examples=""',  # the forgetting check has its own test
-    "experiment.context_views=false",  # so are the context views
-]
 
 
 def test_import_and_help_stay_light():

@@ -3,7 +3,7 @@ import json
 import logging
 
 import pytest
-from conftest import HANDBOOK, data_dir
+from helpers import HANDBOOK, data_dir
 
 from ragft.corpus import chunk_documents, load_corpus, load_folder
 from ragft.corpus.loaders import JsonlFields

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ROOT
-from test_cli import TINY
+from helpers import ROOT, TINY
 
 from ragft.config import load_config
 from ragft.models import resolve_device

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.rglob("*.md"))
@@ -105,7 +105,7 @@ def test_toml_example_loads(block: Block, tmp_path: Path):
     path = tmp_path / "configs" / "example.toml"
     path.write_text(text, encoding="utf-8")
     config = ragft.load_config(path)
-    names = [arm.name for arm in resolve_pipelines(config)]
+    names = [pipeline.name for pipeline in resolve_pipelines(config)]
     assert names and all(p.name in names for p in config.pipelines)
 
 

@@ -8,19 +8,10 @@ import sys
 import time
 
 import pytest
-from conftest import HANDBOOK
+from helpers import HANDBOOK, QUICK
 
 from ragft.cli import main
 from ragft.errors import EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_SYSTEM
-
-QUICK = [
-    'experiment.presets=["prompt"]',
-    "data.test_limit=2",
-    "generation.max_new_tokens=4",
-    "experiment.bootstrap_samples=100",
-    "experiment.context_views=false",
-    'experiment.general_examples=""',
-]
 
 
 def _handbook(tmp_path, examples: str | None = None, extra: str = "") -> str:

@@ -3,8 +3,7 @@
 import json
 
 import pytest
-from conftest import ROOT
-from test_cli import TINY
+from helpers import ROOT, TINY
 
 from ragft.config import load_config
 from ragft.experiment import compare
@@ -28,7 +27,7 @@ def test_several_seeds_train_each_and_report_the_spread(tmp_path, generator, emb
     ]
     assert losses[0] != losses[1]  # really another seed
     assert "Fine-tuned pipelines across training seeds" in markdown(report)
-    assert "prompt" not in report["seed_spread"]  # untrained arms are deterministic
+    assert "prompt" not in report["seed_spread"]  # untrained pipelines are deterministic
 
 
 def test_changing_one_pipeline_setting_reruns_only_that_pipeline(tmp_path, generator, embedder):

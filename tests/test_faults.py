@@ -19,27 +19,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT, SMALL
 
 import ragft.io
 from ragft.config import load_config
 from ragft.errors import WriteError, explain
 from ragft.experiment import compare
 
-HANDBOOK = str(ROOT / "configs" / "handbook.toml")
-SMALL = [
-    "data.test_limit=4",
-    "data.train_limit=8",
-    "finetune.max_steps=2",
-    "finetune.batch_size=4",
-    "finetune.checkpoint_every=1",
-    "generation.batch_size=2",
-    "generation.max_new_tokens=8",
-    "models.dtype=float32",
-    "experiment.bootstrap_samples=100",
-    "experiment.context_views=false",
-    'experiment.general_examples=""',
-]
+CONFIG = str(ROOT / "configs" / "handbook.toml")
 REWRITTEN = {"config.json", "environment.json", "pipelines.json", "report.json", "report.md", "report.html"}
 """Files every run writes afresh; any other file a failed run finds is only ever appended to."""
 LOCKS = {".ragft.lock", ".ragft.lock.json"}
@@ -96,7 +83,7 @@ def _outcome(run: Path, report: dict) -> dict:
 def _sweep_disk_full(tmp_path, monkeypatch, generator, embedder, presets: str) -> tuple[int, int]:
     """ENOSPC at every write site of one run, one site per attempt, resuming in between;
     returns (sites in an uninterrupted run, failures injected)."""
-    config = load_config(HANDBOOK, [*SMALL, f"experiment.presets={presets}"])
+    config = load_config(CONFIG, [*SMALL, f"experiment.presets={presets}"])
     straight_run = tmp_path / "straight"
     counter = DiskFull(straight_run, None)
     monkeypatch.setattr(ragft.io, "_before_write", counter)
@@ -148,7 +135,7 @@ def test_a_full_disk_at_every_write_site_of_a_trained_run_loses_nothing(tmp_path
 
 
 def _start(run: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "ragft.cli", "compare", HANDBOOK, *SMALL[:-3], *KILL_SETTINGS, "--out", str(run)]
+    cmd = [sys.executable, "-m", "ragft.cli", "compare", CONFIG, *SMALL[:-3], *KILL_SETTINGS, "--out", str(run)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -216,7 +203,7 @@ def test_two_processes_converting_the_shared_model_cache_at_once_both_get_one_co
 
 
 def test_a_retrieval_cache_torn_by_a_kill_mid_write_is_read_back_and_repaired(tmp_path, generator):
-    config = load_config(HANDBOOK, [*SMALL, 'experiment.presets=["rag"]', "retrieval.method=bm25"])
+    config = load_config(CONFIG, [*SMALL, 'experiment.presets=["rag"]', "retrieval.method=bm25"])
     first = _outcome(tmp_path, compare(config, tmp_path, generator).data)
     hits = tmp_path / "retrieval" / "test_hits.jsonl"
     rows = hits.read_text().splitlines()

@@ -218,16 +218,15 @@ max_new_tokens = 4
 """
 
 
-def _feedback_config(tmp_path, arms=FEEDBACK_ARMS):
-    """configs/handbook.toml with feedback arms, under the test settings tiny_run was made with."""
-    from conftest import ROOT
-    from test_cli import TINY
+def _feedback_config(tmp_path, pipelines=FEEDBACK_ARMS):
+    """configs/handbook.toml with feedback pipelines, under the test settings tiny_run was made with."""
+    from helpers import ROOT, TINY
 
     from ragft.config import load_config
 
     text = (ROOT / "configs" / "handbook.toml").read_text().replace('"../', f'"{ROOT}/')
     path = tmp_path / "feedback.toml"
-    path.write_text(text + arms)
+    path.write_text(text + pipelines)
     return load_config(path, TINY)
 
 
@@ -236,7 +235,7 @@ def test_feedback_arms_go_on_from_the_served_adapter_and_retrain_when_feedback_g
 ):
     import shutil
 
-    from conftest import HANDBOOK
+    from helpers import HANDBOOK
 
     from ragft.experiment import compare
     from ragft.runner.run import plan
@@ -288,7 +287,7 @@ def test_feedback_arms_go_on_from_the_served_adapter_and_retrain_when_feedback_g
 
 
 @pytest.mark.parametrize(
-    "arms,message",
+    "pipelines,message",
     [
         ('finetune = { init_from = "nope", train_data = "feedback" }', "init_from = 'nope' names no trained pipeline"),
         ('finetune = { objective = "dpo" }', "objective = 'dpo' learns from feedback"),
@@ -299,11 +298,11 @@ def test_feedback_arms_go_on_from_the_served_adapter_and_retrain_when_feedback_g
         ('finetune = { init_from = "again", train_data = "feedback" }', "goes round in a circle"),
     ],
 )
-def test_bad_starts_are_refused_naming_the_pipeline(tmp_path, arms, message):
+def test_bad_starts_are_refused_naming_the_pipeline(tmp_path, pipelines, message):
     from ragft.errors import ConfigError
     from ragft.settings import resolve_pipelines
 
-    body = f'\n[[pipelines]]\nname = "fb"\nbase = "rag+ft"\n{arms}\n'
+    body = f'\n[[pipelines]]\nname = "fb"\nbase = "rag+ft"\n{pipelines}\n'
     body += '\n[[pipelines]]\nname = "again"\nbase = "rag+ft"\nfinetune = { init_from = "fb" }\n'
     with pytest.raises(ConfigError, match=f"pipeline 'fb'.*{re.escape(message)}"):
         resolve_pipelines(_feedback_config(tmp_path, body))

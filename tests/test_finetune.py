@@ -438,8 +438,7 @@ def test_quoted_answers_cite_the_sentence_and_scoring_reads_the_final_answer():
 
 
 def test_quote_setting_puts_the_gold_sentence_into_rag_ft_targets(tmp_path, generator, embedder):
-    from conftest import ROOT
-    from test_cli import TINY
+    from helpers import ROOT, TINY
 
     from ragft.config import load_config
     from ragft.resources import Resources

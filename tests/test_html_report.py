@@ -5,18 +5,9 @@ import io
 import shutil
 
 import pytest
+from helpers import BROWSER_FLAGS
 
 from ragft.cli import main
-
-BROWSER_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def test_html_report_is_self_contained(tiny_run):
@@ -105,5 +96,6 @@ def test_a_run_folder_written_before_the_renames_is_reported_as_it_was(tiny_run,
     for name in now["pipelines"]:
         assert again["pipelines"][name]["metrics"] == now["pipelines"][name]["metrics"]
     assert again["comparisons"] == now["comparisons"] and again["verdict"] == now["verdict"]
+    assert again["pipelines"]["rag"]["settings"] == now["pipelines"]["rag"]["settings"]  # kept through the rerender
     assert run_config(old).experiment.presets == ["prompt", "rag", "rag+ft"]
     assert run_pipeline(old, run_config(old), "rag+ft").trained

@@ -12,7 +12,7 @@ import json
 import shutil
 
 import pytest
-from conftest import HANDBOOK, ROOT
+from helpers import HANDBOOK, ROOT
 
 from ragft.config import SynthConfig, describe, load_config
 from ragft.generation import pick_dtype
@@ -137,10 +137,10 @@ SQL_EXPECTED: dict[str, set[str]] = {
 STRUCTURAL = {
     "experiment.presets": "which pipelines run; test_removing_a_pipeline_keeps_the_others",
     "data.kind": "which task runs; the SQL walk below covers the SQL task's keys",
-    "models.endpoint": "which generator answers (trained arms refuse one); test_endpoint_arm_keys",
-    "finetune.init_from": "names another pipeline; test_feedback's feedback arms check its keys",
+    "models.endpoint": "which generator answers (trained pipelines refuse one); test_endpoint_pipeline_keys",
+    "finetune.init_from": "names another pipeline; test_feedback's feedback pipelines check its keys",
     "synth.checker": "names another pipeline; test_synth's test_a_checked_synthesis_is_keyed_by_its_checkers_adapter",
-    "finetune.objective": "dpo and kto need feedback; test_feedback's feedback arms check its keys",
+    "finetune.objective": "dpo and kto need feedback; test_feedback's feedback pipelines check its keys",
 }
 
 
@@ -288,7 +288,7 @@ def test_removing_a_pipeline_keeps_the_others(tmp_path):
     assert fewer == {name: full[name] for name in ("rag", "rag+ft")}
 
 
-def test_endpoint_arm_keys(tmp_path):
+def test_endpoint_pipeline_keys(tmp_path):
     """An untrained ladder behind an endpoint: keyed by the URL and model name, not by weights
     here; its settings that only shape the requests rebuild nothing."""
     config_file = ROOT / "configs" / "handbook.toml"

@@ -1,7 +1,7 @@
 """A ragft retriever inside a real LCEL chain, and LangChain documents coming in."""
 
 import pytest
-from conftest import HANDBOOK
+from helpers import HANDBOOK
 from langchain_core.documents import Document as LCDocument
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda, RunnablePassthrough

@@ -3,9 +3,8 @@
 import json
 
 import nbformat
-from conftest import ROOT
+from helpers import ROOT, TINY
 from nbclient import NotebookClient
-from test_cli import TINY
 
 
 def _execute(name: str, overrides: list[str], monkeypatch) -> list[dict]:

@@ -4,8 +4,7 @@ DSPy scores is the prompt the pipeline shows, its cost is counted, and it is mad
 import json
 
 import pytest
-from conftest import ROOT
-from test_cli import TINY
+from helpers import ROOT, TINY
 
 from ragft.config import load_config
 from ragft.errors import ConfigError
@@ -16,7 +15,7 @@ from ragft.resources import Resources
 from ragft.runner.run import Run
 from ragft.settings import resolve_pipelines
 
-SMALL = [
+DSPY = [
     *TINY,
     'experiment.presets=["prompt","rag+dspy"]',
     "optimize.demos=2",
@@ -29,7 +28,7 @@ SMALL = [
 @pytest.fixture(scope="module")
 def optimized_run(tmp_path_factory, generator, embedder):
     run = tmp_path_factory.mktemp("dspy") / "run"
-    config = load_config(ROOT / "configs" / "handbook.toml", SMALL)
+    config = load_config(ROOT / "configs" / "handbook.toml", DSPY)
     return run, config, compare(config, run, generator=generator, embedder=embedder).data
 
 
@@ -40,14 +39,14 @@ def test_the_validation_score_dspy_kept_is_what_the_chosen_prompt_scores(optimiz
     assert cost["calls"] >= 4 * cost["candidates"] and cost["prompt_tokens"] > cost["calls"] * 100
     assert cost["calls"] <= most_calls(config.optimize, 6, 4)  # the progress bar's total
     assert len(saved["demos"]) <= 2 and cost["demos"] == len(saved["demos"])
-    arm = next(a for a in resolve_pipelines(config) if a.name == "rag+dspy")
-    task = Run(run, config, Resources([generator], [embedder])).task(arm)
-    _, validation = task.optimizer_questions(arm)
+    pipeline = next(a for a in resolve_pipelines(config) if a.name == "rag+dspy")
+    task = Run(run, config, Resources([generator], [embedder])).task(pipeline)
+    _, validation = task.optimizer_questions(pipeline)
     shots = [(d["question"], d["answer"], d["passages"]) for d in saved["demos"]]
     decode = generator.with_decoding(1, config.generation.max_new_tokens, config.experiment.seed)
     scores = []
     for q in validation:  # the chosen prompt, rendered by the pipeline's own template, answered one by one
-        prompt = decode.render(arm.template.messages(q.question, q.passages, shots))
+        prompt = decode.render(pipeline.template.messages(q.question, q.passages, shots))
         scores.append(score(decode.generate_batch([prompt])[0].text, q.answers)["f1"])
     assert saved["validation_score"] == pytest.approx(sum(scores) / len(scores))
     assert all(len(q.passages) == config.retrieval.k for q in validation)  # shown context, as at test time

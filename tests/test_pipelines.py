@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import HANDBOOK, ROOT
-from test_cli import TINY
+from helpers import HANDBOOK, ROOT, TINY
 
 from ragft.config import load_config
 from ragft.errors import ConfigError
@@ -149,7 +148,7 @@ def test_handbook_config_keeps_its_three_arms():
 
 
 def test_pipelines_may_differ_in_base_model(tmp_path, generator, embedder, tokenizer):
-    from conftest import tiny_llama
+    from helpers import tiny_llama
 
     folder = tmp_path / "tiny-generator"
     tiny_llama(len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id).save_pretrained(folder)

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import HANDBOOK
+from helpers import HANDBOOK
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -279,7 +279,7 @@ STATEMENTS = st.one_of(
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
-    from test_sql_sandbox import shop_database
+    from helpers import shop_database
 
     return shop_database(tmp_path_factory.mktemp("sandbox") / "shop.sqlite", 50)
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import HANDBOOK
+from helpers import HANDBOOK
 
 from ragft.corpus import chunk_documents, load_folder
 from ragft.retrieval import DenseRetriever, build_index

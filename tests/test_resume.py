@@ -8,21 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import ROOT
-
-SETTINGS = [
-    'experiment.presets=["rag+ft"]',
-    "data.test_limit=8",  # two batches: killed after the first
-    "data.train_limit=16",
-    "finetune.max_steps=2",  # killed after the first
-    "finetune.batch_size=4",
-    "finetune.checkpoint_every=1",
-    "generation.batch_size=4",
-    "generation.max_new_tokens=12",
-    "experiment.bootstrap_samples=200",
-    "experiment.context_views=false",  # views and the forgetting check resume alike; they have their own tests
-    'experiment.general_examples=""',
-]
+from helpers import RESUME, ROOT
 
 
 def _start(run: Path) -> subprocess.Popen:
@@ -32,7 +18,7 @@ def _start(run: Path) -> subprocess.Popen:
         "ragft.cli",
         "compare",
         str(ROOT / "configs" / "handbook.toml"),
-        *SETTINGS,
+        *RESUME,
         "--out",
         str(run),
     ]

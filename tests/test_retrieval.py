@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from conftest import HANDBOOK
+from helpers import HANDBOOK
 
 from ragft.corpus import chunk_documents, load_folder
 from ragft.errors import ArtifactError

@@ -16,8 +16,7 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
-from conftest import ROOT
-from test_html_report import BROWSER_FLAGS
+from helpers import BROWSER_FLAGS, ROOT
 
 from ragft.cli import main
 from ragft.errors import ConfigError
@@ -345,7 +344,7 @@ def test_serve_command_refuses_what_it_cannot_serve(tiny_run, capsys, monkeypatc
 
 
 def test_an_endpoint_arm_through_ragft_serve_answers_as_the_local_arm(tiny_run, generator, embedder, tmp_path):
-    """The `prompt` arm on the local model, and the same arm whose generator is `ragft serve`'s
+    """The `prompt` pipeline on the local model, and the same pipeline whose generator is `ragft serve`'s
     chat model (the same base model, over HTTP with the openai client): the same answers."""
     import ragft
     from ragft.config import load_config

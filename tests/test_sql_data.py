@@ -4,7 +4,7 @@ import json
 import sqlite3
 
 import pytest
-from conftest import data_dir
+from helpers import data_dir
 
 from ragft.errors import ConfigError, InputError
 from ragft.sql.data import load_spider, load_sqlite_task, sample_rows, schema_from_tables_entry
@@ -55,7 +55,7 @@ def test_every_spider_dev_gold_query_matches_itself():
 
 
 def test_bundled_demo_is_complete_and_every_gold_query_returns_rows():
-    from conftest import ROOT
+    from helpers import ROOT
 
     folder = ROOT / "corpora" / "tidewatch-sql"
     task = load_sqlite_task(folder / "tidewatch.sqlite", folder / "pairs.jsonl")
@@ -68,8 +68,7 @@ def test_bundled_demo_is_complete_and_every_gold_query_returns_rows():
 
 
 def test_sql_ladder_runs_end_to_end_on_the_bundled_demo(tmp_path, generator, embedder):
-    from conftest import ROOT
-    from test_cli import TINY
+    from helpers import ROOT, TINY
 
     from ragft.config import load_config
     from ragft.experiment import compare
@@ -94,7 +93,7 @@ def test_sql_ladder_runs_end_to_end_on_the_bundled_demo(tmp_path, generator, emb
 def _python_sql_pipeline_reads_what_toml_made(run, generator, embedder, rows):
     """The same `rag` pipeline built in Python over `ragft.SQLTask` has the TOML run's keys:
     it reads that run's predictions back (same prompts, same path) and makes none."""
-    from conftest import ROOT
+    from helpers import ROOT
 
     import ragft
 

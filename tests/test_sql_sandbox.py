@@ -3,19 +3,10 @@
 import sqlite3
 
 import pytest
+from helpers import shop_database
 
 from ragft.io import sha256_file
 from ragft.sql.sandbox import Sandbox
-
-
-def shop_database(path, items: int):
-    """A real SQLite file with one table of `items` rows."""
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT, price REAL)")
-    conn.executemany("INSERT INTO item (name, price) VALUES (?, ?)", [(f"item {i}", i * 1.5) for i in range(items)])
-    conn.commit()
-    conn.close()
-    return path
 
 
 @pytest.fixture

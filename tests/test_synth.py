@@ -10,7 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import HANDBOOK, ROOT
+from helpers import HANDBOOK, ROOT
 
 from ragft.cli import main
 from ragft.config import SynthConfig, load_config
@@ -386,7 +386,7 @@ def test_a_pipeline_checks_another_ones_synthetic_pairs_with_its_adapter(tmp_pat
 
 
 @pytest.mark.parametrize(
-    "arms,message",
+    "pipelines,message",
     [
         ('synth = { checker = "nope", method = "answer_first" }', "synth.checker = 'nope' names no trained pipeline"),
         ('synth = { checker = "fb", method = "answer_first" }', "synth.checker names the pipeline itself"),
@@ -397,11 +397,11 @@ def test_a_pipeline_checks_another_ones_synthetic_pairs_with_its_adapter(tmp_pat
         ('synth = { checker = "rag+ft", method = "answer_first" }\nmodels.dtype = "bfloat16"', "another base model"),
     ],
 )
-def test_bad_checkers_are_refused_naming_the_pipeline(tmp_path, arms, message):
+def test_bad_checkers_are_refused_naming_the_pipeline(tmp_path, pipelines, message):
     from ragft.errors import ConfigError
     from ragft.settings import resolve_pipelines
 
-    config = _checked_config(tmp_path, f'{arms}\nfinetune.train_data = "synth"')
+    config = _checked_config(tmp_path, f'{pipelines}\nfinetune.train_data = "synth"')
     with pytest.raises(ConfigError, match=f"pipeline 'fb'.*{re.escape(message)}"):
         resolve_pipelines(config)
     with pytest.raises(ConfigError, match="synth.checker applies to a pipeline trained on pairs it writes"):

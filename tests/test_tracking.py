@@ -3,8 +3,7 @@
 import json
 
 import pytest
-from conftest import ROOT
-from test_cli import TINY
+from helpers import ROOT, TINY
 
 from ragft.config import load_config
 from ragft.experiment import compare

@@ -213,7 +213,7 @@ def test_a_pipeline_trained_far_fewer_steps_is_flagged_and_the_report_shows_each
     costs = {"rag+ft": trained(56), "rag+ft-synth": trained(8), "rag+ft-fb": trained(4, init_from="rag+ft")}
     report = aggregate(predictions, costs, 200, 0, ("f1", "em", "acc"), groups=GROUPS, trained=list(costs))
     short = [f for f in report["verdict"]["flags"] if f.startswith("Trained under 25% of")]
-    # the feedback arm continues from rag+ft's adapter: its 4 steps are not its whole training
+    # the feedback pipeline continues from rag+ft's adapter: its 4 steps are not its whole training
     assert short == [
         "Trained under 25% of rag+ft's 56 optimiser steps: rag+ft-synth (8). Their gaps to rag+ft mix "
         "training length with training data (finetune.epochs and finetune.max_steps set the steps)."

@@ -43,9 +43,12 @@ def adapter_manifest(folder: str | Path) -> dict[str, Any]:
 
 
 @contextmanager
-def attached(generator: Generator, folder: str | Path, base_model: str) -> Iterator[Generator]:
-    """`generator` with the saved adapter in `folder` on inside the block; its base model is
-    back after the block, whatever happens inside."""
+def attached(generator: Generator, folder: str | Path, base_model: str, key: str | None = None) -> Iterator[Generator]:
+    """`generator` with the saved adapter in `folder` on inside the block (refused unless it was
+    trained with `key`, where one is given); its base model is back after the block, whatever
+    happens inside."""
+    if key is not None and adapter_manifest(folder).get("fingerprint") != key:
+        raise ArtifactError(f"{folder}: holds no adapter trained with the key this run asks for (train it first)")
     generator.model = load_adapter(generator.model, folder, base_model)
     try:
         yield generator

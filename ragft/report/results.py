@@ -168,6 +168,18 @@ class Report:
             write_text_atomic(path, text + "\n")
         return text
 
+    def predictions_dataset(self, name: str) -> Any:
+        """One pipeline's scored predictions as a Hugging Face `datasets.Dataset` (a row per
+        test example: its prompt, output, gold answers, retrieved ids, scores, tokens and
+        seconds), for the analysis people do in notebooks."""
+        from dataclasses import asdict
+
+        from datasets import Dataset
+
+        if name not in self.predictions:
+            raise KeyError(f"no pipeline {name!r} in this report (it has {', '.join(self.predictions)})")
+        return Dataset.from_list([asdict(p) for p in self.predictions[name]])
+
     def table(self) -> str:
         """Quality and cost per pipeline as a plain-text table (no pandas needed)."""
         metrics = self.metric_names

@@ -88,6 +88,9 @@ class Run:
         of `pipelines` where they were given, else the config's."""
         if self._pipelines is None:
             self._pipelines = {a.name: a for a in resolve_pipelines(self.config)}
+        if name not in self._pipelines:
+            known = ", ".join(self._pipelines)
+            raise ConfigError(f"no pipeline {name!r} in this experiment (it has {known})", self.config.source or None)
         return self._pipelines[name]
 
     def task(self, pipeline: PipelineSettings) -> TaskRun:
@@ -241,8 +244,10 @@ class Run:
         done = load_predictions(path, key, set_aside=makes)
         if all(i in done for i in asked.test_ids):
             saved = read_json(costs_path) if costs_path.is_file() else {}
-            if saved.get("fingerprint") == key or questions is not None:  # no costs are reported for those
-                result = [done[i] for i in asked.test_ids], saved.get("costs", {})
+            # the general questions report no costs; a pipeline only read keeps its answers whatever its costs file says
+            if saved.get("fingerprint") == key or questions is not None or not makes:
+                costs = saved["costs"] if saved.get("fingerprint") == key else {}
+                result = [done[i] for i in asked.test_ids], costs
                 self._by_key[key] = result
                 return result
 
@@ -328,13 +333,17 @@ def _run_held(
             except NotMade:
                 left_out.append(p.name)
                 continue
+            except (ConfigError, InputError):  # its inputs are gone: reported where the run makes it
+                if run.made is None or p.name in run.made:
+                    raise
+                left_out.append(p.name)
+                continue
             predictions[p.name], costs[p.name] = made
             if runs:
                 seeded[p.name] = [made[0], *runs]
-    if left_out:
+    if left_out:  # pipelines.json keeps them all: a reported one may start from or be checked by them
         pipelines = [p for p in pipelines if p.name not in left_out]
         trained = [p for p in pipelines if p.trained]
-        write_json_atomic(folder / "pipelines.json", {p.name: settings_record(p) for p in pipelines})
     pairs = [(a, b) for a, b in pairs if a in predictions and b in predictions]
 
     first = next((p for p in pipelines if p.context), pipelines[0])

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ragft.corpus.loaders import Corpus, load_corpus
 from ragft.errors import InputError
@@ -31,26 +31,38 @@ def load_examples(path: str | Path) -> list[Example]:
         return load_squad_examples(path)
     examples, seen = [], {}
     for line, row in read_jsonl(path):
-        for key in ("id", "question", "answers", "split"):
-            if key not in row:
-                raise InputError(f"missing key {key!r}", path, line)
-        answers = row["answers"]
-        if isinstance(answers, str):
-            answers = [answers]
-        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
-            raise InputError("'answers' must be a non-empty list of strings", path, line)
-        if row["split"] not in SPLITS:
-            raise InputError(f"split must be one of {', '.join(SPLITS)}, got {row['split']!r}", path, line)
-        ex_id = str(row["id"])
-        if ex_id in seen:
-            raise InputError(f"duplicate id {ex_id!r} (first on line {seen[ex_id]})", path, line)
-        seen[ex_id] = line
-        group = row.get("group")
-        group = None if group is None else str(group)
-        examples.append(Example(ex_id, str(row["question"]), tuple(answers), row["split"], row.get("doc_id"), group))
+        examples.append(example_from_row(row, seen, path, line))
     if not examples:
         raise InputError("no examples in file", path)
     return examples
+
+
+def example_from_row(row: dict[str, Any], seen: dict[str, Any], source: str | Path, where: Any) -> Example:
+    """One example from a row of id, question, answers (a list of strings, a string, or
+    SQuAD's {"text": [...]}), split, and optionally doc_id and group; `seen` holds the ids
+    read so far (with where they were), `source` and `where` name the file and line (or the
+    dataset and row) in errors."""
+    for key in ("id", "question", "answers", "split"):
+        if key not in row:
+            raise InputError(f"missing key {key!r}", source, where)
+    answers = row["answers"]
+    if isinstance(answers, str):
+        answers = [answers]
+    elif isinstance(answers, dict) and "text" in answers:  # SQuAD's layout on the Hugging Face hub
+        answers = list(answers["text"])
+    if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
+        raise InputError("'answers' must be a non-empty list of strings", source, where)
+    if row["split"] not in SPLITS:
+        raise InputError(f"split must be one of {', '.join(SPLITS)}, got {row['split']!r}", source, where)
+    ex_id = str(row["id"])
+    if ex_id in seen:
+        first = seen[ex_id]
+        at = f"on line {first}" if isinstance(first, int) else f"at {first}"
+        raise InputError(f"duplicate id {ex_id!r} (first {at})", source, where)
+    seen[ex_id] = where
+    group = row.get("group")
+    group = None if group is None else str(group)
+    return Example(ex_id, str(row["question"]), tuple(answers), row["split"], row.get("doc_id"), group)
 
 
 @dataclass(frozen=True)
@@ -74,17 +86,79 @@ class QATask:
     ) -> QATask:
         """Examples from a JSONL (or SQuAD JSON) file over a corpus (loaded, or a path to load);
         keep the first `test_limit` test and `train_limit` train examples (0: all)."""
+        return cls._of(corpus, load_examples(examples), test_limit, train_limit, str(examples))
+
+    @classmethod
+    def from_dataset(
+        cls,
+        data: Any,
+        corpus: Corpus | Sequence[Document] | str | Path | None = None,
+        *,
+        question: str = "question",
+        answers: str = "answers",
+        id: str | None = "id",  # noqa: A002 (the column's name)
+        doc_id: str | None = "doc_id",
+        group: str | None = "group",
+        context: str | None = None,
+        split: str | None = "split",
+        splits: dict[str, str] | None = None,
+        test_limit: int = 0,
+        train_limit: int = 0,
+    ) -> QATask:
+        """Examples from a Hugging Face `datasets.Dataset` (its split in the column `split`
+        names) or `DatasetDict` (train, test, and validation as dev; `splits` renames others,
+        e.g. {"validation": "test"}), each field read from the column named for it. The
+        documents are `corpus`, or, with `context`, built from that column (one document per
+        distinct text, SQuAD's layout); `group` names each example's cluster for the bootstrap
+        where it is not its document. Without an id column, ids are `<split>-<row>`."""
+        from ragft.tasks.dataset_rows import dataset_rows
+
+        if (corpus is None) == (context is None):
+            raise InputError(
+                "QATask.from_dataset takes its documents from a corpus or from a context column: "
+                f"give one of them ({'both were' if corpus is not None else 'neither was'} given)"
+            )
+        columns = {"question": question, "answers": answers, "id": id, "doc_id": doc_id, "group": group}
+        columns["context"] = context
+        rows = dataset_rows(data, columns, ("question", "answers", "context"), split, splits)
+        documents: dict[str, Document] = {}
+        if context is not None:
+            for row in rows:
+                text = str(row.pop("context"))
+                row["doc_id"] = "context-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+                documents.setdefault(row["doc_id"], Document(row["doc_id"], text, "dataset"))
+            corpus = Corpus(list(documents.values()))
+        seen: dict[str, Any] = {}
+        examples = []
+        for row in rows:
+            row.setdefault("id", f"{row['split']}-{row['row']}")
+            if row.get("doc_id") is not None:
+                row["doc_id"] = str(row["doc_id"])
+            examples.append(example_from_row(row, seen, "dataset", f"row {row['row']} ({row['split']})"))
+        assert corpus is not None
+        return cls._of(corpus, examples, test_limit, train_limit, "dataset")
+
+    @classmethod
+    def _of(
+        cls,
+        corpus: Corpus | Sequence[Document] | str | Path,
+        examples: list[Example],
+        test_limit: int,
+        train_limit: int,
+        source: str,
+    ) -> QATask:
+        """The task of these examples over a corpus (loaded, or a path to load), keeping the
+        first `test_limit` test and `train_limit` train examples (0: all)."""
         if isinstance(corpus, (str, Path)):
             corpus = load_corpus(corpus)
         elif not isinstance(corpus, Corpus):
             corpus = Corpus(list(corpus))
-        rows = load_examples(examples)
-        train = [e for e in rows if e.split == "train"]
-        test = [e for e in rows if e.split == "test"]
+        train = [e for e in examples if e.split == "train"]
+        test = [e for e in examples if e.split == "test"]
         train, test = train[:train_limit] if train_limit > 0 else train, test[:test_limit] if test_limit > 0 else test
         if not test:
-            raise InputError("no test examples", examples)
-        return cls(corpus, tuple(train), tuple(test), str(examples))
+            raise InputError("no test examples", source)
+        return cls(corpus, tuple(train), tuple(test), source)
 
 
 def squad_split(title: str) -> str:

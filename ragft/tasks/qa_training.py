@@ -224,8 +224,8 @@ class QaTrainingData:
         c = pipeline
         checker = None
         if c.checker is not None:  # with synth.roundtrip on (settings.check_checkers)
-            folder, base = c.checker.folder, model_id(c.models.generator)
-            checker = lambda: attached(generator, folder, base)  # noqa: E731
+            folder, base, checked = c.checker.folder, model_id(c.models.generator), c.checker.key
+            checker = lambda: attached(generator, folder, base, checked)  # noqa: E731
         writer = self.writer(pipeline).generator_once() if c.synth.generator and c.synth.writer_runs else generator
         try:
             result = write_pairs(

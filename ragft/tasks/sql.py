@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from ragft.errors import InputError
 from ragft.finetune.data import SFTRecord, make_record
-from ragft.io import read_json, sha256_file, write_json_atomic
+from ragft.io import read_json, sha256_file, sha256_json, write_json_atomic
 from ragft.keys import hits_key
 from ragft.models import model_id
 from ragft.settings import PipelineSettings
-from ragft.sql.data import SqlData, SqlExample, load_spider, load_sqlite_task, sample_rows
+from ragft.sql.data import SqlData, SqlExample, load_spider, load_sqlite_task, sample_rows, schema_from_sqlite
 from ragft.sql.sandbox import Sandbox
 from ragft.sql.score import execution_match, extract_sql
 
@@ -96,6 +96,65 @@ class SQLTask:
         data = load_spider(folder, ("train", "dev"))
         fingerprint = tuple(sha256_file(folder / f) for f in ("train.json", "dev.json", "tables.json"))
         return cls._split(data, "dev", fingerprint, folder, test_limit, train_limit, seed)
+
+    @classmethod
+    def from_dataset(
+        cls,
+        data: Any,
+        database: str | Path,
+        *,
+        question: str = "question",
+        query: str = "query",
+        id: str | None = "id",  # noqa: A002 (the column's name)
+        db_id: str | None = None,
+        group: str | None = "group",
+        split: str | None = "split",
+        splits: dict[str, str] | None = None,
+        test_limit: int = 0,
+        train_limit: int = 0,
+        seed: int = 0,
+    ) -> SQLTask:
+        """Question/SQL pairs from a Hugging Face `datasets.Dataset` (its split in the column
+        `split` names) or `DatasetDict` (train, test, and validation as dev; `splits` renames
+        others, e.g. {"validation": "test"}), over the SQLite file `database`, or, with a
+        `db_id` column, over a folder holding `<db_id>/<db_id>.sqlite` (Spider's layout);
+        `group` names each pair's cluster for the bootstrap where it is not its database.
+        Test pairs are the `test` split, else `dev` (Spider's validation). Without an id
+        column, ids are `<split>-<row>`."""
+        from ragft.tasks.dataset_rows import dataset_rows
+
+        database = Path(database)
+        columns = {"question": question, "query": query, "id": id, "db_id": db_id, "group": group}
+        rows = dataset_rows(data, columns, ("question", "query", "db_id"), split, splits)
+        if db_id is None:
+            if not database.is_file():
+                raise InputError("SQLite database not found", database)
+            files = {database.stem: database}
+        else:
+            if not database.is_dir():
+                raise InputError("with a db_id column, database names the folder of <db_id>/<db_id>.sqlite", database)
+            files = {str(r["db_id"]): database / str(r["db_id"]) / f"{r['db_id']}.sqlite" for r in rows}
+            missing = sorted(name for name, path in files.items() if not path.is_file())
+            if missing:
+                raise InputError(f"no database file for {', '.join(missing[:3])}", database)
+        examples: list[SqlExample] = []
+        seen: dict[str, str] = {}
+        for r in rows:
+            where = f"row {r['row']} ({r['split']})"
+            if r["split"] not in ("train", "test", "dev"):
+                raise InputError(f"split must be train, dev or test, got {r['split']!r}", "dataset", where)
+            name = str(r["db_id"]) if db_id is not None else database.stem
+            ex_id = str(r["id"]) if r.get("id") is not None else f"{r['split']}-{r['row']}"
+            if ex_id in seen:
+                raise InputError(f"duplicate id {ex_id!r} (first at {seen[ex_id]})", "dataset", where)
+            seen[ex_id] = where
+            kept = None if r.get("group") is None else str(r["group"])
+            examples.append(SqlExample(ex_id, str(r["question"]), str(r["query"]), name, r["split"], kept))
+        data_set = SqlData(examples, {n: schema_from_sqlite(p) for n, p in files.items()}, files)
+        pairs = sha256_json([[e.id, e.question, e.query, e.db_id, e.split] for e in examples])
+        fingerprint = (pairs, *(sha256_file(p) for p in sorted(files.values())))
+        test_split = "test" if any(e.split == "test" for e in examples) else "dev"
+        return cls._split(data_set, test_split, fingerprint, Path("dataset"), test_limit, train_limit, seed)
 
     @classmethod
     def _split(
