@@ -93,7 +93,7 @@ def test_library_refusals_name_the_setting_and_the_pipeline(tmp_path, capsys, ge
 
 def test_a_second_run_in_the_same_folder_is_refused_naming_the_first_and_sigterm_interrupts(tmp_path, capsys):
     run = tmp_path / "run"
-    settings = [*QUICK, "data.test_limit=40", "generation.max_new_tokens=32"]
+    settings = [*QUICK, "data.test_limit=110", "generation.max_new_tokens=64"]  # still running when SIGTERM comes
     cmd = [sys.executable, "-m", "ragft.cli", "compare", _handbook(tmp_path), *settings, "--out", str(run)]
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

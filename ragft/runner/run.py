@@ -246,8 +246,8 @@ class Run:
             saved = read_json(costs_path) if costs_path.is_file() else {}
             # the general questions report no costs; a pipeline only read keeps its answers whatever its costs file says
             if saved.get("fingerprint") == key or questions is not None or not makes:
-                costs = saved["costs"] if saved.get("fingerprint") == key else {}
-                result = [done[i] for i in asked.test_ids], costs
+                kept = saved["costs"] if saved.get("fingerprint") == key else {}
+                result = [done[i] for i in asked.test_ids], kept
                 self._by_key[key] = result
                 return result
 
