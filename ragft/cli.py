@@ -168,6 +168,9 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--api-key-env", default="RAGFT_API_KEY", help="environment variable holding the API key")
     v.add_argument("--max-body-bytes", type=int, default=65536, help="largest request body (larger: 413)")
     v.add_argument("--max-question-chars", type=int, default=4000, help="longest question (longer: 422)")
+    v.add_argument(
+        "--window", default="25", help="monitoring windows (/review/monitor, /metrics): exchanges (25) or time (6h)"
+    )
 
     f = _command(
         sub, common, "feedback", help="write a served run's feedback as training data (SFT, DPO and KTO records)"
@@ -175,6 +178,26 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("run", help="run folder that `ragft serve` collected feedback in")
     f.add_argument("--out", required=True, help="folder for sft.jsonl, dpo.jsonl and kto.jsonl")
     f.add_argument("--pipeline", help="only feedback on this pipeline's answers")
+
+    m = _command(
+        sub,
+        common,
+        "monitor",
+        help="a served pipeline over time: windows of its exchanges, drift alerts, and when to retrain",
+    )
+    m.add_argument("run", help="run folder whose pipeline `ragft serve` served")
+    m.add_argument("--pipeline", help="the served pipeline (default: the only one in the store)")
+    m.add_argument("--window", default="25", help="exchanges per window (25), or a span of time (30m, 6h, 2d)")
+    m.add_argument("--since", help="show windows from this date, date-time or span back from now (2026-12-01, 24h)")
+    m.add_argument("--alpha", type=float, default=0.05, help="chance of any false drift alert over all windows")
+    m.add_argument(
+        "--retrain-after",
+        type=int,
+        default=100,
+        help="corrected or down-rated answers that signal retraining (default 100: see the serving guide)",
+    )
+    m.add_argument("--store", help="a feedback.sqlite elsewhere (default: the run folder's)")
+    m.add_argument("--json", action="store_true", help="print the windows, alerts and signal as JSON")
 
     c = _command(sub, common, "compare", help="run the pipelines of an experiment config and report")
     c.add_argument("config", nargs="?", help="TOML experiment config")
@@ -239,6 +262,7 @@ def _main(argv: Sequence[str] | None) -> int:
             "synth": _synth,
             "serve": _serve,
             "feedback": _feedback,
+            "monitor": _monitor,
             "report": _report,
             "eval-retrieval": _eval_retrieval,
             "adapters": _adapters,
@@ -430,7 +454,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ragft.serve.server import serve
 
     limits = Limits(max_body_bytes=args.max_body_bytes, max_question_chars=args.max_question_chars)
-    serve(args.run, args.pipeline, args.host, args.port, args.api_key_env, limits)
+    serve(args.run, args.pipeline, args.host, args.port, args.api_key_env, limits, args.window)
     return 0
 
 
@@ -451,6 +475,24 @@ def _feedback(args: argparse.Namespace) -> int:
         f"{c['exchanges']} exchanges with feedback ({c['rated_up']} up, {c['rated_down']} down, "
         f"{c['corrected']} corrected): wrote {c['sft']} SFT, {c['dpo']} DPO and {c['kto']} KTO records to {args.out}"
     )
+    return 0
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from ragft.errors import InputError
+    from ragft.monitor import WindowSpec, monitor, parse_since, render_text
+
+    if not 0 < args.alpha < 1:
+        raise InputError(f"--alpha {args.alpha}: a chance between 0 and 1")
+    if args.retrain_after < 1:
+        raise InputError(f"--retrain-after {args.retrain_after}: at least 1")
+    spec = WindowSpec.parse(args.window)
+    since = parse_since(args.since, time.time()) if args.since else None
+    found = monitor(args.run, args.pipeline, spec, since, args.alpha, args.retrain_after, args.store)
+    print(json.dumps(found.to_json(), indent=2) if args.json else render_text(found), end="\n" if args.json else "")
     return 0
 
 

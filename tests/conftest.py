@@ -76,3 +76,13 @@ def tokenizer(generator):
 def tiny_model(tokenizer):
     """A tiny random Llama with the real tokenizer's vocabulary."""
     return tiny_llama(len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+
+
+@pytest.fixture
+def served(tiny_run, generator, embedder):
+    """rag+ft served with the session's generator: its adapter is on until the test ends."""
+    from ragft.serve.served import ServedPipeline
+
+    pipeline = ServedPipeline.load(tiny_run, "rag+ft", generator=generator, embedder=embedder)
+    yield pipeline
+    pipeline.close()

@@ -1,11 +1,15 @@
 """What the tests share besides fixtures: the repository's paths, the run settings that
 make an experiment small enough for a test, a tiny random Llama for training mechanics,
-real SQLite files, and the flags headless Chromium runs with here."""
+real SQLite files, an app behind a real uvicorn server, and the flags headless Chromium
+runs with here."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,3 +113,23 @@ def shop_database(path, items: int):
     conn.commit()
     conn.close()
     return path
+
+
+@contextmanager
+def running(app):
+    """The app behind a real uvicorn server on a free loopback port, in a thread."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

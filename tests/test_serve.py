@@ -12,11 +12,10 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import httpx
 import pytest
-from helpers import BROWSER_FLAGS, ROOT
+from helpers import BROWSER_FLAGS, ROOT, running
 
 from ragft.cli import main
 from ragft.errors import ConfigError
@@ -27,34 +26,6 @@ from ragft.serve.app import Limits, make_app
 from ragft.serve.batching import Batcher
 from ragft.serve.served import ServedPipeline
 from ragft.serve.server import api_key_from
-
-
-@contextmanager
-def running(app):
-    """The app behind a real uvicorn server on a free loopback port, in a thread."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
-@pytest.fixture
-def served(tiny_run, generator, embedder):
-    """rag+ft served with the session's generator: its adapter is on until the test ends."""
-    pipeline = ServedPipeline.load(tiny_run, "rag+ft", generator=generator, embedder=embedder)
-    yield pipeline
-    pipeline.close()
 
 
 @pytest.fixture
@@ -208,6 +179,8 @@ def test_an_api_key_guards_every_route(served, tmp_path, monkeypatch):
             ("POST", "/v1/feedback"),
             ("GET", "/v1/exchanges/x"),
             ("POST", "/review"),
+            ("GET", "/review/monitor"),
+            ("GET", "/metrics"),
             ("GET", "/nope"),
         ]:
             r = http.request(method, path, json={})
@@ -220,6 +193,11 @@ def test_an_api_key_guards_every_route(served, tmp_path, monkeypatch):
         assert http.post("/review/login", data={"key": "wrong"}).status_code == 401
         http.post("/review/login", data={"key": "s3cret"})  # the cookie opens the review page
         assert http.get("/review").status_code == 200 and "Review the answers" in http.get("/review").text
+        assert "started without monitoring" in http.get("/review/monitor").text  # the cookie opens it too
+        metrics = http.get("/metrics", headers={"authorization": "Bearer s3cret"})
+        assert metrics.status_code == 200 and 'ragft_requests_total{method="GET",route="/v1/models",status="401"}' in (
+            metrics.text
+        )
     store.close()
 
 

@@ -3,7 +3,12 @@ people gave it, in one SQLite file of the run folder (`feedback.sqlite`, WAL mod
 
 A row is committed (and synced) before the request that wrote it is answered, so whatever a
 client saw acknowledged survives a killed server. One connection, guarded by a lock, serves
-every request thread; readers elsewhere (an export, a test) open the file on their own.
+every request thread; readers elsewhere (an export, `ragft monitor`) open the file on their
+own, `read_history` read-only.
+
+Each exchange keeps the retriever's top score and the identity of the run that served it;
+the store keeps the run it was made for (`store_info`). Stores made before these existed
+are read as they are (no score, no identity) and gain the columns when a server opens them.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ CREATE TABLE IF NOT EXISTS exchanges (
     answer TEXT NOT NULL,
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
-    latency_s REAL NOT NULL
+    latency_s REAL NOT NULL,
+    top_score REAL,
+    run TEXT
 );
 CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -48,7 +55,11 @@ CREATE TABLE IF NOT EXISTS feedback (
 );
 CREATE INDEX IF NOT EXISTS feedback_by_exchange ON feedback(exchange_id);
 CREATE INDEX IF NOT EXISTS exchanges_by_time ON exchanges(created);
+CREATE TABLE IF NOT EXISTS store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+ADDED_COLUMNS = {"top_score": "REAL", "run": "TEXT"}
+"""Exchange columns a store made before them lacks, added when a server opens it."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,18 @@ class Exchange:
     prompt_tokens: int
     completion_tokens: int
     latency_s: float
+    top_score: float | None = None
+    """The retriever's score of the first passage shown (None: nothing retrieved, or an older store)."""
+    run: str | None = None
+    """The identity of the run that served it (`RunIdentity.id`; None in an older store)."""
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Which run a store belongs to: a digest of the run's settings, and its experiment's name."""
+
+    id: str
+    name: str
 
 
 @dataclass(frozen=True)
@@ -100,8 +123,9 @@ class UnknownExchange(InputError):
 class FeedbackStore:
     """Exchanges and feedback in one SQLite file (created with its folder on first use)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, run: RunIdentity | None = None):
         self.path = Path(path)
+        self.run = run
         db = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,6 +134,13 @@ class FeedbackStore:
             db.execute("PRAGMA synchronous=FULL")  # a 200 means the row is on disk
             db.execute("PRAGMA foreign_keys=ON")
             db.executescript(SCHEMA)
+            have = {row[1] for row in db.execute("PRAGMA table_info(exchanges)")}
+            for column, kind in ADDED_COLUMNS.items():
+                if column not in have:
+                    db.execute(f"ALTER TABLE exchanges ADD COLUMN {column} {kind}")
+            if run is not None:  # the run the store was made for: its first server's
+                for key, value in (("run", run.id), ("run_name", run.name)):
+                    db.execute("INSERT OR IGNORE INTO store_info VALUES (?, ?)", (key, value))
         except sqlite3.DatabaseError as e:
             if db is not None:
                 db.close()
@@ -158,8 +189,10 @@ class FeedbackStore:
         prompt_tokens: int,
         completion_tokens: int,
         latency_s: float,
+        top_score: float | None = None,
     ) -> Exchange:
-        """Record an answered request; returns it with its new id."""
+        """Record an answered request (with the retriever's top score, where it retrieved);
+        returns it with its new id."""
         exchange = Exchange(
             uuid.uuid4().hex,
             time.time(),
@@ -172,11 +205,13 @@ class FeedbackStore:
             prompt_tokens,
             completion_tokens,
             latency_s,
+            top_score,
+            self.run.id if self.run else None,
         )
         passages_json = json.dumps([{"id": p.id, "text": p.text} for p in passages], ensure_ascii=False)
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO exchanges VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO exchanges VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     exchange.id,
                     exchange.created,
@@ -189,6 +224,8 @@ class FeedbackStore:
                     prompt_tokens,
                     completion_tokens,
                     latency_s,
+                    top_score,
+                    exchange.run,
                 ),
             )
         return exchange
@@ -251,6 +288,75 @@ def _exchange(row: tuple[Any, ...]) -> Exchange:
     return Exchange(*values)
 
 
-def open_store(run: str | Path) -> FeedbackStore:
-    """The feedback store of a run folder."""
-    return FeedbackStore(Path(run) / FILENAME)
+def open_store(run: str | Path, identity: RunIdentity | None = None) -> FeedbackStore:
+    """The feedback store of a run folder (made for the run `identity` names, when given)."""
+    return FeedbackStore(Path(run) / FILENAME, identity)
+
+
+@dataclass(frozen=True)
+class Served:
+    """One exchange as monitoring reads it: when, what was asked, how it went, what people said."""
+
+    id: str
+    created: float
+    pipeline: str
+    model: str
+    question: str
+    completion_tokens: int
+    latency_s: float
+    top_score: float | None
+    run: str | None
+    rating: str | None
+    """The exchange's latest rating ('up', 'down'), or None."""
+    corrected: bool
+
+
+@dataclass(frozen=True)
+class History:
+    """A store's exchanges, oldest first, with the run it was made for (None: an older store)."""
+
+    path: Path
+    run: RunIdentity | None
+    exchanges: list[Served]
+
+
+def read_history(path: str | Path) -> History:
+    """Every exchange of the store at `path` with its latest rating, read in one read-only
+    transaction: safe beside a server writing to it, and nothing is written (an older store
+    is read as it is)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no feedback store here: `ragft serve` of the run's pipeline makes it", path)
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error as e:
+        raise InputError(f"could not open the feedback store read-only: {e}", path) from None
+    try:
+        db.execute("BEGIN")
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"exchanges", "feedback"} <= tables:
+            raise InputError("not a ragft feedback store (no exchanges and feedback tables)", path)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(exchanges)")}
+        extra = ", ".join(c if c in columns else f"NULL AS {c}" for c in ADDED_COLUMNS)
+        rows = db.execute(
+            "SELECT id, created, pipeline, model, question, completion_tokens, latency_s, "
+            f"{extra} FROM exchanges ORDER BY created, rowid"
+        ).fetchall()
+        ratings: dict[str, str] = {}
+        corrected: set[str] = set()
+        for exchange_id, rating, correction in db.execute(
+            "SELECT exchange_id, rating, correction FROM feedback ORDER BY id"
+        ):
+            if rating is not None:
+                ratings[exchange_id] = rating
+            if correction:
+                corrected.add(exchange_id)
+        info = dict(db.execute("SELECT key, value FROM store_info").fetchall()) if "store_info" in tables else {}
+        db.execute("COMMIT")
+    except sqlite3.DatabaseError as e:
+        raise InputError(f"not a readable ragft feedback store: {e}", path) from None
+    finally:
+        db.close()
+    run = RunIdentity(info["run"], info.get("run_name", "")) if "run" in info else None
+    served = [Served(*row, ratings.get(row[0]), row[0] in corrected) for row in rows]
+    return History(path, run, served)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ragft.config import PIPELINE_SECTIONS, Config, saved_config, saved_section
 from ragft.errors import InputError
-from ragft.io import read_json
+from ragft.feedback.store import RunIdentity
+from ragft.io import read_json, sha256_json
 from ragft.optimize import prompt_dir
 from ragft.prompts import PromptTemplate
 from ragft.settings import PipelineSettings
@@ -21,6 +22,13 @@ def run_config(run_dir: str | Path) -> Config:
     if not path.is_file():
         raise InputError("not a ragft run folder (no config.json: run `ragft compare` into it first)", run_dir)
     return saved_config(read_json(path))
+
+
+def run_identity(run_dir: str | Path) -> RunIdentity:
+    """The run's identity in its feedback store: a digest of its settings (config.json, as
+    written by its last `ragft compare`) and its experiment's name."""
+    config = run_config(run_dir)
+    return RunIdentity(sha256_json(read_json(Path(run_dir) / "config.json"))[:16], config.experiment.name)
 
 
 def run_pipeline(run_dir: str | Path, config: Config, name: str) -> PipelineSettings:

@@ -8,6 +8,8 @@ feedback, and the review page.
     POST /v1/feedback           {exchange_id, rating: up|down, correction, reviewer}
     GET  /v1/exchanges/{id}     an exchange with the feedback it has had
     GET  /review                recent answers to rate and correct (POST /review saves a form)
+    GET  /review/monitor        the pipeline over time: windows, drift alerts, retrain signal (charts)
+    GET  /metrics               Prometheus metrics: requests, latencies, tokens, feedback, drift
 
 With an API key every route needs `Authorization: Bearer <key>` (the review page takes it
 once into an HttpOnly cookie). Bodies and questions have size limits (413, 422); errors
@@ -21,7 +23,7 @@ import hmac
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import FastAPI, Request
@@ -32,11 +34,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragft.errors import InputError, explain
-from ragft.feedback.store import FeedbackStore, UnknownExchange
+from ragft.feedback.store import FeedbackStore, UnknownExchange, read_history
 from ragft.serve import served as served_module
 from ragft.serve.batching import Batcher
+from ragft.serve.metrics import ServerMetrics
+from ragft.serve.monitor_page import monitor_page
 from ragft.serve.review import CSP, login_page, problem_page, review_page
 from ragft.serve.served import Answer, ServedPipeline, question_of
+
+if TYPE_CHECKING:
+    from ragft.monitor import Monitoring, Watch
 
 COOKIE = "ragft_key"
 
@@ -104,9 +111,21 @@ class FeedbackRequest(BaseModel):
     reviewer: str | None = Field(default=None, max_length=200)
 
 
-def make_app(pipeline: ServedPipeline, store: FeedbackStore, api_key: str | None = None, limits: Limits = Limits()):
-    """The FastAPI app serving `pipeline`, recording every exchange and feedback in `store`."""
+def make_app(
+    pipeline: ServedPipeline,
+    store: FeedbackStore,
+    api_key: str | None = None,
+    limits: Limits = Limits(),
+    watch: Watch | None = None,
+):
+    """The FastAPI app serving `pipeline`, recording every exchange and feedback in `store`;
+    with `watch`, the monitor view and the drift metrics assess the store's exchanges."""
     batcher: Batcher[served_module.Request, Answer] = Batcher(pipeline.answer, pipeline.generator.batch_size)
+
+    def monitoring() -> Monitoring | None:
+        return watch.assess(read_history(store.path)) if watch is not None else None
+
+    metrics = ServerMetrics(pipeline.name, monitoring)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -139,6 +158,18 @@ def make_app(pipeline: ServedPipeline, store: FeedbackStore, api_key: str | None
             body = error_body("a valid API key is needed: send Authorization: Bearer <key>", code="invalid_api_key")
             return JSONResponse(body, 401, headers=headers)
         return await call_next(request)
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Any) -> Response:  # outside the guard: refusals count too
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", None)  # a refused request never reached its route
+        if route is None:
+            paths = {getattr(r, "path", "") for r in app.routes}
+            route = request.url.path if request.url.path in paths else "unmatched"
+        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+        metrics.latency.labels(route).observe(time.perf_counter() - start)
+        return response
 
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)  # outermost: the body is read and counted first
 
@@ -197,6 +228,9 @@ def make_app(pipeline: ServedPipeline, store: FeedbackStore, api_key: str | None
         request = served_module.Request(body.model, messages, budget)
         answer = await asyncio.wrap_future(batcher.submit(request))
         latency = time.perf_counter() - start
+        metrics.answers.labels(body.model).inc()
+        metrics.tokens.labels("prompt").inc(answer.prompt_tokens)
+        metrics.tokens.labels("completion").inc(answer.completion_tokens)
         x = await run_in_threadpool(
             store.add_exchange,
             pipeline.name,
@@ -208,6 +242,7 @@ def make_app(pipeline: ServedPipeline, store: FeedbackStore, api_key: str | None
             answer.prompt_tokens,
             answer.completion_tokens,
             latency,
+            answer.top_score,
         )
         return {
             "id": f"chatcmpl-{x.id}",
@@ -243,11 +278,16 @@ def make_app(pipeline: ServedPipeline, store: FeedbackStore, api_key: str | None
         if rating not in (None, "up", "down") or len(exchange_id) > 64 or len(reviewer or "") > 200:
             raise ApiError(422, "rating is 'up' or 'down'; exchange ids have at most 64 characters, reviewers 200")
         try:
-            return await run_in_threadpool(store.add_feedback, exchange_id, rating, correction, reviewer)
+            saved = await run_in_threadpool(store.add_feedback, exchange_id, rating, correction, reviewer)
         except UnknownExchange as e:
             raise ApiError(404, str(e), code="exchange_not_found") from None
         except InputError as e:
             raise ApiError(422, str(e)) from None
+        if saved.rating:
+            metrics.ratings.labels(saved.rating).inc()
+        if saved.correction:
+            metrics.corrections.inc()
+        return saved
 
     @app.post("/v1/feedback")
     async def feedback(body: FeedbackRequest) -> dict[str, Any]:
@@ -278,6 +318,20 @@ def make_app(pipeline: ServedPipeline, store: FeedbackStore, api_key: str | None
         for f in await run_in_threadpool(store.feedback):
             by_exchange.setdefault(f.exchange_id, []).append(f)
         return _html(review_page(pipeline.name, recent, by_exchange, saved, limits.max_correction_chars))
+
+    @app.get("/review/monitor")
+    async def review_monitor() -> HTMLResponse:
+        try:
+            found = await run_in_threadpool(monitoring)
+        except InputError as e:  # a store made for another run
+            return _html(problem_page(explain(e)[0].removeprefix("ragft: ")), 409)
+        return _html(monitor_page(pipeline.name, found))
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(await run_in_threadpool(generate_latest, metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/review")
     async def review_form(request: Request) -> Response:

@@ -43,7 +43,10 @@ def review_page(
     max_correction: int = 4000,
 ) -> str:
     """The page listing `exchanges` (newest first) with the feedback each has had."""
-    parts = [f"<h1>Review the answers of <code>{escape(pipeline)}</code></h1>"]
+    parts = [
+        f"<h1>Review the answers of <code>{escape(pipeline)}</code></h1>",
+        '<p><a href="/review/monitor">The pipeline over time: drift and when to retrain</a></p>',
+    ]
     if saved:
         parts.append(f'<p class="notice" role="status">Saved your feedback on {escape(saved)}.</p>')
     if not exchanges:

@@ -9,7 +9,7 @@ does not hold for its current inputs is refused, naming the command that makes i
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +53,8 @@ class Answer:
     completion_tokens: int
     finish_reason: str
     """"stop" (the model ended its answer) or "length" (it ran out of tokens)."""
+    top_score: float | None = None
+    """The retriever's score of the first passage (None where nothing was retrieved)."""
 
 
 def question_of(messages: Sequence[tuple[str, str]]) -> str:
@@ -74,6 +76,7 @@ class ServedPipeline:
         retriever: Retriever | None,
         shots: Sequence[Example],
         base_model: Any,
+        embedder: Callable[[], Embedder] | None = None,
     ):
         self.pipeline = pipeline
         self.name = pipeline.name
@@ -82,6 +85,11 @@ class ServedPipeline:
         self.shots = list(shots)
         self.k = pipeline.retrieval.k
         self._base_model = base_model
+        self._embedder = embedder
+
+    def embedder(self) -> Embedder | None:
+        """The pipeline's embedder (loaded on first use; None where it was not given)."""
+        return self._embedder() if self._embedder is not None else None
 
     @property
     def model_ids(self) -> tuple[str, str]:
@@ -124,7 +132,7 @@ class ServedPipeline:
             pipeline = pipeline.with_demos(_optimized_demos(folder, pipeline, keys.prompt))
         retriever = task.retrieval.retriever if pipeline.context else None  # type: ignore[attr-defined]
         shots = task.train[: pipeline.shots]  # type: ignore[attr-defined]
-        return cls(pipeline, gen, retriever, shots, base)
+        return cls(pipeline, gen, retriever, shots, base, run.models(pipeline).embedder)
 
     def close(self) -> None:
         """Take the adapter off (the generator's model is as it was given)."""
@@ -140,10 +148,13 @@ class ServedPipeline:
         questions = [question_of(r.messages) if r.model == self.name else "" for r in requests]
         asked = [i for i, r in enumerate(requests) if r.model == self.name]
         passages: dict[int, tuple[Passage, ...]] = {i: () for i in range(len(requests))}
+        top: dict[int, float] = {}
         if self.retriever is not None and asked:
             hits = self.retriever.retrieve([questions[i] for i in asked], self.k)
             for i, row in zip(asked, hits):
                 passages[i] = tuple(Passage(h.chunk.id, h.chunk.text) for h in row)
+                if row:
+                    top[i] = float(row[0].score)
         prompts = [self._prompt(r, questions[i], passages[i]) for i, r in enumerate(requests)]
         by_budget: dict[int, list[int]] = defaultdict(list)
         for i, r in enumerate(requests):
@@ -153,7 +164,9 @@ class ServedPipeline:
             for i, g in zip(batch, self.generator.generate_batch([prompts[i] for i in batch], budget)):
                 question = questions[i] or question_of(requests[i].messages)
                 finish = "length" if g.completion_tokens >= budget else "stop"
-                out[i] = Answer(question, passages[i], prompts[i], g.text, g.prompt_tokens, g.completion_tokens, finish)
+                out[i] = Answer(
+                    question, passages[i], prompts[i], g.text, g.prompt_tokens, g.completion_tokens, finish, top.get(i)
+                )
         return [out[i] for i in range(len(requests))]
 
     def _prompt(self, request: Request, question: str, passages: tuple[Passage, ...]) -> str:

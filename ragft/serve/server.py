@@ -44,20 +44,26 @@ def serve(
     port: int = 8000,
     key_env: str = KEY_ENV,
     limits: Limits | None = None,
+    window: str = "25",
 ) -> None:
     """Serve `pipeline` of the run in `run_dir` until stopped (Ctrl-C or SIGTERM)."""
     import uvicorn
 
+    from ragft.monitor import Watch, WindowSpec
+    from ragft.runner.folder import run_identity
     from ragft.serve.app import Limits, make_app
     from ragft.serve.served import ServedPipeline
 
     key = api_key_from(key_env, host)
+    spec = WindowSpec.parse(window)  # bad input stops before any model loads
     served = ServedPipeline.load(run_dir, pipeline)
-    store = open_store(run_dir)
-    app = make_app(served, store, key, limits or Limits())
+    watch = Watch(run_dir, pipeline, served.embedder(), spec)
+    store = open_store(run_dir, run_identity(run_dir))
+    app = make_app(served, store, key, limits or Limits(), watch)
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
     print(f"serving pipeline {pipeline!r} at {url}/v1 (models: {', '.join(served.model_ids)})", flush=True)
-    print(f"review page: {url}/review; exchanges and feedback: {store.path}", flush=True)
+    print(f"review page: {url}/review (over time: {url}/review/monitor); metrics: {url}/metrics", flush=True)
+    print(f"exchanges and feedback: {store.path}", flush=True)
     if key:
         print(f"every request needs the key in ${key_env}", flush=True)
     try:
