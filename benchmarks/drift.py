@@ -11,12 +11,14 @@ shift, and how often it alerts with none.
    questions after the shift when the alerting window closed).
 4. The statistics depend on the order of exchanges only, so orders are replayed on the
    stored exchanges, not served again: the 110 test questions alone in `--orders` random
-   orders (false alarms: any alert; quality rated at the base rate throughout), and the
-   whole sequence with each part shuffled (detection delays). For comparison, a question
-   test that treats questions as exchangeable (MMD, Gaussian kernel, permuted questions).
+   orders (false alarms: any alert; rated at the base rate throughout); the whole sequence
+   with each part shuffled, the reviewer turning at `--onset` (detection delays), and again
+   with a reviewer who never turns (quality false alarms). For comparison, a question test
+   that treats questions as exchangeable (MMD, Gaussian kernel, permuted questions).
 
 Run: .venv/bin/python benchmarks/drift.py [--run runs/handbook --pipeline rag --orders 200]
-(about 10 minutes on 2 CPU cores, most of it answering the 310 questions)
+(about 15 minutes on 2 CPU cores, most of it answering the 310 questions; the served copy
+and its store stay in --out, runs/drift, and a re-run reads them instead of serving again)
 """
 
 from __future__ import annotations
@@ -28,12 +30,7 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,19 +38,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 from openai import OpenAI
+from serving import serving
 
 from ragft.feedback.store import read_history
-from ragft.monitor import Watch, WindowSpec, assess_windows
+from ragft.monitor import Watch, WindowSpec, alert_lines, assess_windows
+from ragft.stats import ALPHA
 from ragft.tasks.qa import load_examples
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("RAGFT_DATA") or ROOT.parent / "shared" / "data")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def squad_questions(n: int, seed: int) -> list[str]:
@@ -64,20 +57,7 @@ def squad_questions(n: int, seed: int) -> list[str]:
 
 def serve_and_review(run: Path, pipeline: str, questions: list[str], ratings: list[str], args) -> float:
     """Serve `pipeline`, send the questions in order (`--clients` at a time), post the ratings."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "ragft.cli", "serve", str(run), "--pipeline", pipeline, "--port", str(port)]
-    server = subprocess.Popen(cmd, env={**os.environ, "RAGFT_PROGRESS": "0"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                httpx.get(url + "/v1/models", timeout=5).raise_for_status()
-                break
-            except httpx.TransportError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("ragft serve did not start") from None
-                time.sleep(0.5)
+    with serving(run, pipeline) as url:
         api = OpenAI(base_url=url + "/v1", api_key="none", max_retries=2, timeout=600)
 
         def ask(i: int) -> None:
@@ -94,9 +74,6 @@ def serve_and_review(run: Path, pipeline: str, questions: list[str], ratings: li
             print(f"\r  {min(begin + args.clients, len(questions))}/{len(questions)} answered", end="", flush=True)
         print()
         return time.perf_counter() - start
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(60)
 
 
 def first_alerts(alerts, kinds=("questions", "retrieval", "quality"), after: int = 0) -> dict[str, int | None]:
@@ -130,10 +107,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "runs" / "drift", help="keeps the served copy and its store for a re-run"
+    )
     args = parser.parse_args()
     if not (args.run / "config.json").is_file():
         raise SystemExit(f"{args.run} is not a finished run: `make demo` makes runs/handbook")
     spec = WindowSpec.parse(args.window)
+    if not spec.size:
+        raise SystemExit("--window: a number of exchanges (orders are replayed by position, not by time)")
     rng = random.Random(args.seed)
     test = [e.question for e in load_examples(ROOT / "corpora" / "handbook" / "qa.jsonl") if e.split == "test"]
     shifted = squad_questions(args.shifted, args.seed)
@@ -143,29 +125,37 @@ def main() -> None:
         for i in range(len(questions))
     ]
 
-    with tempfile.TemporaryDirectory(prefix="ragft-drift-") as scratch:
-        run = Path(scratch) / "run"
+    run = args.out / "run"
+    store = run / "feedback.sqlite"
+    if store.is_file() and len(read_history(store).exchanges) == len(questions):
+        print(f"1. reading the store of an earlier serving: {store}")
+    else:
+        shutil.rmtree(run, ignore_errors=True)
         shutil.copytree(args.run, run, ignore=shutil.ignore_patterns("feedback.sqlite*"))
         print(
             f"1. serving {args.pipeline!r} of a copy of {args.run}; {len(test)} test + {len(shifted)} SQuAD questions"
         )
         seconds = serve_and_review(run, args.pipeline, questions, ratings, args)
         print(f"   answered and rated in {seconds:.0f} s")
-        history = read_history(run / "feedback.sqlite")
-        watch = Watch(run, args.pipeline, None, spec)
-        found = watch.assess(history, now=time.time())
-        size = spec.size
-        print(f"2. `ragft monitor` on the store ({len(history.exchanges)} exchanges, windows of {spec.describe()}):")
-        for a in found.alerts[:6]:
-            print(f"   {a.message}")
-        served = history.exchanges
-        new, seen = watch.novelty([x.question for x in served])
-        reference = watch.reference
+    history = read_history(store)
+    watch = Watch(run, args.pipeline, None, spec)
+    found = watch.assess(history, now=time.time())
+    size = spec.size
+    print(f"2. `ragft monitor` on the store ({len(history.exchanges)} exchanges, windows of {spec.describe()}):")
+    for line in alert_lines(found.alerts):
+        print(f"   {line}")
+    served = history.exchanges
+    new, seen = watch.novelty([x.question for x in served])
+    reference = watch.reference
 
     def run_order(order: list[int], rated: list[str | None]):
         """The alerts of the stored exchanges replayed in `order`, rated `rated`."""
-        rows = [dataclasses.replace(served[i], rating=rated[j]) for j, i in enumerate(order)]
-        return assess_windows(rows, new[order], seen[order], reference.held_out, spec, 0.05, time.time())[1]
+        rows = [  # served one a second in this order, each rated as it is answered
+            dataclasses.replace(served[i], created=float(j), ratings=((float(j), r),) if r else (), corrected_at=None)
+            for j, (i, r) in enumerate(zip(order, rated))
+        ]
+        held_out, clusters = reference.held_out, reference.clusters
+        return assess_windows(rows, new[order], seen[order], held_out, clusters, spec, ALPHA, time.time())[1]
 
     n_test = len(test)
     order_rng = random.Random(args.seed + 1)
@@ -174,6 +164,7 @@ def main() -> None:
     np_rng = np.random.default_rng(args.seed)
     shift_delays: list[int | None] = []
     quality_delays: list[int | None] = []
+    quality_false = 0
     question_vectors = watch.embedded([x.question for x in served])
     for _ in range(args.orders):
         order = order_rng.sample(range(n_test), n_test)
@@ -184,17 +175,21 @@ def main() -> None:
         false_alarms["any"] += any(w is not None for w in first.values())
         windows = [order[i : i + size] for i in range(0, n_test - size + 1, size)]
         mmd_false += any(mmd_p(reference.train, question_vectors[w], np_rng) <= 0.05 / 3 for w in windows)
-        # a real shift: the test questions, then the SQuAD ones, each part shuffled
+        # a real shift: the test questions, then the SQuAD ones, each part shuffled; the
+        # reviewer turns at --onset (a window's quality is known when the next one closes)
         both = order + order_rng.sample(range(n_test, len(served)), len(served) - n_test)
-        window = first_alerts(run_order(both, [None] * len(both)), after=n_test // size)["questions"]
-        shift_delays.append(window * size - n_test if window is not None else None)
-        # quality: the reviewer turns at --onset
         turned = [
             "down" if order_rng.random() < (args.down if j >= args.onset else args.base_down) else "up"
-            for j in range(n_test)
+            for j in range(len(both))
         ]
-        window = first_alerts(run_order(order, turned), after=args.onset // size)["quality"]
-        quality_delays.append(window * size - args.onset if window is not None else None)
+        found_both = run_order(both, turned)
+        window = first_alerts(found_both, after=n_test // size)["questions"]
+        shift_delays.append(window * size - n_test if window is not None else None)
+        window = first_alerts(found_both, after=args.onset // size)["quality"]
+        quality_delays.append((window + 1) * size - args.onset if window is not None else None)
+        # the same questions with a reviewer who never turns: any quality alert is a false one
+        steady_both = ["down" if order_rng.random() < args.base_down else "up" for _ in both]
+        quality_false += first_alerts(run_order(both, steady_both))["quality"] is not None
 
     def delays(values: list[int | None]) -> str:
         hit = [v for v in values if v is not None]
@@ -221,8 +216,12 @@ def main() -> None:
         f"   question drift (SQuAD after the test questions): {delays(shift_delays)}; within 50: {within}/{args.orders}"
     )
     print(
-        f"   quality drift (down-rated {args.base_down:.0%} -> {args.down:.0%} from question {args.onset}): "
-        f"{delays(quality_delays)}"
+        f"   quality drift (down-rated {args.base_down:.0%} -> {args.down:.0%} from question {args.onset}, "
+        f"known when the next window closes): {delays(quality_delays)}"
+    )
+    print(
+        f"   quality, a reviewer who stays at {args.base_down:.0%} over all {len(served)} exchanges: an alert in "
+        f"{quality_false}/{args.orders} orders ({quality_false / args.orders:.1%})"
     )
 
 

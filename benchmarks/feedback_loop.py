@@ -19,17 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 from openai import OpenAI
+from serving import serving
 
 from ragft.config import load_config
 from ragft.experiment import compare
@@ -75,28 +71,9 @@ def config_file(out: Path, half: Path, feedback: bool) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve_and_review(run: Path, questions: list, clients: int) -> dict:
     """Serve rag+ft-half, send the questions, rate each answer against its gold answers."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "ragft.cli", "serve", str(run), "--pipeline", "rag+ft-half", "--port", str(port)]
-    server = subprocess.Popen(cmd, env={**os.environ, "RAGFT_PROGRESS": "0"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                httpx.get(url + "/v1/models", timeout=5).raise_for_status()
-                break
-            except httpx.TransportError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("ragft serve did not start") from None
-                time.sleep(0.5)
+    with serving(run, "rag+ft-half") as url:
         api = OpenAI(base_url=url + "/v1", api_key="none", max_retries=2, timeout=600)
 
         def review(example) -> str:
@@ -115,9 +92,6 @@ def serve_and_review(run: Path, questions: list, clients: int) -> dict:
         with ThreadPoolExecutor(clients) as pool:
             ratings = list(pool.map(review, questions))
         seconds = time.perf_counter() - start
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(60)
     return {"served": len(questions), "up": ratings.count("up"), "down": ratings.count("down"), "seconds": seconds}
 
 

@@ -16,11 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,33 +24,12 @@ from pathlib import Path
 
 import httpx
 from openai import OpenAI
+from serving import free_port, start
 
 from ragft.feedback.store import FILENAME, FeedbackStore
 from ragft.tasks.qa import load_examples
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(run: Path, pipeline: str, port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "ragft.cli", "serve", str(run), "--pipeline", pipeline, "--port", str(port)]
-    server = subprocess.Popen(cmd, env={**os.environ, "RAGFT_PROGRESS": "0"}, stdout=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while True:
-        if server.poll() is not None:
-            raise SystemExit(f"the server stopped: {server.stdout.read() if server.stdout else ''}")
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).raise_for_status()
-            return server
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise SystemExit("the server did not start in 300 s") from None
-            time.sleep(0.5)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -187,13 +187,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     m.add_argument("run", help="run folder whose pipeline `ragft serve` served")
     m.add_argument("--pipeline", help="the served pipeline (default: the only one in the store)")
-    m.add_argument("--window", default="25", help="exchanges per window (25), or a span of time (30m, 6h, 2d)")
+    m.add_argument("--window", default="25", help="exchanges per window (default 25), or a span of time (30m, 6h, 2d)")
     m.add_argument("--since", help="show windows from this date, date-time or span back from now (2026-12-01, 24h)")
-    m.add_argument("--alpha", type=float, default=0.05, help="chance of any false drift alert over all windows")
+    m.add_argument("--alpha", type=float, help="chance of any false drift alert over all windows (default 0.05)")
     m.add_argument(
         "--retrain-after",
         type=int,
-        default=100,
         help="corrected or down-rated answers that signal retraining (default 100: see the serving guide)",
     )
     m.add_argument("--store", help="a feedback.sqlite elsewhere (default: the run folder's)")
@@ -483,15 +482,18 @@ def _monitor(args: argparse.Namespace) -> int:
     import time
 
     from ragft.errors import InputError
-    from ragft.monitor import WindowSpec, monitor, parse_since, render_text
+    from ragft.monitor import RETRAIN_AFTER, WindowSpec, monitor, parse_since, render_text
+    from ragft.stats import ALPHA
 
-    if not 0 < args.alpha < 1:
-        raise InputError(f"--alpha {args.alpha}: a chance between 0 and 1")
-    if args.retrain_after < 1:
-        raise InputError(f"--retrain-after {args.retrain_after}: at least 1")
+    alpha = ALPHA if args.alpha is None else args.alpha
+    retrain_after = RETRAIN_AFTER if args.retrain_after is None else args.retrain_after
+    if not 0 < alpha < 1:
+        raise InputError(f"--alpha {alpha}: a chance between 0 and 1")
+    if retrain_after < 1:
+        raise InputError(f"--retrain-after {retrain_after}: at least 1")
     spec = WindowSpec.parse(args.window)
     since = parse_since(args.since, time.time()) if args.since else None
-    found = monitor(args.run, args.pipeline, spec, since, args.alpha, args.retrain_after, args.store)
+    found = monitor(args.run, args.pipeline, spec, since, alpha, retrain_after, args.store)
     print(json.dumps(found.to_json(), indent=2) if args.json else render_text(found), end="\n" if args.json else "")
     return 0
 

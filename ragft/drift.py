@@ -6,7 +6,8 @@ Three kinds of drift, each a one-window test with a p-value:
   the nearest reference (training) question. The window's mean novelty is compared with the
   novelty the reference questions have against the reference questions of *other*
   clusters (documents): a new question about a document the pipeline never trained on is
-  what the reference predicts, not drift. (Measured on the handbook, whose test questions
+  what the reference predicts, not drift. The reference mean's own uncertainty counts, with
+  the clusters as its sample size. (Measured on the handbook, whose test questions
   are about other documents than its training questions: a test against question-level
   exchangeability, such as MMD with permuted questions, flags every window of the test
   questions; this one keeps their false-alarm rate under 1%.)
@@ -30,11 +31,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
-ALPHA = 0.05
-"""The chance, over a monitor's whole history, of any false alarm."""
 KINDS = ("questions", "retrieval", "quality")
 
 
@@ -65,8 +65,8 @@ def novelty(vectors: np.ndarray, reference: np.ndarray, block: int = 4096) -> np
 def held_out_novelty(reference: np.ndarray, clusters: Sequence[str]) -> np.ndarray:
     """Each reference vector's novelty against the reference vectors of other clusters (each
     vector its own cluster where `clusters` are all distinct)."""
-    labels = np.asarray(clusters)
-    if len(set(clusters)) < 2:
+    names, labels = np.unique(np.asarray(clusters), return_inverse=True)
+    if len(names) < 2:
         raise ValueError("held-out novelty needs reference questions from at least two clusters")
     out = np.empty(len(reference), dtype=np.float64)
     for start in range(0, len(reference), 1024):
@@ -76,17 +76,17 @@ def held_out_novelty(reference: np.ndarray, clusters: Sequence[str]) -> np.ndarr
     return out
 
 
-def _normal_sf(z: float) -> float:
-    return 0.5 * math.erfc(z / math.sqrt(2))
+NORMAL = NormalDist()
 
 
-def novelty_test(window: Sequence[float], reference: Sequence[float]) -> Test:
+def novelty_test(window: Sequence[float], reference: Sequence[float], clusters: int) -> Test:
     """Is the window's mean novelty above the reference's held-out novelty? One-sided z-test
-    of the window mean against the reference distribution (mean and spread)."""
+    of the window mean against the reference mean, the standard error counting both the
+    window's size and the reference's `clusters`."""
     values, ref = np.asarray(window, dtype=float), np.asarray(reference, dtype=float)
-    sd = float(ref.std(ddof=1)) or 1e-12
+    se = (float(ref.std(ddof=1)) or 1e-12) * math.sqrt(1 / len(values) + 1 / clusters)
     effect = float(values.mean() - ref.mean())
-    return Test(effect, _normal_sf(effect / (sd / math.sqrt(len(values)))))
+    return Test(effect, 1 - NORMAL.cdf(effect / se))
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -113,7 +113,7 @@ def shift_test(window: Sequence[float], baseline: Sequence[float]) -> Test:
     if variance <= 0:
         return Test(effect, 1.0)
     z = (abs(u - n1 * n2 / 2) - 0.5) / math.sqrt(variance)
-    return Test(effect, min(1.0, 2 * _normal_sf(max(z, 0.0))))
+    return Test(effect, min(1.0, 2 * (1 - NORMAL.cdf(max(z, 0.0)))))
 
 
 def _wilson(k: int, n: int, z: float) -> tuple[float, float]:
@@ -126,7 +126,7 @@ def _wilson(k: int, n: int, z: float) -> tuple[float, float]:
 def rate_test(down: int, rated: int, baseline_down: int, baseline_rated: int, level: float = 0.95) -> Test:
     """Is the window's down-rated share above the baseline's? One-sided Fisher exact test;
     the effect is the difference of shares with its Newcombe (hybrid Wilson) interval."""
-    z = math.sqrt(2) * _inverse_erfc(1 - level)
+    z = NORMAL.inv_cdf(0.5 + level / 2)
     p1, p2 = down / rated, baseline_down / baseline_rated
     l1, u1 = _wilson(down, rated, z)
     l2, u2 = _wilson(baseline_down, baseline_rated, z)
@@ -141,15 +141,3 @@ def _fisher_greater(a: int, n1: int, c: int, n2: int) -> float:
     denominator = math.comb(total, downs)
     top = min(n1, downs)
     return min(1.0, sum(math.comb(n1, x) * math.comb(n2, downs - x) for x in range(a, top + 1)) / denominator)
-
-
-def _inverse_erfc(y: float) -> float:
-    """x with erfc(x) = y, by bisection (enough for interval levels)."""
-    low, high = -6.0, 6.0
-    for _ in range(100):
-        mid = (low + high) / 2
-        if math.erfc(mid) > y:
-            low = mid
-        else:
-            high = mid
-    return (low + high) / 2

@@ -13,8 +13,11 @@ its hours have passed); the open window is shown, untested.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
+import shlex
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,16 +25,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ragft.drift import ALPHA, KINDS, Test, held_out_novelty, novelty, novelty_test, rate_test, shift_test, spent
+from ragft.drift import KINDS, Test, held_out_novelty, novelty, novelty_test, rate_test, shift_test, spent
 from ragft.errors import InputError
+from ragft.feedback.records import served_by
 from ragft.feedback.store import FILENAME, History, RunIdentity, Served, read_history
+from ragft.metrics import normalize_answer
 from ragft.runner.folder import run_config, run_identity, run_pipeline
+from ragft.settings import LADDER
+from ragft.stats import ALPHA
 
 if TYPE_CHECKING:
     from ragft.retrieval import Embedder
+    from ragft.tasks.qa import QATask
 
 MIN_WINDOW = 10
 """Fewest exchanges (or ratings, or scores) a window needs to be tested."""
+MIN_CORRECTIONS = 10
+"""Fewer usable corrections than this: the retrain table trains on the ratings (KTO) instead."""
 FEW_CLUSTERS = 10
 """Fewer training clusters than this make the held-out novelty a rough reference (said in a note)."""
 RETRAIN_AFTER = 100
@@ -42,10 +52,16 @@ for about twice that."""
 
 @dataclass(frozen=True)
 class WindowSpec:
-    """Windows of `size` exchanges, or of `hours` hours from the first exchange."""
+    """Windows of `size` exchanges, or of `hours` hours from the first exchange (default: 25 exchanges)."""
 
-    size: int = 25
+    size: int = 0
     hours: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.size == 0 and self.hours == 0:
+            object.__setattr__(self, "size", 25)  # the default: 25 exchanges
+        if (self.size > 0) == (self.hours > 0) or self.size < 0 or self.hours < 0:
+            raise ValueError(f"a window is a number of exchanges or of hours, not size={self.size}, hours={self.hours}")
 
     @classmethod
     def parse(cls, text: str) -> WindowSpec:
@@ -56,7 +72,7 @@ class WindowSpec:
         number, unit = float(match.group(1)), match.group(2)
         if not unit:
             return cls(size=int(number))
-        return cls(size=0, hours=number * {"m": 1 / 60, "h": 1.0, "d": 24.0}[unit])
+        return cls(hours=number * {"m": 1 / 60, "h": 1.0, "d": 24.0}[unit])
 
     def describe(self) -> str:
         return f"{self.size} exchanges" if self.size else f"{_span(self.hours * 3600)}"
@@ -100,9 +116,12 @@ class Window:
     up: int
     down: int
     corrected: int
-    answer_tokens: float
-    latency_p50: float
-    latency_p95: float
+    answer_tokens: float | None
+    latency_p50: float | None
+    latency_p95: float | None
+    """None in a time window with no exchanges, as every statistic below."""
+    down_share: float | None
+    """Share of the judged answers judged wrong: rated down, or corrected without a rating."""
     top_score: float | None
     """Median retriever top score (None: nothing retrieved)."""
     novelty: float | None
@@ -152,11 +171,15 @@ class Reference:
     held_out: np.ndarray
     seen: np.ndarray
     clusters: int
+    """Clusters of the training questions the held-out novelty was measured across."""
+    test_questions: frozenset[str]
+    """The test questions, normalised (feedback on them is not training data)."""
 
 
 class Watch:
     """A pipeline of a run, ready to assess its store: its reference questions embedded once,
-    and served questions embedded as they come (kept for the next assessment)."""
+    and each served question's novelty kept for the next assessment. Thread-safe: a server's
+    request threads share one."""
 
     def __init__(
         self,
@@ -166,7 +189,9 @@ class Watch:
         spec: WindowSpec = WindowSpec(),
         alpha: float = ALPHA,
         retrain_after: int = RETRAIN_AFTER,
+        data: QATask | None = None,
     ):
+        """`data`: the run's task where the caller has read it already (else read here)."""
         from ragft.resources import Resources
         from ragft.runner.run import qa_task
 
@@ -177,48 +202,61 @@ class Watch:
             raise InputError(f"ragft monitor watches served questions; this run's task is {self.config.data.kind!r}")
         self.pipeline = run_pipeline(self.run_dir, self.config, pipeline)
         self.identity = run_identity(self.run_dir)
-        self.embedder = Resources([], [embedder] if embedder else []).embedder(self.pipeline.models)
-        task = qa_task(self.config)
-        train = [e for e in task.train]
+        task = data or qa_task(self.config)
+        train = list(task.train)
         if len(train) < 2:
-            raise InputError("ragft monitor compares served questions with the training questions; this run has none")
+            raise InputError(
+                f"the run has {len(train)} training questions: question drift is measured against them, so "
+                "there is nothing to monitor against",
+                self.run_dir,
+            )
+        self.embedder = Resources([], [embedder] if embedder else []).embedder(self.pipeline.models)
         clusters = [e.group or e.doc_id or e.id for e in train]
+        self.notes: list[str] = []
+        if len(set(clusters)) < 2:  # one document: each question is its own cluster
+            clusters = [e.id for e in train]
+            self.notes.append("the training questions come from one document: each is held out on its own")
         vectors = self.embedder.embed([e.question for e in train])
         tested = self.embedder.embed([e.question for e in task.test])
         self.reference = Reference(
-            vectors, held_out_novelty(vectors, clusters), np.vstack([vectors, tested]), len(set(clusters))
+            vectors,
+            held_out_novelty(vectors, clusters),
+            np.vstack([vectors, tested]),
+            len(set(clusters)),
+            frozenset(normalize_answer(e.question) for e in task.test),
         )
-        self._vectors: dict[str, np.ndarray] = {}
+        if self.reference.clusters < FEW_CLUSTERS:
+            self.notes.append(
+                f"the training questions come from {self.reference.clusters} clusters (documents): their held-out "
+                "novelty, the question test's reference, is a rough estimate"
+            )
+        self._novelty: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
 
     def embedded(self, questions: Sequence[str]) -> np.ndarray:
-        """The questions' unit vectors (each question embedded once per watch)."""
-        new = sorted({q for q in questions if q not in self._vectors})
-        if new:
-            self._vectors.update(zip(new, self.embedder.embed(new)))
-        if not questions:
-            return np.zeros((0, self.embedder.dim), dtype=np.float32)
-        return np.stack([self._vectors[q] for q in questions])
+        """The questions' unit vectors."""
+        with self._lock:
+            return self.embedder.embed(list(questions))
 
     def novelty(self, questions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Each question's novelty against the training questions, and against training and test questions."""
-        vectors = self.embedded(questions)
-        if not len(vectors):
-            return np.zeros(0), np.zeros(0)
-        return novelty(vectors, self.reference.train), novelty(vectors, self.reference.seen)
+        """Each question's novelty against the training questions, and against training and
+        test questions (each question embedded once per watch)."""
+        with self._lock:
+            new = sorted({q for q in questions if q not in self._novelty})
+            if new:
+                vectors = self.embedder.embed(new)
+                pairs = zip(novelty(vectors, self.reference.train), novelty(vectors, self.reference.seen))
+                self._novelty.update(zip(new, pairs))
+            values = np.array([self._novelty[q] for q in questions], dtype=float).reshape(-1, 2)
+        return values[:, 0], values[:, 1]
 
     def assess(self, history: History, since: float | None = None, now: float | None = None) -> Monitoring:
         """The pipeline's windows, alerts and retrain signal from a store's `history`."""
         import time
 
-        spec, alpha, retrain_after = self.spec, self.alpha, self.retrain_after
-        notes = _check_run(history, self.identity)
-        if self.reference.clusters < FEW_CLUSTERS:
-            notes.append(
-                f"the training questions come from {self.reference.clusters} clusters (documents): their held-out "
-                "novelty, the question test's reference, is a rough estimate"
-            )
+        notes = check_store(history, self.identity) + self.notes
         name = self.pipeline.name
-        mine = [x for x in history.exchanges if x.pipeline == name and x.model == name]
+        mine = [x for x in history.exchanges if served_by(name)(x)]  # type: ignore[arg-type]
         chat = sum(1 for x in history.exchanges if x.pipeline == name and x.model != name)
         if chat:
             notes.append(f"{chat} exchanges of the {name}:chat model (messages as sent, no retrieval) are left out")
@@ -226,23 +264,33 @@ class Watch:
             others = sorted({x.pipeline for x in history.exchanges} - {name})
             also = f"; it holds exchanges of {', '.join(others)}" if others else ""
             notes.append(f"no exchanges of pipeline {name!r} in the store yet{also}")
-        older = sum(1 for x in mine if x.run is not None and x.run != self.identity.id)
-        if older:
-            notes.append(f"{older} of {len(mine)} exchanges were served under earlier settings of this run")
-        new, seen = self.novelty([x.question for x in mine])
+        current = [x for x in mine if x.run is None or x.run == self.identity.id]
+        if len(current) < len(mine):
+            notes.append(
+                f"{len(mine) - len(current)} of {len(mine)} exchanges were served under earlier settings of this "
+                "run (before its last `ragft compare`): left out"
+            )
+        new, seen = self.novelty([x.question for x in current])
         ref = self.reference
         windows, alerts = assess_windows(
-            mine, new, seen, ref.held_out, spec, alpha, time.time() if now is None else now, notes
+            current,
+            new,
+            seen,
+            ref.held_out,
+            ref.clusters,
+            self.spec,
+            self.alpha,
+            time.time() if now is None else now,
+            notes,
         )
         if since is not None:
             windows = [w for w in windows if w.end >= since]
             alerts = [a for a in alerts if windows and a.window >= windows[0].index]
-        rated_down = {x.id for x in mine if x.rating == "down" or x.corrected}
         feedback = {
-            "up": sum(x.rating == "up" for x in mine),
-            "down": sum(x.rating == "down" for x in mine),
-            "corrected": sum(x.corrected for x in mine),
-            "corrected_or_down": len(rated_down),
+            "up": sum(x.rating == "up" for x in current),
+            "down": sum(x.rating == "down" for x in current),
+            "corrected": sum(x.corrected for x in current),
+            "corrected_or_down": sum(x.judged() == "down" or x.corrected for x in current),
         }
         reference = {
             "questions": len(ref.train),
@@ -252,24 +300,25 @@ class Watch:
             "held_out_novelty_sd": float(ref.held_out.std(ddof=1)),
             "embedder": self.embedder.name,
         }
+        usable = [x for x in current if normalize_answer(x.question) not in ref.test_questions]
         return Monitoring(
             str(self.run_dir),
             str(history.path),
             name,
-            spec.describe(),
-            alpha,
+            self.spec.describe(),
+            self.alpha,
             reference,
             windows,
             alerts,
             notes,
             feedback,
-            self._retrain(feedback["corrected_or_down"], alerts, retrain_after),
+            self._retrain(feedback["corrected_or_down"], usable, alerts),
         )
 
-    def _retrain(self, corrections: int, alerts: Sequence[Alert], threshold: int) -> Retrain | None:
+    def _retrain(self, bad: int, usable: Sequence[Served], alerts: Sequence[Alert]) -> Retrain | None:
         reasons = []
-        if corrections >= threshold:
-            reasons.append(f"{corrections} answers corrected or rated down (the threshold is {threshold})")
+        if bad >= self.retrain_after:
+            reasons.append(f"{bad} answers corrected or rated down (the threshold is {self.retrain_after})")
         for kind in KINDS:
             first = next((a for a in alerts if a.kind == kind), None)
             if first is not None:
@@ -279,13 +328,25 @@ class Watch:
         p = self.pipeline
         names = set(_pipelines(self.run_dir))
         name = next(n for n in (f"{p.name}+fb", *(f"{p.name}+fb{i}" for i in range(2, 1000))) if n not in names)
-        finetune = (
-            f'{{ init_from = "{p.name}", train_data = "feedback" }}' if p.trained else '{ train_data = "feedback" }'
-        )
-        table = f'[[pipelines]]\nname = "{name}"\nbase = "{"rag+ft" if p.context else "ft"}"\nfinetune = {finetune}\n'
+        corrections = sum(x.corrected for x in usable)
+        settings = {"init_from": p.name} if p.trained else {}
+        settings["train_data"] = "feedback"
+        if corrections < MIN_CORRECTIONS:  # too few corrections for SFT: learn from the ratings
+            settings["objective"] = "kto"
+        finetune = ", ".join(f"{k} = {json.dumps(v)}" for k, v in settings.items())
+        lines = [
+            "[[pipelines]]",
+            f"name = {json.dumps(name)}",
+            f'base = "{"rag+ft" if p.context else "ft"}"',
+            f"finetune = {{ {finetune} }}",
+        ]
+        if corrections < MIN_CORRECTIONS:
+            lines.insert(1, f"# KTO on the ratings: {corrections} usable corrections are too few for SFT")
+        if p.name not in LADDER:
+            lines.insert(1, f"# and the settings of {p.name!r}'s own [[pipelines]] table")
         source = self.config.source or "CONFIG"
-        command = f"ragft compare {source} --out {self.run_dir}"
-        return Retrain(reasons, table, command)
+        command = f"ragft compare {shlex.quote(source)} --out {shlex.quote(str(self.run_dir))}"
+        return Retrain(reasons, "\n".join(lines) + "\n", command)
 
 
 def _pipelines(run_dir: Path) -> list[str]:
@@ -294,8 +355,9 @@ def _pipelines(run_dir: Path) -> list[str]:
     return list(read_json(run_dir / "pipelines.json"))
 
 
-def _check_run(history: History, identity: RunIdentity) -> list[str]:
-    """Refuse a store made for another run; note one made before runs were recorded."""
+def check_store(history: History, identity: RunIdentity) -> list[str]:
+    """Refuse a store made for another run (another experiment name and settings); note one
+    made before stores recorded their run."""
     if history.run is None:
         return ["the store was made before it recorded its run: its exchanges are taken as this run's"]
     if history.run.id != identity.id and history.run.name != identity.name:
@@ -312,6 +374,7 @@ def assess_windows(
     new: np.ndarray,
     seen: np.ndarray,
     held_out: np.ndarray,
+    clusters: int,
     spec: WindowSpec,
     alpha: float,
     now: float,
@@ -319,57 +382,67 @@ def assess_windows(
 ) -> tuple[list[Window], list[Alert]]:
     """Cut `exchanges` (oldest first, with their novelty against the training questions `new`
     and against every known question `seen`) into windows, and test each complete window
-    for the three kinds of drift at its spent level."""
+    for the three kinds of drift at its spent level. A window's ratings count up to when the
+    next window closes, so its quality is tested once, then."""
     windows: list[Window] = []
     alerts: list[Alert] = []
     tested = dict.fromkeys(KINDS, 0)
-    baseline: dict[str, list[Served]] = {}
+    baseline: dict[str, list[Any]] = {}
     baseline_window: dict[str, int] = {}
-    for index, (picked, complete) in enumerate(_cut(exchanges, spec, now), 1):
+    cut = _cut(exchanges, spec, now)
+    for index, (picked, complete, closed) in enumerate(cut, 1):
         rows = [exchanges[i] for i in picked]
         w = _summary(index, rows, complete, new[picked], seen[picked])
+        if not rows:  # a time window nobody asked in: its span
+            w.start, w.end = closed - spec.hours * 3600, closed
         windows.append(w)
         if not complete:
             w.tests = {kind: {"note": "open window: tested when complete"} for kind in KINDS}
             continue
-        samples = {
+        ratings_until = cut[index][2] if index < len(cut) and cut[index][1] else None
+        samples: dict[str, list[Any] | None] = {
             "questions": list(new[picked]),
             "retrieval": [x.top_score for x in rows if x.top_score is not None],
-            "quality": [x for x in rows if x.rating is not None],
+            "quality": None
+            if ratings_until is None
+            else [j for j in (x.judged(ratings_until) for x in rows) if j is not None],
         }
         for kind in KINDS:
             sample = samples[kind]
+            if sample is None:
+                w.tests[kind] = {"note": "ratings are counted until the next window closes: tested then"}
+                continue
             if len(sample) < MIN_WINDOW:
                 what = {"questions": "exchanges", "retrieval": "retrieval scores", "quality": "ratings"}[kind]
                 w.tests[kind] = {"note": f"too small to test: {len(sample)} {what} (fewer than {MIN_WINDOW})"}
                 continue
             if kind != "questions" and kind not in baseline:
-                baseline[kind], baseline_window[kind] = sample, index  # type: ignore[assignment]
+                baseline[kind], baseline_window[kind] = sample, index
                 w.tests[kind] = {"note": "baseline: later windows are compared with this one"}
                 continue
             tested[kind] += 1
             level = spent(alpha, tested[kind])
-            test = _test(kind, sample, baseline.get(kind, []), held_out)
+            test = _test(kind, sample, baseline.get(kind, []), held_out, clusters)
             w.tests[kind] = {"effect": test.effect, "p": test.p, "level": level, "low": test.low, "high": test.high}
             if test.p <= level:
                 message = _alert_message(kind, w, test, baseline_window.get(kind, 0), level)
                 alerts.append(Alert(kind, index, w.start, test.effect, test.p, level, message))
     if notes is not None and windows and not windows[-1].complete:
-        notes.append(f"window {windows[-1].index} is open ({windows[-1].exchanges} exchanges): tested when complete")
+        n = windows[-1].exchanges
+        notes.append(f"window {windows[-1].index} is open ({n} exchange{'' if n == 1 else 's'}): tested when complete")
     return windows, alerts
 
 
-def _test(kind: str, sample: list[Any], baseline: list[Any], held_out: np.ndarray) -> Test:
+def _test(kind: str, sample: list[Any], baseline: list[Any], held_out: np.ndarray, clusters: int) -> Test:
     if kind == "questions":
-        return novelty_test(sample, held_out)
+        return novelty_test(sample, held_out, clusters)
     if kind == "retrieval":
         return shift_test(sample, baseline)
-    down = sum(x.rating == "down" for x in sample)
-    return rate_test(down, len(sample), sum(x.rating == "down" for x in baseline), len(baseline))
+    return rate_test(sample.count("down"), len(sample), baseline.count("down"), len(baseline))
 
 
 def _alert_message(kind: str, w: Window, test: Test, baseline: int, level: float) -> str:
-    when = _time(w.start)
+    when = time_text(w.start)
     what = {
         "questions": f"question novelty {test.effect:+.3f} above the training questions' held-out novelty",
         "retrieval": f"median top retrieval score {test.effect:+.3f} against window {baseline}",
@@ -379,25 +452,26 @@ def _alert_message(kind: str, w: Window, test: Test, baseline: int, level: float
     return f"{kind} drift in window {w.index} (since {when}): {what}; p = {test.p:.2g} (level {level:.2g})"
 
 
-def _cut(exchanges: Sequence[Served], spec: WindowSpec, now: float) -> list[tuple[list[int], bool]]:
-    """(positions in `exchanges`, complete) per window, oldest first."""
+def _cut(exchanges: Sequence[Served], spec: WindowSpec, now: float) -> list[tuple[list[int], bool, float]]:
+    """(positions in `exchanges`, complete, when it closed) per window, oldest first."""
     if not exchanges:
         return []
     if spec.size:
         cut = [list(range(i, min(i + spec.size, len(exchanges)))) for i in range(0, len(exchanges), spec.size)]
-        return [(rows, len(rows) == spec.size) for rows in cut]
+        return [(rows, len(rows) == spec.size, exchanges[rows[-1]].created) for rows in cut]
     span = spec.hours * 3600
     first = exchanges[0].created
     slots: dict[int, list[int]] = {}
     for i, x in enumerate(exchanges):
         slots.setdefault(int((x.created - first) // span), []).append(i)
     last = max(int((now - first) // span), max(slots))
-    return [(slots.get(i, []), first + (i + 1) * span <= now) for i in range(last + 1)]
+    return [(slots.get(i, []), first + (i + 1) * span <= now, first + (i + 1) * span) for i in range(last + 1)]
 
 
 def _summary(index: int, rows: Sequence[Served], complete: bool, new: np.ndarray, seen: np.ndarray) -> Window:
     latencies = [x.latency_s for x in rows]
     scores = [x.top_score for x in rows if x.top_score is not None]
+    judged = [j for j in (x.judged() for x in rows) if j is not None]
     return Window(
         index=index,
         start=rows[0].created if rows else 0.0,
@@ -407,9 +481,10 @@ def _summary(index: int, rows: Sequence[Served], complete: bool, new: np.ndarray
         up=sum(x.rating == "up" for x in rows),
         down=sum(x.rating == "down" for x in rows),
         corrected=sum(x.corrected for x in rows),
-        answer_tokens=float(np.mean([x.completion_tokens for x in rows])) if rows else 0.0,
-        latency_p50=float(np.percentile(latencies, 50)) if rows else 0.0,
-        latency_p95=float(np.percentile(latencies, 95)) if rows else 0.0,
+        answer_tokens=float(np.mean([x.completion_tokens for x in rows])) if rows else None,
+        latency_p50=float(np.percentile(latencies, 50)) if rows else None,
+        latency_p95=float(np.percentile(latencies, 95)) if rows else None,
+        down_share=judged.count("down") / len(judged) if judged else None,
         top_score=float(np.median(scores)) if scores else None,
         novelty=float(new.mean()) if len(new) else None,
         novelty_seen=float(seen.mean()) if len(seen) else None,
@@ -430,6 +505,7 @@ def monitor(
     run_dir = Path(run_dir)
     run_config(run_dir)  # a run folder, before anything else
     history = read_history(Path(store) if store else run_dir / FILENAME)
+    check_store(history, run_identity(run_dir))  # before any model loads
     watch = Watch(run_dir, pipeline or _only_pipeline(history, run_dir), None, spec, alpha, retrain_after)
     return watch.assess(history, since)
 
@@ -460,7 +536,8 @@ def alert_lines(alerts: Sequence[Alert]) -> list[str]:
     return lines
 
 
-def _time(stamp: float) -> str:
+def time_text(stamp: float) -> str:
+    """A moment as people read it here: local date, hours and minutes."""
     return dt.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M")
 
 
@@ -469,6 +546,10 @@ def _span(seconds: float) -> str:
         if seconds >= size and math.isclose(seconds / size, round(seconds / size)):
             return f"{round(seconds / size)}{unit}"
     return f"{seconds / 60:g}m"
+
+
+def _number(value: float | None, width: int, places: int) -> str:
+    return f"{value:{width}.{places}f}" if value is not None else "-".rjust(width)
 
 
 def render_text(m: Monitoring) -> str:
@@ -482,14 +563,12 @@ def render_text(m: Monitoring) -> str:
         "window  from              exch  up  down  corr  ans tok  latency p50/p95 s  top score  novelty  seen",
     ]
     for w in m.windows:
-        top = f"{w.top_score:9.3f}" if w.top_score is not None else "        -"
-        nov = f"{w.novelty:7.3f}" if w.novelty is not None else "      -"
-        seen = f"{w.novelty_seen:5.3f}" if w.novelty_seen is not None else "    -"
         mark = "" if w.complete else "  (open)"
         lines.append(
-            f"{w.index:6}  {_time(w.start) if w.exchanges else '-':16}  {w.exchanges:4}  {w.up:2}  {w.down:4}  "
-            f"{w.corrected:4}  {w.answer_tokens:7.1f}  {w.latency_p50:7.2f} / {w.latency_p95:6.2f}  "
-            f"{top}  {nov}  {seen}{mark}"
+            f"{w.index:6}  {time_text(w.start) if w.exchanges else '-':16}  {w.exchanges:4}  {w.up:2}  {w.down:4}  "
+            f"{w.corrected:4}  {_number(w.answer_tokens, 7, 1)}  {_number(w.latency_p50, 7, 2)} / "
+            f"{_number(w.latency_p95, 6, 2)}  {_number(w.top_score, 9, 3)}  {_number(w.novelty, 7, 3)}  "
+            f"{_number(w.novelty_seen, 5, 3)}{mark}"
         )
     if not m.windows:
         lines.append("(no exchanges)")

@@ -17,12 +17,13 @@ import pytest
 from helpers import BROWSER_FLAGS, ROOT, running
 
 from ragft.cli import main
-from ragft.drift import ALPHA, held_out_novelty, novelty_test, rate_test, shift_test, spent
+from ragft.drift import held_out_novelty, novelty_test, rate_test, shift_test, spent
 from ragft.errors import InputError
-from ragft.feedback.store import FeedbackStore, RunIdentity, open_store, read_history
-from ragft.monitor import Watch, WindowSpec, parse_since
+from ragft.feedback.store import FeedbackStore, RunIdentity, Served, open_store, read_history
+from ragft.monitor import Watch, WindowSpec, assess_windows, parse_since
 from ragft.runner.folder import run_identity
 from ragft.serve.app import make_app
+from ragft.stats import ALPHA
 
 OFF_TOPIC = [
     "Which planet in the solar system has the most moons?",
@@ -38,6 +39,14 @@ OFF_TOPIC = [
     "Which composer wrote the Four Seasons?",
     "What is the chemical symbol for gold?",
     "Who wrote the novel Pride and Prejudice?",
+    "What is the tallest mountain in Africa?",
+    "How many players are on a basketball team on court?",
+    "Which element has the atomic number one?",
+    "Who discovered penicillin?",
+    "What is the longest river in South America?",
+    "In which city is the Colosseum?",
+    "How many legs does a spider have?",
+    "What language is spoken in Brazil?",
 ]
 
 
@@ -51,9 +60,10 @@ def test_drift_tests_agree_with_reference_values():
     assert math.isclose(quality.effect, 0.36) and quality.low < 0.36 < quality.high
     assert 0.05 < quality.low < 0.15 and 0.5 < quality.high < 0.6  # Newcombe's hybrid score interval
     assert rate_test(2, 20, 2, 20).p > 0.6  # no change: nothing to see
-    same = novelty_test([0.48] * 25, rng.normal(0.48, 0.1, 200))
-    moved = novelty_test([0.7] * 25, rng.normal(0.48, 0.1, 200))
-    assert same.p > 0.2 and moved.p < 1e-20 and moved.effect > 0.2
+    reference = rng.normal(0.48, 0.1, 200)
+    same, moved = novelty_test([0.48] * 25, reference, 20), novelty_test([0.7] * 25, reference, 20)
+    assert same.p > 0.2 and moved.p < 1e-8 and moved.effect > 0.2
+    assert novelty_test([0.55] * 25, reference, 3).p > novelty_test([0.55] * 25, reference, 200).p  # few clusters
     # the spent levels of one kind never sum above its share of alpha, over any number of windows
     assert sum(spent(ALPHA, k) for k in range(1, 100_000)) < ALPHA / 3
 
@@ -67,12 +77,69 @@ def test_held_out_novelty_looks_only_at_other_clusters():
         held_out_novelty(vectors, ["a"] * 4)
 
 
+def _served(i, created, rating=None, rated_at=None, corrected_at=None, score=None):
+    ratings = ((rated_at if rated_at is not None else created, rating),) if rating else ()
+    return Served(f"x{i}", created, "rag", "rag", f"q{i}", 4, 0.5, score, None, ratings, corrected_at)
+
+
+def test_windows_by_time_keep_their_gaps_and_rate_quality_once():
+    """Hour windows over a gap, `since`, and a window's ratings counted until the next one closes."""
+    hour = 3600.0
+    rows = [_served(i, i * 60.0, "up" if i < 12 else None) for i in range(12)]  # hour 1: 12, rated up
+    rows += [_served(12 + i, 2 * hour + i * 60, "down") for i in range(12)]  # hour 2 empty; hour 3: 12 down
+    late = _served(99, 3 * hour + 10, "down", rated_at=10 * hour)  # hour 4, rated long after
+    rows.append(late)
+    zero = np.zeros(len(rows))
+    held_out = np.full(30, 0.5)
+    windows, alerts = assess_windows(rows, zero, zero, held_out, 10, WindowSpec(hours=1), 0.05, now=4.5 * hour)
+    assert [w.exchanges for w in windows] == [12, 0, 12, 1, 0]
+    assert [w.complete for w in windows] == [True, True, True, True, False]
+    empty = windows[1]
+    assert empty.latency_p50 is None and empty.answer_tokens is None and empty.start == hour and empty.end == 2 * hour
+    assert "baseline" in windows[0].tests["quality"]["note"] and "too small" in windows[1].tests["quality"]["note"]
+    assert windows[2].tests["quality"]["p"] < 1e-5 and [a.window for a in alerts if a.kind == "quality"] == [3]
+    assert windows[2].down_share == 1.0 and windows[0].down_share == 0.0
+    assert not [a for a in alerts if a.kind == "questions"]  # novelty 0: nothing new asked
+    assert "next window closes" in windows[3].tests["quality"]["note"]  # window 5 is open
+    assert late.judged(4 * hour) is None and late.judged() == "down"
+    corrected = _served(1, 0.0, corrected_at=5.0)
+    assert corrected.judged() == "down" and corrected.judged(4.0) is None  # a correction counts as wrong
+
+
+def test_monitor_page_escapes_what_the_store_holds():
+    from ragft.monitor import Monitoring
+    from ragft.serve.monitor_page import monitor_page
+
+    evil = "<script>window.pwned = 1</script>"
+    rows = [_served(i, float(i)) for i in range(3)]
+    windows, _ = assess_windows(rows, np.zeros(3), np.zeros(3), np.full(5, 0.5), 5, WindowSpec(2), 0.05, now=3.0)
+    reference = {"questions": 5, "clusters": 5, "held_out_novelty": 0.5}
+    m = Monitoring(
+        "run",
+        "store",
+        "rag",
+        "2 exchanges",
+        0.05,
+        reference,
+        windows,
+        [],
+        [f"holds {evil}"],
+        {"up": 0, "down": 0, "corrected": 0, "corrected_or_down": 0},
+        None,
+    )
+    html = monitor_page("rag", m)
+    assert evil not in html and "&lt;script&gt;window.pwned = 1&lt;/script&gt;" in html
+    assert html.count("<svg") == 2 and "No values yet" in html and "<script" not in html  # no ratings, no scores
+
+
 def test_window_and_since_settings_are_read_or_refused():
-    assert WindowSpec.parse("25") == WindowSpec(25) and WindowSpec.parse("6h") == WindowSpec(0, 6.0)
+    assert WindowSpec.parse("25") == WindowSpec(25) == WindowSpec() and WindowSpec.parse("6h") == WindowSpec(hours=6)
     assert WindowSpec.parse("30m").describe() == "30m" and WindowSpec.parse("2d").hours == 48
     for bad in ("0", "-3", "2.5", "6 weeks", ""):
         with pytest.raises(InputError, match="--window"):
             WindowSpec.parse(bad)
+    with pytest.raises(ValueError, match="number of exchanges or of hours"):
+        WindowSpec(10, 6)  # both: one of them, not a silent choice
     assert parse_since("24h", 1_000_000.0) == 1_000_000.0 - 86400
     with pytest.raises(InputError, match="--since 'yesterday'"):
         parse_since("yesterday", 0.0)
@@ -130,28 +197,37 @@ def test_the_store_is_read_while_a_writer_holds_it(tmp_path):
     writer.close()
     assert len(read_history(path).exchanges) == 2
     store.close()
+    before = _digest(path)  # a WAL store no server holds: read, not changed
+    assert len(read_history(path).exchanges) == 2 and _digest(path) == before
 
 
 @pytest.fixture
 def watched_run(tiny_run, tmp_path):
+    """A copy of the tiny run whose training split is the handbook's whole one (220 questions
+    in 22 documents): the reference the question test is measured against."""
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("feedback.sqlite*"))
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["train_limit"] = 0
+    (run / "config.json").write_text(json.dumps(config))
     return run
 
 
 def test_a_served_run_is_watched_through_metrics_the_monitor_view_and_the_command(
     watched_run, served, embedder, capsys
 ):
-    """Ten of the run's own training questions, then ten off-topic ones rated down: the
-    second window alerts on questions, retrieval and quality; `/metrics`, `/review/monitor`
-    and `ragft monitor` say so, and the command writes nothing to the store it reads."""
+    """Ten of the run's own training questions rated up, then twenty-one off-topic ones, twenty
+    rated down and ten of those corrected: from the second window on, questions and retrieval
+    alert, and quality in the second window (the third's waits for its ratings until the
+    fourth closes); `/metrics`, `/review/monitor` and `ragft monitor` say so, and the command
+    writes nothing to the store it reads."""
     run = watched_run
     train = [json.loads(line) for line in (ROOT / "corpora" / "handbook" / "qa.jsonl").open()]
     train = [r["question"] for r in train if r["split"] == "train"][:10]
     identity = run_identity(run)
     store = open_store(run, identity)
     watch = Watch(run, "rag+ft", embedder, WindowSpec(10))
-    assert watch.reference.clusters >= 2 and len(watch.reference.train) == 16
+    assert watch.reference.clusters == 22 and len(watch.reference.train) == 220
     with running(make_app(served, store, watch=watch)) as url, httpx.Client(base_url=url, timeout=120) as http:
 
         def ask(question):
@@ -164,16 +240,21 @@ def test_a_served_run_is_watched_through_metrics_the_monitor_view_and_the_comman
             asked = list(pool.map(ask, train[:4]))
         kept = [store.exchange(x) for x in asked]
         assert all(x.top_score is not None and x.run == identity.id for x in kept)  # stored with each exchange
-        rest = train[4:] + OFF_TOPIC  # the run's retriever scores them; the generator is not needed for these
-        hits = served.retriever.retrieve(rest, served.k)
         ids = [x.id for x in sorted(kept, key=lambda x: x.created)]
-        for question, row in zip(rest, hits):
-            ids.append(store.add_exchange("rag+ft", "rag+ft", question, (), "p", "a", 5, 3, 0.2, row[0].score).id)
-        for i, exchange in enumerate(ids[:20]):
+
+        def review(i, exchange):  # as each answer comes: a window's ratings count until the next one closes
             verdict = {"exchange_id": exchange, "rating": "up" if i < 10 else "down"}
-            if i >= 17:
+            if 10 <= i < 20:
                 verdict["correction"] = "the right answer"
-            assert http.post("/v1/feedback", json=verdict).status_code == 200
+            if i < 30:
+                assert http.post("/v1/feedback", json=verdict).status_code == 200
+
+        for i, exchange in enumerate(ids):
+            review(i, exchange)
+        rest = train[4:] + OFF_TOPIC  # the run's retriever scores them; the generator is not needed for these
+        for question, row in zip(rest, served.retriever.retrieve(rest, served.k)):
+            ids.append(store.add_exchange("rag+ft", "rag+ft", question, (), "p", "a", 5, 3, 0.2, row[0].score).id)
+            review(len(ids) - 1, ids[-1])
 
         from prometheus_client.parser import text_string_to_metric_families
 
@@ -186,16 +267,17 @@ def test_a_served_run_is_watched_through_metrics_the_monitor_view_and_the_comman
         }
         chat = (("method", "POST"), ("route", "/v1/chat/completions"), ("status", "200"))
         assert samples[("ragft_requests_total", chat)] == 4
-        assert samples[("ragft_ratings_total", (("rating", "down"),))] == 10
-        assert samples[("ragft_corrections_total", ())] == 3
+        assert samples[("ragft_ratings_total", (("rating", "down"),))] == 20
+        assert samples[("ragft_corrections_total", ())] == 10
         for kind in ("questions", "retrieval", "quality"):
             assert samples[("ragft_drift_alert", (("kind", kind),))] == 1, kind
-        assert samples[("ragft_window", (("statistic", "index"),))] == 2
-        assert samples[("ragft_retrain_signal", ())] == 1
+        assert samples[("ragft_drift_alerts", (("kind", "questions"),))] == 2
+        assert samples[("ragft_window", (("statistic", "index"),))] == 3
+        assert samples[("ragft_retrain_signal", ())] == 1 and samples[("ragft_monitor_up", ())] == 1
 
         view = http.get("/review/monitor")
         assert view.status_code == 200 and "default-src 'none'" in view.headers["content-security-policy"]
-        assert "questions drift in window 2" in view.text and view.text.count('class="alerted"') == 3
+        assert "questions drift in window 2" in view.text and view.text.count('class="alerted"') == 5
         assert "init_from = &quot;rag+ft&quot;" in view.text
 
         before = _digest(run / "feedback.sqlite", run / "feedback.sqlite-wal")
@@ -203,21 +285,24 @@ def test_a_served_run_is_watched_through_metrics_the_monitor_view_and_the_comman
         found = json.loads(capsys.readouterr().out)
         assert _digest(run / "feedback.sqlite", run / "feedback.sqlite-wal") == before  # read while it serves
     store.close()
-    assert found["pipeline"] == "rag+ft" and [w["exchanges"] for w in found["windows"]] == [10, 10, 3]
-    first, second, open_window = found["windows"]
+    assert found["pipeline"] == "rag+ft" and [w["exchanges"] for w in found["windows"]] == [10, 10, 10, 1]
+    first, second, third, open_window = found["windows"]
     assert first["tests"]["questions"]["p"] > 0.5 and "baseline" in first["tests"]["quality"]["note"]
     assert second["novelty"] > first["novelty"] + 0.2 and second["top_score"] < first["top_score"]
-    assert {a["kind"] for a in found["alerts"]} == {"questions", "retrieval", "quality"}
-    assert all(a["window"] == 2 and a["p"] <= a["level"] for a in found["alerts"])
+    alerts = sorted((a["kind"], a["window"]) for a in found["alerts"])
+    assert alerts == [("quality", 2), ("questions", 2), ("questions", 3), ("retrieval", 2), ("retrieval", 3)]
+    assert all(a["p"] <= a["level"] for a in found["alerts"])
+    assert "next window closes" in third["tests"]["quality"]["note"]
     assert "open window" in open_window["tests"]["questions"]["note"]
-    assert found["feedback"] == {"up": 10, "down": 10, "corrected": 3, "corrected_or_down": 10}
+    assert found["feedback"] == {"up": 10, "down": 20, "corrected": 10, "corrected_or_down": 20}
     assert 'finetune = { init_from = "rag+ft", train_data = "feedback" }' in found["retrain"]["table"]
     assert found["retrain"]["command"] == f"ragft compare {ROOT / 'configs' / 'handbook.toml'} --out {run}"
 
     assert main(["monitor", str(run), "--window", "10", "--retrain-after", "5"]) == 0
     text = capsys.readouterr().out
-    assert "ALERT quality drift in window 2" in text and "10 answers corrected or rated down" in text
-    assert 'name = "rag+ft+fb"' in text and "window 3 is open (3 exchanges)" in text
+    assert "ALERT quality drift in window 2" in text and "20 answers corrected or rated down" in text
+    assert "questions drift in window 2" in text and "alerted again in window 3" in text
+    assert 'name = "rag+ft+fb"' in text and "window 4 is open (1 exchange)" in text
 
 
 def test_monitor_refuses_what_it_cannot_watch_and_says_when_it_cannot_test(watched_run, capsys):
@@ -260,7 +345,7 @@ def test_monitor_view_in_chromium_shows_the_charts_and_marks_the_alert(watched_r
     with open_store(run, run_identity(run)) as store:
         for q in questions:
             store.add_exchange("rag+ft", "rag+ft", q, (), "p", "a", 5, 3, 0.2)
-        store.add_exchange("rag+ft", "rag+ft", "<script>window.pwned = 1</script>", (), "p", "a", 5, 3, 0.2)
+        store.add_exchange("rag+ft", "rag+ft", "One more question?", (), "p", "a", 5, 3, 0.2)
         watch = Watch(run, "rag+ft", embedder, WindowSpec(10))
         with running(make_app(served, store, watch=watch)) as url, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=BROWSER_FLAGS)
@@ -268,7 +353,6 @@ def test_monitor_view_in_chromium_shows_the_charts_and_marks_the_alert(watched_r
             page.goto(url + "/review")
             page.click("text=The pipeline over time")
             page.wait_for_url("**/review/monitor")
-            assert page.evaluate("window.pwned") is None
             assert "questions drift in window 2" in page.locator("[role=alert]").first.inner_text()
             chart = page.locator("#chart-novelty svg")
             box = chart.bounding_box()

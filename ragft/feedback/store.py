@@ -14,6 +14,7 @@ are read as they are (no score, no identity) and gain the columns when a server 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -306,14 +307,32 @@ class Served:
     latency_s: float
     top_score: float | None
     run: str | None
-    rating: str | None
-    """The exchange's latest rating ('up', 'down'), or None."""
-    corrected: bool
+    ratings: tuple[tuple[float, str], ...] = ()
+    """(when, 'up' or 'down') of every rating it had, in the order given."""
+    corrected_at: float | None = None
+    """When its first correction came (None: never corrected)."""
+
+    @property
+    def rating(self) -> str | None:
+        """The standing rating: the latest one given."""
+        return self.ratings[-1][1] if self.ratings else None
+
+    @property
+    def corrected(self) -> bool:
+        return self.corrected_at is not None
+
+    def judged(self, before: float = math.inf) -> str | None:
+        """What people said of the answer by `before`: the latest rating, else 'down' for a
+        correction without one (the answer should have been another), else None."""
+        given = [rating for when, rating in self.ratings if when <= before]
+        if given:
+            return given[-1]
+        return "down" if self.corrected_at is not None and self.corrected_at <= before else None
 
 
 @dataclass(frozen=True)
 class History:
-    """A store's exchanges, oldest first, with the run it was made for (None: an older store)."""
+    """A store's exchanges in the order they were stored, with the run it was made for (None: an older store)."""
 
     path: Path
     run: RunIdentity | None
@@ -321,9 +340,10 @@ class History:
 
 
 def read_history(path: str | Path) -> History:
-    """Every exchange of the store at `path` with its latest rating, read in one read-only
-    transaction: safe beside a server writing to it, and nothing is written (an older store
-    is read as it is)."""
+    """Every exchange of the store at `path` with the feedback it had, read in one read-only
+    transaction: safe beside a server writing to it, and the store's data is not changed (an
+    older store is read as it is). SQLite may make the store's `-wal` and `-shm` companion
+    files to read a WAL store no server holds open, so the folder must be writable."""
     path = Path(path)
     if not path.is_file():
         raise InputError("no feedback store here: `ragft serve` of the run's pipeline makes it", path)
@@ -340,23 +360,23 @@ def read_history(path: str | Path) -> History:
         extra = ", ".join(c if c in columns else f"NULL AS {c}" for c in ADDED_COLUMNS)
         rows = db.execute(
             "SELECT id, created, pipeline, model, question, completion_tokens, latency_s, "
-            f"{extra} FROM exchanges ORDER BY created, rowid"
+            f"{extra} FROM exchanges ORDER BY rowid"
         ).fetchall()
-        ratings: dict[str, str] = {}
-        corrected: set[str] = set()
-        for exchange_id, rating, correction in db.execute(
-            "SELECT exchange_id, rating, correction FROM feedback ORDER BY id"
+        ratings: dict[str, list[tuple[float, str]]] = {}
+        corrected: dict[str, float] = {}
+        for exchange_id, created, rating, correction in db.execute(
+            "SELECT exchange_id, created, rating, correction FROM feedback ORDER BY id"
         ):
             if rating is not None:
-                ratings[exchange_id] = rating
+                ratings.setdefault(exchange_id, []).append((created, rating))
             if correction:
-                corrected.add(exchange_id)
+                corrected.setdefault(exchange_id, created)
         info = dict(db.execute("SELECT key, value FROM store_info").fetchall()) if "store_info" in tables else {}
         db.execute("COMMIT")
     except sqlite3.DatabaseError as e:
-        raise InputError(f"not a readable ragft feedback store: {e}", path) from None
+        raise InputError(f"could not read the feedback store: {e}", path) from None
     finally:
         db.close()
     run = RunIdentity(info["run"], info.get("run_name", "")) if "run" in info else None
-    served = [Served(*row, ratings.get(row[0]), row[0] in corrected) for row in rows]
+    served = [Served(*row, tuple(ratings.get(row[0], ())), corrected.get(row[0])) for row in rows]
     return History(path, run, served)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
@@ -35,6 +36,7 @@ class Embedder:
             raise ValueError(f"embedder dtype must be float32 or bfloat16, got {dtype!r}")
         self.dtype = dtype
         self.dim: int = int(self.model.get_embedding_dimension())
+        self._lock = threading.Lock()  # a server's retriever and monitoring share one: a tokenizer is not thread-safe
 
     @property
     def max_tokens(self) -> int:
@@ -48,11 +50,17 @@ class Embedder:
         return sum(n > limit for n in lengths)
 
     def embed(self, texts: Sequence[str], progress: bool = False) -> Any:
-        """A (len(texts), dim) float32 numpy array of unit vectors."""
+        """A (len(texts), dim) float32 numpy array of unit vectors (one call at a time)."""
         import numpy as np
 
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            return self._embed(texts, progress)
+
+    def _embed(self, texts: Sequence[str], progress: bool) -> Any:
+        import numpy as np
+
         if self.dtype == "float32":
             vectors = self._encode(texts, progress, normalize=True)
         else:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from ragft.feedback.store import FeedbackStore, UnknownExchange, read_history
 from ragft.serve import served as served_module
 from ragft.serve.batching import Batcher
 from ragft.serve.metrics import ServerMetrics
-from ragft.serve.monitor_page import monitor_page
+from ragft.serve.monitor_page import monitor_page, monitor_problem_page
 from ragft.serve.review import CSP, login_page, problem_page, review_page
 from ragft.serve.served import Answer, ServedPipeline, question_of
 
@@ -122,8 +123,19 @@ def make_app(
     with `watch`, the monitor view and the drift metrics assess the store's exchanges."""
     batcher: Batcher[served_module.Request, Answer] = Batcher(pipeline.answer, pipeline.generator.batch_size)
 
+    cached: dict[str, Any] = {}
+    assessing = threading.Lock()
+
     def monitoring() -> Monitoring | None:
-        return watch.assess(read_history(store.path)) if watch is not None else None
+        """The watch's assessment of the store, made again only when the store has changed
+        (or, with time windows, after a few seconds); one at a time."""
+        if watch is None:
+            return None
+        with assessing:
+            key = (tuple(store.counts().values()), None if watch.spec.size else int(time.time() // 5))
+            if cached.get("key") != key:
+                cached.update(key=key, value=watch.assess(read_history(store.path)))
+            return cached["value"]
 
     metrics = ServerMetrics(pipeline.name, monitoring)
 
@@ -152,25 +164,14 @@ def make_app(
         if api_key is not None and not _authorized(request, api_key):
             if request.url.path == "/review/login" and request.method == "POST":
                 return await call_next(request)
-            if request.url.path == "/review" and request.method == "GET":
+            if request.url.path in ("/review", "/review/monitor") and request.method == "GET":
                 return _html(login_page(), 401)
             headers = {"WWW-Authenticate": "Bearer"}
             body = error_body("a valid API key is needed: send Authorization: Bearer <key>", code="invalid_api_key")
             return JSONResponse(body, 401, headers=headers)
         return await call_next(request)
 
-    @app.middleware("http")
-    async def count(request: Request, call_next: Any) -> Response:  # outside the guard: refusals count too
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", None)  # a refused request never reached its route
-        if route is None:
-            paths = {getattr(r, "path", "") for r in app.routes}
-            route = request.url.path if request.url.path in paths else "unmatched"
-        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - start)
-        return response
-
+    app.add_middleware(CountRequests, metrics=metrics, routes=app.routes)  # outside the guard: refusals count too
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)  # outermost: the body is read and counted first
 
     @app.exception_handler(ApiError)
@@ -323,8 +324,8 @@ def make_app(
     async def review_monitor() -> HTMLResponse:
         try:
             found = await run_in_threadpool(monitoring)
-        except InputError as e:  # a store made for another run
-            return _html(problem_page(explain(e)[0].removeprefix("ragft: ")), 409)
+        except InputError as e:  # a store made for another run, or one that cannot be read
+            return _html(monitor_problem_page(explain(e)[0].removeprefix("ragft: error: ")), 409)
         return _html(monitor_page(pipeline.name, found))
 
     @app.get("/metrics")
@@ -436,3 +437,32 @@ class BodyLimit:
     async def _refuse(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         message = f"the request body is over {self.limit} bytes"
         await JSONResponse(error_body(message, code="body_too_large"), 413)(scope, receive, send)
+
+
+class CountRequests:
+    """Counts every request by route, method and status, and times it (a request that fails
+    with an exception counts as a 500)."""
+
+    def __init__(self, app: Any, metrics: ServerMetrics, routes: list[Any]):
+        self.app, self.metrics, self.routes = app, metrics, routes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+
+        async def sent(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sent)
+        finally:
+            route = getattr(scope.get("route"), "path", None)  # a refused request never reached its route
+            if route is None:
+                route = scope["path"] if scope["path"] in {getattr(r, "path", "") for r in self.routes} else "unmatched"
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - start)

@@ -7,7 +7,7 @@ Each app has its own registry, so two servers in one process (tests) count apart
 
 from __future__ import annotations
 
-import threading
+import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -15,11 +15,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from ragft.drift import KINDS
-from ragft.errors import InputError
 
 if TYPE_CHECKING:
     from ragft.monitor import Monitoring
 
+log = logging.getLogger("ragft.serve")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
 
 
@@ -52,17 +52,19 @@ class _DriftCollector:
     def __init__(self, pipeline: str, monitoring: Callable[[], Monitoring | None]):
         self.pipeline = pipeline
         self.monitoring = monitoring
-        self._lock = threading.Lock()
 
     def describe(self) -> list[Any]:
         return []  # computed on scrape only: registering must not read the store
 
     def collect(self) -> Iterator[Any]:
+        up = GaugeMetricFamily("ragft_monitor_up", "1 when the drift statistics below could be computed")
         try:
-            with self._lock:
-                m = self.monitoring()
-        except InputError:  # a store made for another run: the counters still go out
-            return
+            m = self.monitoring()
+        except Exception as e:  # the counters still go out; the reason goes to the server's log
+            log.warning("ragft: the drift statistics could not be computed: %s", e)
+            m = None
+        up.add_metric([], float(m is not None))
+        yield up
         if m is None:
             return
         complete = [w for w in m.windows if w.complete]
@@ -71,13 +73,12 @@ class _DriftCollector:
         )
         if complete:
             w = complete[-1]
-            rated = w.up + w.down
             values = {
                 "index": w.index,
                 "exchanges": w.exchanges,
                 "question_novelty": w.novelty,
                 "question_novelty_seen": w.novelty_seen,
-                "down_share": w.down / rated if rated else None,
+                "down_share": w.down_share,
                 "top_score_median": w.top_score,
                 "latency_p50_seconds": w.latency_p50,
                 "latency_p95_seconds": w.latency_p95,

@@ -4,12 +4,12 @@ Content-Security-Policy runs no script); every text from the store is escaped.""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from html import escape
 from typing import TYPE_CHECKING
 
-from ragft.monitor import alert_lines
+from ragft.drift import KINDS
+from ragft.monitor import alert_lines, time_text
 from ragft.serve.review import page
 
 if TYPE_CHECKING:
@@ -42,9 +42,7 @@ def monitor_page(pipeline: str, m: Monitoring | None) -> str:
         parts.append(f"<p>No drift alert (the chance of any false alarm over all windows is at most {m.alpha:g}).</p>")
     parts += [f'<p class="legend">Note: {escape(n)}</p>' for n in m.notes]
     if m.windows:
-        alerted = {
-            kind: {a.window for a in m.alerts if a.kind == kind} for kind in ("questions", "retrieval", "quality")
-        }
+        alerted = {kind: {a.window for a in m.alerts if a.kind == kind} for kind in KINDS}
         w = m.windows
         parts.append(
             _chart(
@@ -59,9 +57,9 @@ def monitor_page(pipeline: str, m: Monitoring | None) -> str:
         parts.append(
             _chart(
                 "quality",
-                "Share of rated answers rated down",
+                "Share of judged answers judged wrong (rated down, or corrected without a rating)",
                 w,
-                [("down share", [x.down / (x.up + x.down) if x.up + x.down else None for x in w])],
+                [("down share", [x.down_share for x in w])],
                 alerted["quality"],
             )
         )
@@ -168,18 +166,24 @@ def _chart(
     )
 
 
+def _fixed(value: float | None, places: int) -> str:
+    return f"{value:.{places}f}" if value is not None else "-"
+
+
 def _table(windows: Sequence[Window]) -> str:
     head = "<tr><th>window</th><th>from</th><th>exchanges</th><th>up</th><th>down</th><th>corrected</th>" + (
         "<th>novelty</th><th>top score</th><th>p50 s</th><th>p95 s</th></tr>"
     )
     rows = []
     for w in windows:
-        when = dt.datetime.fromtimestamp(w.start).strftime("%Y-%m-%d %H:%M") if w.exchanges else "-"
-        nov = f"{w.novelty:.3f}" if w.novelty is not None else "-"
-        top = f"{w.top_score:.3f}" if w.top_score is not None else "-"
         state = "" if w.complete else " (open)"
-        rows.append(
-            f"<tr><td>{w.index}{state}</td><td>{when}</td><td>{w.exchanges}</td><td>{w.up}</td><td>{w.down}</td>"
-            f"<td>{w.corrected}</td><td>{nov}</td><td>{top}</td><td>{w.latency_p50:.2f}</td><td>{w.latency_p95:.2f}</td></tr>"
-        )
+        cells = [f"{w.index}{state}", time_text(w.start), w.exchanges, w.up, w.down, w.corrected]
+        cells += [_fixed(w.novelty, 3), _fixed(w.top_score, 3), _fixed(w.latency_p50, 2), _fixed(w.latency_p95, 2)]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return f'<table class="windows">{head}{"".join(rows)}</table>'
+
+
+def monitor_problem_page(message: str) -> str:
+    return page(
+        "ragft monitor: not available", f'<p class="problem">{escape(message)}</p><p><a href="/review">Back</a></p>'
+    )

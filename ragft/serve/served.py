@@ -25,6 +25,7 @@ from ragft.types import Example
 if TYPE_CHECKING:
     from ragft.generation import Generator
     from ragft.retrieval import Embedder, Retriever
+    from ragft.tasks.qa import QATask
 
 CHAT_SUFFIX = ":chat"
 """A served pipeline's second model id: its generator (with the adapter) answering the
@@ -77,6 +78,7 @@ class ServedPipeline:
         shots: Sequence[Example],
         base_model: Any,
         embedder: Callable[[], Embedder] | None = None,
+        data: QATask | None = None,
     ):
         self.pipeline = pipeline
         self.name = pipeline.name
@@ -86,6 +88,8 @@ class ServedPipeline:
         self.k = pipeline.retrieval.k
         self._base_model = base_model
         self._embedder = embedder
+        self.data = data
+        """The run's task: its documents, training and test questions."""
 
     def embedder(self) -> Embedder | None:
         """The pipeline's embedder (loaded on first use; None where it was not given)."""
@@ -132,7 +136,7 @@ class ServedPipeline:
             pipeline = pipeline.with_demos(_optimized_demos(folder, pipeline, keys.prompt))
         retriever = task.retrieval.retriever if pipeline.context else None  # type: ignore[attr-defined]
         shots = task.train[: pipeline.shots]  # type: ignore[attr-defined]
-        return cls(pipeline, gen, retriever, shots, base, run.models(pipeline).embedder)
+        return cls(pipeline, gen, retriever, shots, base, run.models(pipeline).embedder, run.data)
 
     def close(self) -> None:
         """Take the adapter off (the generator's model is as it was given)."""

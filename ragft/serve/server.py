@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ragft.errors import ConfigError
-from ragft.feedback.store import open_store
+from ragft.errors import ConfigError, InputError
+from ragft.feedback.store import FILENAME, open_store, read_history
 
 if TYPE_CHECKING:
     from ragft.serve.app import Limits
@@ -49,16 +49,23 @@ def serve(
     """Serve `pipeline` of the run in `run_dir` until stopped (Ctrl-C or SIGTERM)."""
     import uvicorn
 
-    from ragft.monitor import Watch, WindowSpec
+    from ragft.monitor import Watch, WindowSpec, check_store
     from ragft.runner.folder import run_identity
     from ragft.serve.app import Limits, make_app
     from ragft.serve.served import ServedPipeline
 
     key = api_key_from(key_env, host)
     spec = WindowSpec.parse(window)  # bad input stops before any model loads
+    identity = run_identity(run_dir)
+    if (Path(run_dir) / FILENAME).is_file():  # a store copied from another run is not written to
+        check_store(read_history(Path(run_dir) / FILENAME), identity)
     served = ServedPipeline.load(run_dir, pipeline)
-    watch = Watch(run_dir, pipeline, served.embedder(), spec)
-    store = open_store(run_dir, run_identity(run_dir))
+    try:
+        watch: Watch | None = Watch(run_dir, pipeline, served.embedder(), spec, data=served.data)
+    except InputError as e:
+        print(f"ragft: no monitoring (/review/monitor, drift in /metrics): {e}", flush=True)
+        watch = None
+    store = open_store(run_dir, identity)
     app = make_app(served, store, key, limits or Limits(), watch)
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
     print(f"serving pipeline {pipeline!r} at {url}/v1 (models: {', '.join(served.model_ids)})", flush=True)
