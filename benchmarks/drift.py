@@ -41,7 +41,8 @@ from openai import OpenAI
 from serving import serving
 
 from ragft.feedback.store import read_history
-from ragft.monitor import Watch, WindowSpec, alert_lines, assess_windows
+from ragft.feedback.windows import WindowSpec, alert_lines, assess_windows
+from ragft.monitor import Watch
 from ragft.stats import ALPHA
 from ragft.tasks.qa import load_examples
 

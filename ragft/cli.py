@@ -482,7 +482,8 @@ def _monitor(args: argparse.Namespace) -> int:
     import time
 
     from ragft.errors import InputError
-    from ragft.monitor import RETRAIN_AFTER, WindowSpec, monitor, parse_since, render_text
+    from ragft.feedback.windows import WindowSpec, parse_since
+    from ragft.monitor import RETRAIN_AFTER, monitor, render_text
     from ragft.stats import ALPHA
 
     alpha = ALPHA if args.alpha is None else args.alpha

@@ -20,7 +20,8 @@ from ragft.cli import main
 from ragft.drift import held_out_novelty, novelty_test, rate_test, shift_test, spent
 from ragft.errors import InputError
 from ragft.feedback.store import FeedbackStore, RunIdentity, Served, open_store, read_history
-from ragft.monitor import Watch, WindowSpec, assess_windows, parse_since
+from ragft.feedback.windows import WindowSpec, assess_windows, parse_since
+from ragft.monitor import Watch
 from ragft.runner.folder import run_identity
 from ragft.serve.app import make_app
 from ragft.stats import ALPHA

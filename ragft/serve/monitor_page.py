@@ -9,11 +9,12 @@ from html import escape
 from typing import TYPE_CHECKING
 
 from ragft.drift import KINDS
-from ragft.monitor import alert_lines, time_text
+from ragft.feedback.windows import alert_lines, time_text
 from ragft.serve.review import page
 
 if TYPE_CHECKING:
-    from ragft.monitor import Monitoring, Window
+    from ragft.feedback.windows import Window
+    from ragft.monitor import Monitoring
 
 WIDTH, HEIGHT, PAD = 640, 170, 36
 SERIES = ("#1f6fb4", "#6a6a6a")

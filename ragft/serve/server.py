@@ -49,7 +49,8 @@ def serve(
     """Serve `pipeline` of the run in `run_dir` until stopped (Ctrl-C or SIGTERM)."""
     import uvicorn
 
-    from ragft.monitor import Watch, WindowSpec, check_store
+    from ragft.feedback.windows import WindowSpec
+    from ragft.monitor import Watch, check_store
     from ragft.runner.folder import run_identity
     from ragft.serve.app import Limits, make_app
     from ragft.serve.served import ServedPipeline
