@@ -123,20 +123,7 @@ def make_app(
     with `watch`, the monitor view and the drift metrics assess the store's exchanges."""
     batcher: Batcher[served_module.Request, Answer] = Batcher(pipeline.answer, pipeline.generator.batch_size)
 
-    cached: dict[str, Any] = {}
-    assessing = threading.Lock()
-
-    def monitoring() -> Monitoring | None:
-        """The watch's assessment of the store, made again only when the store has changed
-        (or, with time windows, after a few seconds); one at a time."""
-        if watch is None:
-            return None
-        with assessing:
-            key = (tuple(store.counts().values()), None if watch.spec.size else int(time.time() // 5))
-            if cached.get("key") != key:
-                cached.update(key=key, value=watch.assess(read_history(store.path)))
-            return cached["value"]
-
+    monitoring = LatestMonitoring(watch, store)
     metrics = ServerMetrics(pipeline.name, monitoring)
 
     @asynccontextmanager
@@ -320,19 +307,7 @@ def make_app(
             by_exchange.setdefault(f.exchange_id, []).append(f)
         return _html(review_page(pipeline.name, recent, by_exchange, saved, limits.max_correction_chars))
 
-    @app.get("/review/monitor")
-    async def review_monitor() -> HTMLResponse:
-        try:
-            found = await run_in_threadpool(monitoring)
-        except InputError as e:  # a store made for another run, or one that cannot be read
-            return _html(monitor_problem_page(explain(e)[0].removeprefix("ragft: error: ")), 409)
-        return _html(monitor_page(pipeline.name, found))
-
-    @app.get("/metrics")
-    async def prometheus_metrics() -> Response:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        return Response(await run_in_threadpool(generate_latest, metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    _monitoring_routes(app, pipeline.name, monitoring, metrics)
 
     @app.post("/review")
     async def review_form(request: Request) -> Response:
@@ -358,6 +333,44 @@ def make_app(
         return response
 
     return app
+
+
+class LatestMonitoring:
+    """The watch's assessment of the store, made again only when the store has changed (or,
+    with time windows, after a few seconds); one at a time. None without a watch."""
+
+    def __init__(self, watch: Watch | None, store: FeedbackStore):
+        self.watch, self.store = watch, store
+        self._key: Any = None
+        self._value: Monitoring | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Monitoring | None:
+        if self.watch is None:
+            return None
+        with self._lock:
+            key = (tuple(self.store.counts().values()), None if self.watch.spec.size else int(time.time() // 5))
+            if key != self._key:
+                self._value, self._key = self.watch.assess(read_history(self.store.path)), key
+            return self._value
+
+
+def _monitoring_routes(app: FastAPI, pipeline: str, monitoring: LatestMonitoring, metrics: ServerMetrics) -> None:
+    """GET /review/monitor (the charts) and GET /metrics (Prometheus)."""
+
+    @app.get("/review/monitor")
+    async def review_monitor() -> HTMLResponse:
+        try:
+            found = await run_in_threadpool(monitoring)
+        except InputError as e:  # a store made for another run, or one that cannot be read
+            return _html(monitor_problem_page(explain(e)[0].removeprefix("ragft: error: ")), 409)
+        return _html(monitor_page(pipeline, found))
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(await run_in_threadpool(generate_latest, metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _authorized(request: Request, api_key: str) -> bool:
