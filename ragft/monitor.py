@@ -168,7 +168,8 @@ class Watch:
 
         notes = check_store(history, self.identity) + self.notes
         name = self.pipeline.name
-        mine = [x for x in history.exchanges if served_by(name)(x)]  # type: ignore[arg-type]
+        asked = served_by(name)
+        mine = [x for x in history.exchanges if asked(x)]  # type: ignore[arg-type]
         chat = sum(1 for x in history.exchanges if x.pipeline == name and x.model != name)
         if chat:
             notes.append(f"{chat} exchanges of the {name}:chat model (messages as sent, no retrieval) are left out")
